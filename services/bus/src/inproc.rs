@@ -1,0 +1,478 @@
+//! The in-process bus: the JetStream semantics this system relies on, in memory, for a single
+//! process (`spreadagg all` without NATS). Nothing survives the process; that is the one
+//! documented difference.
+//!
+//! One mutex guards all streams; a `watch` channel per stream wakes waiting consumers without
+//! lost wake-ups. Sequences are contiguous, so a message is found by index.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::{
+    Acker, BusError, ConsumerSpec, ConsumerState, Delivery, OutMessage, PubAck, StoredMessage,
+    StreamSettings, StreamState, subject_matches,
+};
+
+#[derive(Debug)]
+struct Stored {
+    seq: u64,
+    subject: String,
+    payload: Bytes,
+    at: Instant,
+}
+
+#[derive(Debug)]
+struct DurableState {
+    filter: String,
+    next_seq: u64,
+    /// Outstanding deliveries: stream sequence -> redelivery deadline.
+    pending: BTreeMap<u64, Instant>,
+    ack_wait: Duration,
+    max_ack_pending: usize,
+}
+
+#[derive(Debug)]
+struct MemStream {
+    subjects: String,
+    msgs: VecDeque<Stored>,
+    /// Sequence of `msgs.front()`, or `last_seq + 1` when empty.
+    first_seq: u64,
+    last_seq: u64,
+    bytes: u64,
+    /// Message id -> stored sequence, with insertion times in order for expiry.
+    dedupe: HashMap<String, u64>,
+    dedupe_order: VecDeque<(Instant, String)>,
+    durables: HashMap<String, DurableState>,
+    changed: watch::Sender<u64>,
+}
+
+impl MemStream {
+    fn new(subjects: &str) -> Self {
+        Self {
+            subjects: subjects.to_owned(),
+            msgs: VecDeque::new(),
+            first_seq: 1,
+            last_seq: 0,
+            bytes: 0,
+            dedupe: HashMap::new(),
+            dedupe_order: VecDeque::new(),
+            durables: HashMap::new(),
+            changed: watch::channel(0).0,
+        }
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some(m) = self.msgs.pop_front() {
+            self.bytes -= m.payload.len() as u64 + m.subject.len() as u64;
+            self.first_seq = m.seq + 1;
+        }
+    }
+
+    fn enforce_limits(&mut self, limits: &StreamSettings, now: Instant) {
+        while self
+            .msgs
+            .front()
+            .is_some_and(|m| now.duration_since(m.at) > limits.max_age)
+        {
+            self.pop_oldest();
+        }
+        let max_msgs = u64::try_from(limits.max_messages).unwrap_or(0);
+        let max_bytes = u64::try_from(limits.max_bytes).unwrap_or(0);
+        while (max_msgs > 0 && self.msgs.len() as u64 > max_msgs)
+            || (max_bytes > 0 && self.bytes > max_bytes)
+        {
+            self.pop_oldest();
+        }
+        while self
+            .dedupe_order
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > limits.duplicate_window)
+        {
+            if let Some((_, id)) = self.dedupe_order.pop_front() {
+                self.dedupe.remove(&id);
+            }
+        }
+    }
+
+    fn get(&self, seq: u64) -> Option<&Stored> {
+        find(&self.msgs, self.first_seq, seq)
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    streams: HashMap<String, MemStream>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    limits: StreamSettings,
+    state: Mutex<State>,
+}
+
+/// The in-process bus; clones share one store.
+#[derive(Debug, Clone)]
+pub struct InProcBus {
+    shared: Arc<Shared>,
+}
+
+impl InProcBus {
+    /// A bus holding the four streams of the contract.
+    pub fn new(limits: &StreamSettings) -> Self {
+        let streams = spreadagg_streams()
+            .map(|(name, subjects)| (name.to_owned(), MemStream::new(subjects)))
+            .collect();
+        Self {
+            shared: Arc::new(Shared {
+                limits: limits.clone(),
+                state: Mutex::new(State { streams }),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every critical section leaves the state consistent before anything can panic.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn publish(&self, msg: &OutMessage) -> Result<PubAck, BusError> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let stream = state
+            .streams
+            .values_mut()
+            .find(|s| subject_matches(&s.subjects, &msg.subject))
+            .ok_or_else(|| BusError::NoStream(msg.subject.clone()))?;
+        stream.enforce_limits(&self.shared.limits, now);
+        if !msg.msg_id.is_empty()
+            && let Some(&seq) = stream.dedupe.get(&msg.msg_id)
+        {
+            return Ok(PubAck {
+                stream_seq: seq,
+                duplicate: true,
+            });
+        }
+        stream.last_seq += 1;
+        let seq = stream.last_seq;
+        if stream.msgs.is_empty() {
+            stream.first_seq = seq;
+        }
+        stream.bytes += msg.payload.len() as u64 + msg.subject.len() as u64;
+        stream.msgs.push_back(Stored {
+            seq,
+            subject: msg.subject.clone(),
+            payload: msg.payload.clone(),
+            at: now,
+        });
+        if !msg.msg_id.is_empty() {
+            stream.dedupe.insert(msg.msg_id.clone(), seq);
+            stream.dedupe_order.push_back((now, msg.msg_id.clone()));
+        }
+        stream.enforce_limits(&self.shared.limits, now);
+        stream.notify();
+        Ok(PubAck {
+            stream_seq: seq,
+            duplicate: false,
+        })
+    }
+
+    pub(crate) fn durable(&self, spec: &ConsumerSpec) -> Result<InProcConsumer, BusError> {
+        let mut state = self.lock();
+        let stream = state
+            .streams
+            .get_mut(&spec.stream)
+            .ok_or_else(|| stream_missing(&spec.stream))?;
+        let first = stream.first_seq;
+        let durable = stream
+            .durables
+            .entry(spec.durable.clone())
+            .or_insert_with(|| DurableState {
+                filter: spec.filter.clone(),
+                next_seq: first,
+                pending: BTreeMap::new(),
+                ack_wait: spec.ack_wait,
+                max_ack_pending: spec.max_ack_pending,
+            });
+        // Create-or-update, as on JetStream: limits follow the latest definition.
+        durable.filter.clone_from(&spec.filter);
+        durable.ack_wait = spec.ack_wait;
+        durable.max_ack_pending = spec.max_ack_pending.max(1);
+        Ok(InProcConsumer {
+            bus: self.clone(),
+            stream: spec.stream.clone(),
+            mode: Mode::Durable(spec.durable.clone()),
+            changed: stream.changed.subscribe(),
+        })
+    }
+
+    pub(crate) fn live(&self, stream_name: &str, filter: &str) -> Result<InProcConsumer, BusError> {
+        let state = self.lock();
+        let stream = state
+            .streams
+            .get(stream_name)
+            .ok_or_else(|| stream_missing(stream_name))?;
+        Ok(InProcConsumer {
+            bus: self.clone(),
+            stream: stream_name.to_owned(),
+            mode: Mode::Live {
+                filter: filter.to_owned(),
+                next_seq: stream.last_seq + 1,
+            },
+            changed: stream.changed.subscribe(),
+        })
+    }
+
+    pub(crate) fn stream_state(&self, name: &str) -> Result<StreamState, BusError> {
+        let mut state = self.lock();
+        let s = state
+            .streams
+            .get_mut(name)
+            .ok_or_else(|| stream_missing(name))?;
+        s.enforce_limits(&self.shared.limits, Instant::now());
+        Ok(StreamState {
+            messages: s.msgs.len() as u64,
+            bytes: s.bytes,
+            first_seq: s.first_seq,
+            last_seq: s.last_seq,
+        })
+    }
+
+    pub(crate) fn consumer_state(
+        &self,
+        name: &str,
+        durable: &str,
+    ) -> Result<ConsumerState, BusError> {
+        let state = self.lock();
+        let s = state
+            .streams
+            .get(name)
+            .ok_or_else(|| stream_missing(name))?;
+        let d = s.durables.get(durable).ok_or_else(|| BusError::Consumer {
+            stream: name.to_owned(),
+            consumer: durable.to_owned(),
+            reason: "no such consumer".into(),
+        })?;
+        let ack_floor = d
+            .pending
+            .keys()
+            .next()
+            .map_or(d.next_seq.saturating_sub(1), |first| first - 1);
+        let start = d.next_seq.max(s.first_seq);
+        let pending = s
+            .msgs
+            .iter()
+            .filter(|m| m.seq >= start && subject_matches(&d.filter, &m.subject))
+            .count() as u64;
+        Ok(ConsumerState {
+            ack_floor,
+            ack_pending: d.pending.len() as u64,
+            pending,
+        })
+    }
+
+    pub(crate) fn get(&self, name: &str, seq: u64) -> Result<Option<StoredMessage>, BusError> {
+        let state = self.lock();
+        let s = state
+            .streams
+            .get(name)
+            .ok_or_else(|| stream_missing(name))?;
+        Ok(s.get(seq).map(|m| StoredMessage {
+            subject: m.subject.clone(),
+            payload: m.payload.clone(),
+            stream_seq: m.seq,
+        }))
+    }
+
+    fn ack(&self, stream: &str, durable: &str, seq: u64) {
+        let mut state = self.lock();
+        if let Some(s) = state.streams.get_mut(stream) {
+            if let Some(d) = s.durables.get_mut(durable) {
+                d.pending.remove(&seq);
+            }
+            s.notify();
+        }
+    }
+}
+
+/// The four streams of the contract with their subjects.
+fn spreadagg_streams() -> impl Iterator<Item = (&'static str, &'static str)> {
+    [
+        ("MD_TICKS", "md.tick.>"),
+        ("MD_TRADES", "md.trade.>"),
+        ("MD_SPREADS", "md.spread.>"),
+        ("MD_SIGNALS", "md.signal.>"),
+    ]
+    .into_iter()
+}
+
+fn stream_missing(name: &str) -> BusError {
+    BusError::Stream {
+        stream: name.to_owned(),
+        reason: "no such stream".into(),
+    }
+}
+
+#[derive(Debug)]
+enum Mode {
+    Durable(String),
+    Live { filter: String, next_seq: u64 },
+}
+
+/// A consumer on the in-process bus.
+#[derive(Debug)]
+pub struct InProcConsumer {
+    bus: InProcBus,
+    stream: String,
+    mode: Mode,
+    changed: watch::Receiver<u64>,
+}
+
+/// Acknowledges one in-process delivery.
+#[derive(Debug)]
+pub struct AckHandle {
+    bus: InProcBus,
+    stream: String,
+    durable: String,
+    seq: u64,
+}
+
+impl AckHandle {
+    pub(crate) fn ack(self) {
+        self.bus.ack(&self.stream, &self.durable, self.seq);
+    }
+}
+
+/// What one look at the store found.
+enum Poll {
+    Ready(Delivery),
+    /// Nothing now; wake at the deadline if nothing changes first.
+    Wait(Option<Instant>),
+}
+
+impl InProcConsumer {
+    pub(crate) async fn next(&mut self) -> Result<Delivery, BusError> {
+        loop {
+            // Mark the current version seen before looking, so a change after the look wakes us.
+            self.changed.borrow_and_update();
+            match self.poll()? {
+                Poll::Ready(d) => return Ok(d),
+                Poll::Wait(deadline) => {
+                    let changed = self.changed.changed();
+                    match deadline {
+                        Some(at) => {
+                            let _ = tokio::time::timeout_at(at.into(), changed).await;
+                        }
+                        None => changed.await.map_err(|_| BusError::Closed)?,
+                    }
+                }
+            }
+        }
+    }
+
+    fn poll(&mut self) -> Result<Poll, BusError> {
+        let bus = self.bus.clone();
+        let mut state = bus.lock();
+        let limits = &bus.shared.limits;
+        let stream = state
+            .streams
+            .get_mut(&self.stream)
+            .ok_or_else(|| stream_missing(&self.stream))?;
+        let now = Instant::now();
+        stream.enforce_limits(limits, now);
+        match &mut self.mode {
+            Mode::Live { filter, next_seq } => {
+                *next_seq = (*next_seq).max(stream.first_seq);
+                while *next_seq <= stream.last_seq {
+                    let seq = *next_seq;
+                    *next_seq += 1;
+                    if let Some(m) = stream.get(seq)
+                        && subject_matches(filter, &m.subject)
+                    {
+                        return Ok(Poll::Ready(delivery(m, false, Acker::None)));
+                    }
+                }
+                Ok(Poll::Wait(None))
+            }
+            Mode::Durable(name) => {
+                let MemStream {
+                    msgs,
+                    durables,
+                    first_seq,
+                    last_seq,
+                    ..
+                } = stream;
+                let (first_seq, last_seq) = (*first_seq, *last_seq);
+                let Some(d) = durables.get_mut(name.as_str()) else {
+                    return Err(BusError::Consumer {
+                        stream: self.stream.clone(),
+                        consumer: name.clone(),
+                        reason: "consumer deleted".into(),
+                    });
+                };
+                // Messages removed by the limits cannot be delivered again.
+                d.pending.retain(|seq, _| *seq >= first_seq);
+                let due = d
+                    .pending
+                    .iter()
+                    .find(|(_, deadline)| **deadline <= now)
+                    .map(|(seq, _)| *seq);
+                let ack_wait = d.ack_wait;
+                let handle = |seq| {
+                    Acker::InProc(AckHandle {
+                        bus: bus.clone(),
+                        stream: self.stream.clone(),
+                        durable: name.clone(),
+                        seq,
+                    })
+                };
+                if let Some(seq) = due {
+                    d.pending.insert(seq, now + ack_wait);
+                    if let Some(m) = find(msgs, first_seq, seq) {
+                        return Ok(Poll::Ready(delivery(m, true, handle(seq))));
+                    }
+                }
+                if d.pending.len() < d.max_ack_pending {
+                    d.next_seq = d.next_seq.max(first_seq);
+                    while d.next_seq <= last_seq {
+                        let seq = d.next_seq;
+                        d.next_seq += 1;
+                        if let Some(m) = find(msgs, first_seq, seq)
+                            && subject_matches(&d.filter, &m.subject)
+                        {
+                            d.pending.insert(seq, now + ack_wait);
+                            return Ok(Poll::Ready(delivery(m, false, handle(seq))));
+                        }
+                    }
+                }
+                Ok(Poll::Wait(d.pending.values().min().copied()))
+            }
+        }
+    }
+}
+
+/// The message with sequence `seq` in a contiguous run starting at `first_seq`.
+fn find(msgs: &VecDeque<Stored>, first_seq: u64, seq: u64) -> Option<&Stored> {
+    let idx = usize::try_from(seq.checked_sub(first_seq)?).ok()?;
+    msgs.get(idx)
+}
+
+fn delivery(m: &Stored, redelivered: bool, acker: Acker) -> Delivery {
+    Delivery {
+        subject: m.subject.clone(),
+        payload: m.payload.clone(),
+        stream_seq: m.seq,
+        redelivered,
+        acker,
+    }
+}

@@ -1,0 +1,365 @@
+//! One behavioural suite, run against both bus implementations: the in-process bus and a real
+//! `nats-server` with JetStream started for each test. Whatever a role relies on is asserted
+//! here for both, so `spreadagg all` without NATS behaves as a cluster does.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use spreadagg_bus::{
+    Bus, BusError, ConsumerSpec, Delivery, OutMessage, StorageKind, StreamSettings,
+};
+use spreadagg_testkit::NatsServer;
+
+/// A bus under test; keeps its server (if any) alive.
+struct Fixture {
+    bus: Bus,
+    server: Option<NatsServer>,
+}
+
+fn settings() -> StreamSettings {
+    StreamSettings {
+        storage: StorageKind::File,
+        ..StreamSettings::default()
+    }
+}
+
+async fn inproc(settings: StreamSettings) -> Fixture {
+    Fixture {
+        bus: Bus::in_process(&settings),
+        server: None,
+    }
+}
+
+async fn jetstream(settings: StreamSettings) -> Fixture {
+    let server = NatsServer::start().expect("nats-server starts");
+    let bus = Bus::connect(&server.url(), &settings)
+        .await
+        .expect("connects");
+    Fixture {
+        bus,
+        server: Some(server),
+    }
+}
+
+fn msg(subject: &str, id: &str, body: &str) -> OutMessage {
+    OutMessage {
+        subject: subject.to_owned(),
+        msg_id: id.to_owned(),
+        payload: Bytes::from(body.to_owned()),
+    }
+}
+
+fn spec(durable: &str, filter: &str) -> ConsumerSpec {
+    ConsumerSpec {
+        stream: "MD_TICKS".into(),
+        durable: durable.into(),
+        filter: filter.into(),
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: 1000,
+        batch: 100,
+    }
+}
+
+async fn next(c: &mut spreadagg_bus::Consumer) -> Delivery {
+    tokio::time::timeout(Duration::from_secs(10), c.next())
+        .await
+        .expect("a delivery within 10 s")
+        .expect("no bus error")
+}
+
+async fn nothing_within(c: &mut spreadagg_bus::Consumer, wait: Duration) -> bool {
+    tokio::time::timeout(wait, c.next()).await.is_err()
+}
+
+async fn publish_n(bus: &Bus, subject: &str, range: std::ops::Range<u32>) {
+    for i in range {
+        let ack = bus
+            .publish(&msg(subject, &format!("{subject}-{i}"), &i.to_string()))
+            .await
+            .expect("publish acked");
+        assert!(!ack.duplicate);
+    }
+}
+
+async fn delivers_in_order_with_stream_sequences(f: Fixture) {
+    publish_n(&f.bus, "md.tick.binance.BTC-USDT", 0..10).await;
+    publish_n(&f.bus, "md.tick.okx.BTC-USDT", 10..15).await;
+    let mut c = f
+        .bus
+        .durable(&spec("order", "md.tick.>"))
+        .await
+        .expect("consumer");
+    for seq in 1..=15u64 {
+        let d = next(&mut c).await;
+        assert_eq!(d.stream_seq, seq);
+        assert_eq!(d.payload, Bytes::from((seq - 1).to_string()));
+        assert!(!d.redelivered);
+        d.ack().await.expect("ack");
+    }
+    f.bus.flush().await.expect("flush");
+    let state = wait_for_ack_floor(&f.bus, "order", 15).await;
+    assert_eq!((state.ack_pending, state.pending), (0, 0));
+}
+
+async fn wait_for_ack_floor(bus: &Bus, durable: &str, floor: u64) -> spreadagg_bus::ConsumerState {
+    for _ in 0..100 {
+        let s = bus
+            .consumer_state("MD_TICKS", durable)
+            .await
+            .expect("state");
+        if s.ack_floor >= floor {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("ack floor never reached {floor}");
+}
+
+async fn repeated_message_ids_are_stored_once(f: Fixture) {
+    let m = msg("md.tick.binance.ETH-USDT", "same-id", "x");
+    let first = f.bus.publish(&m).await.expect("first");
+    let second = f.bus.publish(&m).await.expect("second");
+    assert!(!first.duplicate);
+    assert!(second.duplicate);
+    assert_eq!(second.stream_seq, first.stream_seq);
+    assert_eq!(
+        f.bus
+            .stream_state("MD_TICKS")
+            .await
+            .expect("state")
+            .messages,
+        1
+    );
+}
+
+async fn unacknowledged_deliveries_come_back(f: Fixture) {
+    publish_n(&f.bus, "md.tick.binance.BTC-USDT", 0..2).await;
+    let mut s = spec("redeliver", "md.tick.>");
+    s.ack_wait = Duration::from_secs(1);
+    let mut c = f.bus.durable(&s).await.expect("consumer");
+    let first = next(&mut c).await;
+    assert_eq!(first.stream_seq, 1);
+    drop(first); // never acknowledged
+    let second = next(&mut c).await;
+    assert_eq!(second.stream_seq, 2);
+    second.ack().await.expect("ack");
+    let again = next(&mut c).await;
+    assert_eq!(again.stream_seq, 1);
+    assert!(again.redelivered);
+    again.ack().await.expect("ack");
+    f.bus.flush().await.expect("flush");
+    assert!(
+        nothing_within(&mut c, Duration::from_millis(1500)).await,
+        "acked messages must not return"
+    );
+}
+
+async fn durable_progress_survives_reopening(f: Fixture) {
+    publish_n(&f.bus, "md.tick.binance.BTC-USDT", 0..10).await;
+    let mut s = spec("resume", "md.tick.>");
+    s.ack_wait = Duration::from_secs(2);
+    {
+        let mut c = f.bus.durable(&s).await.expect("consumer");
+        for _ in 0..5 {
+            next(&mut c).await.ack().await.expect("ack");
+        }
+        f.bus.flush().await.expect("flush");
+        wait_for_ack_floor(&f.bus, "resume", 5).await;
+    }
+    let mut c = f.bus.durable(&s).await.expect("reopened");
+    // On JetStream the first consumer's last pull may still hold deliveries until its ack
+    // wait; nothing acknowledged may come back, and the next new sequence is 6.
+    let d = next(&mut c).await;
+    assert!(
+        d.stream_seq > 5,
+        "acknowledged message {} delivered again",
+        d.stream_seq
+    );
+}
+
+async fn filters_select_subjects(f: Fixture) {
+    publish_n(&f.bus, "md.tick.binance.BTC-USDT", 0..3).await;
+    publish_n(&f.bus, "md.tick.okx.BTC-USDT", 3..6).await;
+    let mut c = f
+        .bus
+        .durable(&spec("okx-only", "md.tick.okx.>"))
+        .await
+        .expect("consumer");
+    for seq in 4..=6 {
+        let d = next(&mut c).await;
+        assert_eq!(d.stream_seq, seq);
+        assert_eq!(d.subject, "md.tick.okx.BTC-USDT");
+        d.ack().await.expect("ack");
+    }
+    assert!(nothing_within(&mut c, Duration::from_millis(300)).await);
+}
+
+async fn live_subscriptions_see_only_new_messages(f: Fixture) {
+    publish_n(&f.bus, "md.tick.binance.BTC-USDT", 0..3).await;
+    let mut live = f.bus.live("MD_TICKS", "md.tick.>").await.expect("live");
+    publish_n(&f.bus, "md.tick.binance.BTC-USDT", 3..5).await;
+    assert_eq!(next(&mut live).await.stream_seq, 4);
+    assert_eq!(next(&mut live).await.stream_seq, 5);
+}
+
+async fn max_ack_pending_pauses_delivery(f: Fixture) {
+    publish_n(&f.bus, "md.tick.binance.BTC-USDT", 0..10).await;
+    let mut s = spec("slow", "md.tick.>");
+    s.max_ack_pending = 3;
+    s.batch = 3;
+    let mut c = f.bus.durable(&s).await.expect("consumer");
+    let held: Vec<Delivery> = vec![next(&mut c).await, next(&mut c).await, next(&mut c).await];
+    assert!(
+        nothing_within(&mut c, Duration::from_millis(700)).await,
+        "a fourth delivery while three are unacknowledged"
+    );
+    for d in held {
+        d.ack().await.expect("ack");
+    }
+    assert_eq!(next(&mut c).await.stream_seq, 4);
+}
+
+async fn publisher_pipelines_and_flushes(f: Fixture) {
+    let mut p = f.bus.publisher(16);
+    for i in 0..200 {
+        p.publish(msg("md.tick.okx.SOL-USDT", &format!("p-{i}"), "x"))
+            .await
+            .expect("publish");
+        assert!(p.in_flight() <= 16);
+    }
+    p.flush().await.expect("flush");
+    assert_eq!(p.in_flight(), 0);
+    let state = f.bus.stream_state("MD_TICKS").await.expect("state");
+    assert_eq!((state.messages, state.last_seq), (200, 200));
+}
+
+async fn subjects_without_a_stream_are_refused(f: Fixture) {
+    let err = f.bus.publish(&msg("elsewhere.x", "e", "x")).await;
+    assert!(err.is_err(), "publish to an uncaptured subject must fail");
+    if let Err(e) = err {
+        assert!(
+            matches!(e, BusError::NoStream(_) | BusError::Publish { .. }),
+            "{e}"
+        );
+    }
+}
+
+async fn messages_read_back_by_sequence(f: Fixture) {
+    publish_n(&f.bus, "md.tick.binance.BTC-USDT", 0..3).await;
+    let m = f
+        .bus
+        .get("MD_TICKS", 2)
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!((m.stream_seq, m.payload), (2, Bytes::from("1")));
+    assert_eq!(f.bus.get("MD_TICKS", 99).await.expect("get"), None);
+}
+
+async fn count_limit_discards_the_oldest(f: Fixture) {
+    publish_n(&f.bus, "md.tick.binance.BTC-USDT", 0..8).await;
+    let state = f.bus.stream_state("MD_TICKS").await.expect("state");
+    assert_eq!((state.messages, state.first_seq, state.last_seq), (5, 4, 8));
+}
+
+fn limited() -> StreamSettings {
+    StreamSettings {
+        max_messages: 5,
+        ..settings()
+    }
+}
+
+macro_rules! suite {
+    ($($case:ident $(with $settings:ident)?),* $(,)?) => {
+        mod in_process {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    #[allow(unused_mut, unused_assignments)]
+                    let mut s = super::settings();
+                    $( s = super::$settings(); )?
+                    super::$case(super::inproc(s).await).await;
+                }
+            )*
+        }
+        mod jetstream {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    #[allow(unused_mut, unused_assignments)]
+                    let mut s = super::settings();
+                    $( s = super::$settings(); )?
+                    super::$case(super::jetstream(s).await).await;
+                }
+            )*
+        }
+    };
+}
+
+suite! {
+    delivers_in_order_with_stream_sequences,
+    repeated_message_ids_are_stored_once,
+    unacknowledged_deliveries_come_back,
+    durable_progress_survives_reopening,
+    filters_select_subjects,
+    live_subscriptions_see_only_new_messages,
+    max_ack_pending_pauses_delivery,
+    publisher_pipelines_and_flushes,
+    subjects_without_a_stream_are_refused,
+    messages_read_back_by_sequence,
+    count_limit_discards_the_oldest with limited,
+}
+
+/// JetStream only: the in-process bus has no server to lose. A durable consumer and a
+/// publisher carry on across a server restart without any manual step.
+#[tokio::test]
+async fn jetstream_recovers_from_a_server_restart() {
+    let mut f = jetstream(settings()).await;
+    publish_n(&f.bus, "md.tick.binance.BTC-USDT", 0..5).await;
+    let mut c = f
+        .bus
+        .durable(&spec("restart", "md.tick.>"))
+        .await
+        .expect("consumer");
+    for seq in 1..=2 {
+        let d = next(&mut c).await;
+        assert_eq!(d.stream_seq, seq);
+        d.ack().await.expect("ack");
+    }
+    f.bus.flush().await.expect("flush");
+    wait_for_ack_floor(&f.bus, "restart", 2).await;
+
+    let server = f.server.as_mut().expect("server");
+    server.restart().expect("server comes back");
+
+    // The publisher retries through the reconnect; the consumer resumes after the ack floor.
+    let mut p = f.bus.publisher(8);
+    for i in 5..10 {
+        p.publish(msg(
+            "md.tick.binance.BTC-USDT",
+            &format!("md.tick.binance.BTC-USDT-{i}"),
+            &i.to_string(),
+        ))
+        .await
+        .expect("publish after restart");
+    }
+    p.flush().await.expect("acks after restart");
+    let mut seen = Vec::new();
+    while seen.len() < 8 {
+        let d = tokio::time::timeout(Duration::from_secs(30), c.next())
+            .await
+            .expect("deliveries resume after restart");
+        match d {
+            Ok(d) => {
+                if !seen.contains(&d.stream_seq) {
+                    seen.push(d.stream_seq);
+                }
+                d.ack().await.ok();
+            }
+            // Missed heartbeats while the server was away are reported, then the pull resumes.
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (3..=10).collect::<Vec<u64>>());
+}

@@ -1,0 +1,56 @@
+//! NATS subjects and stream names of the contract (DESIGN.md).
+//!
+//! `md.tick.<exchange>.<symbol>`, `md.trade.<exchange>.<symbol>`,
+//! `md.spread.<symbol>.<exA>.<exB>`, `md.signal.<symbol>`.
+
+use crate::{ExchangeId, Symbol};
+
+/// Stream of ticks.
+pub const STREAM_TICKS: &str = "MD_TICKS";
+/// Stream of trades.
+pub const STREAM_TRADES: &str = "MD_TRADES";
+/// Stream of cross-exchange spread points.
+pub const STREAM_SPREADS: &str = "MD_SPREADS";
+/// Stream of deviation signals.
+pub const STREAM_SIGNALS: &str = "MD_SIGNALS";
+
+/// Every stream with the subject filter it captures.
+pub const STREAMS: [(&str, &str); 4] = [
+    (STREAM_TICKS, "md.tick.>"),
+    (STREAM_TRADES, "md.trade.>"),
+    (STREAM_SPREADS, "md.spread.>"),
+    (STREAM_SIGNALS, "md.signal.>"),
+];
+
+pub fn tick(exchange: ExchangeId, symbol: &Symbol) -> String {
+    format!("md.tick.{exchange}.{symbol}")
+}
+
+pub fn trade(exchange: ExchangeId, symbol: &Symbol) -> String {
+    format!("md.trade.{exchange}.{symbol}")
+}
+
+pub fn spread(symbol: &str, exchange_a: &str, exchange_b: &str) -> String {
+    format!("md.spread.{symbol}.{exchange_a}.{exchange_b}")
+}
+
+pub fn signal(symbol: &Symbol) -> String {
+    format!("md.signal.{symbol}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_follow_the_contract() {
+        let s: Symbol = "BTC-USDT".parse().expect("valid");
+        assert_eq!(tick(ExchangeId::Binance, &s), "md.tick.binance.BTC-USDT");
+        assert_eq!(trade(ExchangeId::Okx, &s), "md.trade.okx.BTC-USDT");
+        assert_eq!(
+            spread("BTC-USDT", "binance", "okx"),
+            "md.spread.BTC-USDT.binance.okx"
+        );
+        assert_eq!(signal(&s), "md.signal.BTC-USDT");
+    }
+}
