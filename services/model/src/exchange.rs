@@ -3,8 +3,10 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// One supported exchange. The string form is part of the contract (DESIGN.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// One supported exchange. The string form is part of the contract (DESIGN.md), and is also
+/// its serde form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "&'static str")]
 pub enum ExchangeId {
     Binance,
     Bybit,
@@ -65,6 +67,19 @@ impl fmt::Display for ExchangeId {
     "unknown exchange id {0:?} (known: binance, bybit, okx, gateio, bitget, kucoin, mexc, htx, bingx, coinbase, kraken)"
 )]
 pub struct UnknownExchange(pub String);
+
+impl TryFrom<String> for ExchangeId {
+    type Error = UnknownExchange;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<ExchangeId> for &'static str {
+    fn from(id: ExchangeId) -> Self {
+        id.as_str()
+    }
+}
 
 impl FromStr for ExchangeId {
     type Err = UnknownExchange;

@@ -6,8 +6,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// A canonical symbol such as `BTC-USDT`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A canonical symbol such as `BTC-USDT`; its serde form is the canonical text.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Symbol(String);
 
 /// The text is not a canonical symbol.
@@ -61,6 +62,19 @@ impl Symbol {
 impl fmt::Display for Symbol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for Symbol {
+    type Error = InvalidSymbol;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Symbol> for String {
+    fn from(s: Symbol) -> Self {
+        s.0
     }
 }
 

@@ -1,0 +1,216 @@
+//! One WebSocket connection to an exchange, kept alive for as long as the role runs.
+//!
+//! Each connection is its own task with its own backoff, watchdog and state, so one failing
+//! connection (or exchange) changes nothing for the others. A session connects, subscribes
+//! within the exchange's pacing, then reads; it ends on a server close, an error, a
+//! `Reconnect` from the adapter, or the staleness watchdog (open but silent). Between sessions
+//! the task waits an exponential backoff with jitter (reset after a session that delivered
+//! data), and after `breaker_threshold` failures in a row reports its circuit open in
+//! `/health` while it keeps retrying at the maximum delay.
+//!
+//! Parsed events go to the publisher through a bounded channel with `try_send`: the socket is
+//! never stalled by the bus (the exchange would drop us), so when the channel is full the
+//! event is dropped and counted. Ticks are superseded by the next tick within milliseconds,
+//! so losing one under overload is the cheap failure; blocking the socket is not.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::BackoffBuilder;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use spreadagg_model::time::now_ns;
+use spreadagg_runtime::Component;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::exchange::{Adapter, Control, Event, SymbolMap};
+
+/// Connection settings shared by every connection of one ingestor.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionSettings {
+    pub ws_url: String,
+    pub connect_timeout: Duration,
+    pub stale_after: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub breaker_threshold: u32,
+}
+
+/// Everything one connection task needs.
+pub(crate) struct Connection {
+    pub adapter: Arc<dyn Adapter>,
+    pub settings: ConnectionSettings,
+    pub natives: Vec<String>,
+    pub symbols: Arc<SymbolMap>,
+    pub events: mpsc::Sender<Event>,
+    pub component: Component,
+    pub stop: CancellationToken,
+}
+
+enum SessionEnd {
+    Stopped,
+    /// The session ended; `delivered` says whether it carried data (resets the backoff).
+    Retry { reason: String, delivered: bool },
+}
+
+impl Connection {
+    /// Runs sessions until `stop` is cancelled.
+    pub(crate) async fn run(self) {
+        let exchange = self.adapter.id().as_str();
+        let new_backoff = || {
+            backon::ExponentialBuilder::new()
+                .with_min_delay(self.settings.backoff_min)
+                .with_max_delay(self.settings.backoff_max)
+                .with_jitter()
+                .without_max_times()
+                .build()
+        };
+        let mut backoff = new_backoff();
+        let mut failures: u32 = 0;
+        loop {
+            let end = self.session().await;
+            let (reason, delivered) = match end {
+                SessionEnd::Stopped => break,
+                SessionEnd::Retry { reason, delivered } => (reason, delivered),
+            };
+            metrics::counter!("spreadagg_ingest_reconnects_total", "exchange" => exchange).increment(1);
+            if delivered {
+                failures = 0;
+                backoff = new_backoff();
+            } else {
+                failures = failures.saturating_add(1);
+            }
+            let delay = backoff.next().unwrap_or(self.settings.backoff_max);
+            let breaker = if failures >= self.settings.breaker_threshold { "open" } else { "closed" };
+            tracing::warn!(exchange, %reason, failures, delay_ms = delay.as_millis() as u64, breaker, "connection ended; reconnecting");
+            self.component.set(
+                false,
+                json!({"state": "backoff", "reason": reason, "failures": failures, "breaker": breaker, "retry_in_ms": delay.as_millis() as u64}),
+            );
+            tokio::select! {
+                () = self.stop.cancelled() => break,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+        self.component.set(false, json!({"state": "stopped"}));
+    }
+
+    async fn session(&self) -> SessionEnd {
+        let exchange = self.adapter.id().as_str();
+        let retry = |reason: String, delivered: bool| SessionEnd::Retry { reason, delivered };
+        self.component.set(false, json!({"state": "connecting"}));
+        let connect = tokio_tungstenite::connect_async(self.settings.ws_url.as_str());
+        let ws = tokio::select! {
+            () = self.stop.cancelled() => return SessionEnd::Stopped,
+            r = tokio::time::timeout(self.settings.connect_timeout, connect) => match r {
+                Err(_) => return retry("connect timed out".into(), false),
+                Ok(Err(e)) => return retry(format!("connect: {e}"), false),
+                Ok(Ok((ws, _response))) => ws,
+            },
+        };
+        let (mut sink, mut stream) = ws.split();
+        for frame in self.adapter.subscribe_frames(&self.natives) {
+            if let Err(e) = sink.send(Message::text(frame)).await {
+                return retry(format!("subscribe: {e}"), false);
+            }
+            tokio::select! {
+                () = self.stop.cancelled() => return SessionEnd::Stopped,
+                () = tokio::time::sleep(self.adapter.subscribe_pacing()) => {}
+            }
+        }
+        self.component.set(true, json!({"state": "connected", "symbols": self.natives.len()}));
+        tracing::info!(exchange, symbols = self.natives.len(), "subscribed");
+
+        let ping = self.adapter.client_ping();
+        let mut ping_timer = tokio::time::interval(ping.as_ref().map_or(Duration::from_secs(3600), |p| p.every));
+        ping_timer.reset();
+        let mut watchdog = tokio::time::interval(Duration::from_secs(1));
+        let mut last_data = Instant::now();
+        let mut delivered = false;
+        let mut events = Vec::new();
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => {
+                    let _ = sink.send(Message::Close(None)).await;
+                    return SessionEnd::Stopped;
+                }
+                _ = ping_timer.tick(), if ping.is_some() => {
+                    if let Some(p) = &ping
+                        && let Err(e) = sink.send(Message::text(p.text.clone())).await
+                    {
+                        return retry(format!("keep-alive: {e}"), delivered);
+                    }
+                }
+                _ = watchdog.tick() => {
+                    if last_data.elapsed() > self.settings.stale_after {
+                        metrics::counter!("spreadagg_ingest_stale_total", "exchange" => exchange).increment(1);
+                        return retry(format!("no data for {:?}", self.settings.stale_after), delivered);
+                    }
+                }
+                frame = stream.next() => {
+                    let text = match frame {
+                        None => return retry("connection closed".into(), delivered),
+                        Some(Err(e)) => return retry(format!("read: {e}"), delivered),
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Close(close))) => {
+                            return retry(format!("server closed: {close:?}"), delivered);
+                        }
+                        Some(Ok(Message::Binary(_))) => {
+                            reject(exchange, "binary_frame");
+                            continue;
+                        }
+                        // Pings are answered by the WebSocket layer on the next read.
+                        Some(Ok(_)) => continue,
+                    };
+                    events.clear();
+                    match self.adapter.parse(text.as_str(), &self.symbols, now_ns(), &mut events) {
+                        Ok(Control::Data) => {
+                            last_data = Instant::now();
+                            delivered = true;
+                            for event in events.drain(..) {
+                                if !self.forward(exchange, event) {
+                                    return SessionEnd::Stopped;
+                                }
+                            }
+                        }
+                        Ok(Control::Ack | Control::Pong | Control::Ignored) => {}
+                        Ok(Control::ExchangeError(e)) => {
+                            metrics::counter!("spreadagg_ingest_exchange_errors_total", "exchange" => exchange).increment(1);
+                            tracing::warn!(exchange, error = %e, "exchange reported an error");
+                        }
+                        Ok(Control::Reconnect(reason)) => return retry(format!("exchange asked: {reason}"), delivered),
+                        Err(e) => {
+                            reject(exchange, e.label());
+                            tracing::debug!(exchange, error = %e, frame = %text.as_str().chars().take(200).collect::<String>(), "frame rejected");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands an event to the publisher without waiting. False when the publisher is gone.
+    fn forward(&self, exchange: &'static str, event: Event) -> bool {
+        let kind = match &event {
+            Event::Tick(_) => "tick",
+            Event::Trade(_) => "trade",
+        };
+        match self.events.try_send(event) {
+            Ok(()) => {
+                metrics::counter!("spreadagg_ingest_events_total", "exchange" => exchange, "kind" => kind).increment(1);
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("spreadagg_ingest_dropped_total", "exchange" => exchange, "kind" => kind, "reason" => "queue_full").increment(1);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+fn reject(exchange: &'static str, reason: &'static str) {
+    metrics::counter!("spreadagg_ingest_rejected_total", "exchange" => exchange, "reason" => reason).increment(1);
+}

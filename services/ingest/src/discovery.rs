@@ -1,0 +1,183 @@
+//! Symbol discovery: the exchange's instrument list and 24 h quote volumes over REST, filtered
+//! by quote asset and volume bounds (inclusive), or the explicit `--symbols` list, then this
+//! replica's shard.
+
+use std::collections::{BTreeMap, HashMap};
+
+use spreadagg_model::Symbol;
+
+use crate::exchange::{Adapter, Instrument, ParseError};
+use crate::{IngestConfig, Shard};
+
+/// Why discovery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("GET {url}: {reason}")]
+    Http { url: String, reason: String },
+    #[error("GET {url}: {source}")]
+    Parse { url: String, source: ParseError },
+}
+
+/// The instruments this ingestor subscribes to, by canonical symbol.
+pub type Selection = BTreeMap<Symbol, Instrument>;
+
+/// Fetches the instrument list and volumes and applies the configured filters.
+///
+/// # Errors
+/// When a REST call fails or its body is not the documented shape.
+pub async fn discover(
+    adapter: &dyn Adapter,
+    http: &reqwest::Client,
+    rest_url: &str,
+    config: &IngestConfig,
+) -> Result<Selection, DiscoveryError> {
+    let instruments = get(http, rest_url, adapter.instruments_path(), |b| adapter.parse_instruments(b)).await?;
+    let needs_volume = config.symbols.is_empty() && (config.min_volume.is_some() || config.max_volume.is_some());
+    let volumes = if needs_volume {
+        get(http, rest_url, adapter.volumes_path(), |b| adapter.parse_volumes(b)).await?
+    } else {
+        HashMap::new()
+    };
+    Ok(select(instruments, &volumes, config))
+}
+
+async fn get<T>(
+    http: &reqwest::Client,
+    rest_url: &str,
+    path: &str,
+    parse: impl FnOnce(&str) -> Result<T, ParseError>,
+) -> Result<T, DiscoveryError> {
+    let url = format!("{}{path}", rest_url.trim_end_matches('/'));
+    let http_err = |reason: String| DiscoveryError::Http { url: url.clone(), reason };
+    let response = http.get(&url).send().await.map_err(|e| http_err(e.to_string()))?;
+    let status = response.status();
+    let body = response.text().await.map_err(|e| http_err(e.to_string()))?;
+    if !status.is_success() {
+        return Err(http_err(format!("HTTP {status}: {}", body.chars().take(200).collect::<String>())));
+    }
+    parse(&body).map_err(|source| DiscoveryError::Parse { url, source })
+}
+
+/// Applies the filters: explicit symbols win; otherwise trading instruments whose quote is
+/// listed and whose 24 h quote volume lies within the bounds, inclusive. Then the shard.
+pub fn select(instruments: Vec<Instrument>, volumes: &HashMap<String, f64>, config: &IngestConfig) -> Selection {
+    let wanted: Option<Vec<Symbol>> = (!config.symbols.is_empty()).then(|| config.symbols.clone());
+    let mut selection = Selection::new();
+    for inst in instruments {
+        if !inst.trading {
+            continue;
+        }
+        let keep = match &wanted {
+            Some(list) => list.contains(&inst.symbol),
+            None => {
+                let quote_ok = config.quotes.iter().any(|q| q == inst.symbol.quote());
+                let volume = volumes.get(&inst.native).copied();
+                let min_ok = config.min_volume.is_none_or(|min| volume.is_some_and(|v| v >= min));
+                let max_ok = config.max_volume.is_none_or(|max| volume.is_some_and(|v| v <= max));
+                quote_ok && min_ok && max_ok
+            }
+        };
+        if keep && config.shard.owns(&inst.symbol) {
+            selection.insert(inst.symbol.clone(), inst);
+        }
+    }
+    if let Some(list) = &wanted {
+        for s in list.iter().filter(|s| !selection.contains_key(*s) && config.shard.owns(s)) {
+            tracing::warn!(symbol = %s, "requested symbol is not listed as trading on this exchange; skipped");
+        }
+    }
+    selection
+}
+
+impl Shard {
+    /// Whether this shard owns the symbol: a stable hash (FNV-1a) of the canonical text, so
+    /// every replica agrees without coordination.
+    pub fn owns(&self, symbol: &Symbol) -> bool {
+        if self.count <= 1 {
+            return true;
+        }
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in symbol.as_str().bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h % u64::from(self.count) == u64::from(self.index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inst(native: &str, canonical: &str, trading: bool) -> Instrument {
+        Instrument {
+            native: native.into(),
+            symbol: canonical.parse().expect("symbol"),
+            trading,
+        }
+    }
+
+    fn listing() -> (Vec<Instrument>, HashMap<String, f64>) {
+        let instruments = vec![
+            inst("BTCUSDT", "BTC-USDT", true),
+            inst("ETHUSDC", "ETH-USDC", true),
+            inst("ETHBTC", "ETH-BTC", true),
+            inst("LOWUSDT", "LOW-USDT", true),
+            inst("OLDUSDT", "OLD-USDT", false),
+        ];
+        let volumes = [("BTCUSDT", 1e9), ("ETHUSDC", 5e6), ("ETHBTC", 1e6), ("LOWUSDT", 1000.0), ("OLDUSDT", 1e9)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        (instruments, volumes)
+    }
+
+    fn names(s: &Selection) -> Vec<&str> {
+        s.keys().map(Symbol::as_str).collect()
+    }
+
+    #[test]
+    fn quote_filter_and_trading_state() {
+        let (i, v) = listing();
+        let s = select(i, &v, &IngestConfig::default());
+        assert_eq!(names(&s), ["BTC-USDT", "ETH-USDC", "LOW-USDT"]);
+    }
+
+    #[test]
+    fn volume_bounds_are_inclusive() {
+        let (i, v) = listing();
+        let config = IngestConfig {
+            min_volume: Some(1000.0),
+            max_volume: Some(5e6),
+            ..IngestConfig::default()
+        };
+        assert_eq!(names(&select(i, &v, &config)), ["ETH-USDC", "LOW-USDT"]);
+        let (i, v) = listing();
+        let config = IngestConfig {
+            min_volume: Some(1000.5),
+            ..IngestConfig::default()
+        };
+        assert_eq!(names(&select(i, &v, &config)), ["BTC-USDT", "ETH-USDC"]);
+    }
+
+    #[test]
+    fn explicit_symbols_win_over_filters() {
+        let (i, v) = listing();
+        let config = IngestConfig {
+            symbols: vec!["ETH-BTC".parse().expect("symbol"), "NOPE-USDT".parse().expect("symbol")],
+            min_volume: Some(1e12),
+            ..IngestConfig::default()
+        };
+        assert_eq!(names(&select(i, &v, &config)), ["ETH-BTC"]);
+    }
+
+    #[test]
+    fn shards_partition_the_symbols() {
+        let symbols: Vec<Symbol> = (0..200).map(|i| format!("S{i}-USDT").parse().expect("symbol")).collect();
+        let shards: Vec<Shard> = (0..3).map(|index| Shard { index, count: 3 }).collect();
+        for s in &symbols {
+            assert_eq!(shards.iter().filter(|sh| sh.owns(s)).count(), 1, "{s}");
+        }
+        assert!(shards.iter().all(|sh| symbols.iter().filter(|s| sh.owns(s)).count() > 40));
+    }
+}

@@ -1,0 +1,58 @@
+//! The publishing side of an ingestor: events from every connection, encoded as `spreadagg.v1`
+//! protobufs and published with a `Nats-Msg-Id` derived from the exchange's own ids, so a
+//! repeat (a reconnect replaying the last book, or an active-active replica) is stored once.
+
+use prost::Message as _;
+use serde_json::json;
+use spreadagg_bus::{Bus, OutMessage};
+use spreadagg_model::ExchangeId;
+use spreadagg_runtime::Component;
+use tokio::sync::mpsc;
+
+use crate::exchange::Event;
+
+/// Publishes until every connection has hung up (the channel closes), then flushes.
+pub(crate) async fn run(exchange: ExchangeId, bus: Bus, max_in_flight: usize, mut events: mpsc::Receiver<Event>, component: Component) {
+    let ex = exchange.as_str();
+    let mut publisher = bus.publisher(max_in_flight);
+    component.set(true, json!({"state": "publishing", "bus": bus.kind()}));
+    let mut published: u64 = 0;
+    while let Some(event) = events.recv().await {
+        let msg = encode(exchange, &event);
+        if let Err(failed) = publisher.publish(msg).await {
+            metrics::counter!("spreadagg_ingest_dropped_total", "exchange" => ex, "kind" => "any", "reason" => "publish_failed").increment(1);
+            tracing::warn!(exchange = ex, error = %failed, "publish failed after retries; event dropped");
+        }
+        published += 1;
+        metrics::gauge!("spreadagg_ingest_queue_depth", "exchange" => ex).set(events.len() as f64);
+        if published.is_multiple_of(1000) {
+            component.set(true, json!({"state": "publishing", "bus": bus.kind(), "published": published, "queue_depth": events.len(), "in_flight": publisher.in_flight()}));
+        }
+    }
+    if let Err(failed) = publisher.flush().await {
+        tracing::warn!(exchange = ex, error = %failed, "final flush failed; event dropped");
+    }
+    component.set(false, json!({"state": "stopped", "published": published}));
+}
+
+/// The bus message for an event: subject, message id and protobuf payload.
+pub fn encode(exchange: ExchangeId, event: &Event) -> OutMessage {
+    match event {
+        Event::Tick(t) => OutMessage {
+            subject: format!("md.tick.{exchange}.{}", t.symbol),
+            // The exchange's update id identifies a book state; without one (seq 0) only the
+            // receive time can tell ticks apart.
+            msg_id: if t.seq == 0 {
+                format!("tick:{exchange}:{}:r{}", t.symbol, t.recv_ts_ns)
+            } else {
+                format!("tick:{exchange}:{}:{}", t.symbol, t.seq)
+            },
+            payload: t.encode_to_vec().into(),
+        },
+        Event::Trade(t) => OutMessage {
+            subject: format!("md.trade.{exchange}.{}", t.symbol),
+            msg_id: format!("trade:{exchange}:{}:{}", t.symbol, t.trade_id),
+            payload: t.encode_to_vec().into(),
+        },
+    }
+}
