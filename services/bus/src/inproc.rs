@@ -353,7 +353,8 @@ impl AckHandle {
     }
 }
 
-/// What one look at the store found.
+/// What one look at the store found. Short-lived (one per poll), so its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Poll {
     Ready(Delivery),
     /// Nothing now; wake at the deadline if nothing changes first.

@@ -305,6 +305,8 @@ async fn open_pull(
         .await?)
 }
 
+/// One per consumer, never moved in a hot path.
+#[allow(clippy::large_enum_variant)]
 enum Source {
     Durable {
         consumer: js::consumer::Consumer<pull::Config>,

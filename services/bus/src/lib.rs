@@ -159,7 +159,8 @@ impl Delivery {
 #[derive(Clone, Debug)]
 pub enum Bus {
     InProc(inproc::InProcBus),
-    JetStream(jetstream::JetStreamBus),
+    /// Boxed: the client and context are large, the in-process handle is one pointer.
+    JetStream(Box<jetstream::JetStreamBus>),
 }
 
 impl Bus {
@@ -174,9 +175,9 @@ impl Bus {
     /// # Errors
     /// When NATS cannot be reached or a stream cannot be created or updated.
     pub async fn connect(url: &str, settings: &StreamSettings) -> Result<Self, BusError> {
-        Ok(Bus::JetStream(
+        Ok(Bus::JetStream(Box::new(
             jetstream::JetStreamBus::connect(url, settings).await?,
-        ))
+        )))
     }
 
     /// `inproc` or `jetstream`, for logs and `/health`.

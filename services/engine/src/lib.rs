@@ -80,17 +80,27 @@ impl EngineConfig {
     /// # Errors
     /// When a limit is zero or a quantile is outside (0, 1].
     pub fn limits(&self) -> Result<Limits, EngineError> {
-        let nz = |n: usize, name: &str| NonZeroUsize::new(n).ok_or_else(|| EngineError::Config(format!("{name} must be > 0")));
-        for (q, name) in [(self.upper_quantile, "upper_quantile"), (self.lower_quantile, "lower_quantile")] {
+        let nz = |n: usize, name: &str| {
+            NonZeroUsize::new(n).ok_or_else(|| EngineError::Config(format!("{name} must be > 0")))
+        };
+        for (q, name) in [
+            (self.upper_quantile, "upper_quantile"),
+            (self.lower_quantile, "lower_quantile"),
+        ] {
             if !(q > 0.0 && q <= 1.0) {
                 return Err(EngineError::Config(format!("{name} must be in (0, 1]")));
             }
         }
-        if self.band_points == 0 || self.ack_batch == 0 || self.max_in_flight == 0 || self.max_ack_pending < self.ack_batch {
+        if self.band_points == 0
+            || self.ack_batch == 0
+            || self.max_in_flight == 0
+            || self.max_ack_pending < self.ack_batch
+        {
             return Err(EngineError::Config("band_points, ack_batch, max_in_flight must be > 0 and max_ack_pending >= ack_batch".into()));
         }
         Ok(Limits {
-            max_staleness_ns: i64::try_from(self.max_staleness_ms).unwrap_or(i64::MAX / 1_000_000) * 1_000_000,
+            max_staleness_ns: i64::try_from(self.max_staleness_ms).unwrap_or(i64::MAX / 1_000_000)
+                * 1_000_000,
             band_points: self.band_points,
             upper_quantile: self.upper_quantile,
             lower_quantile: self.lower_quantile,
@@ -104,7 +114,12 @@ impl EngineConfig {
 ///
 /// # Errors
 /// When the configuration is invalid. Bus failures are retried for as long as the role runs.
-pub async fn run(config: EngineConfig, bus: Bus, health: Health, stop: CancellationToken) -> Result<(), EngineError> {
+pub async fn run(
+    config: EngineConfig,
+    bus: Bus,
+    health: Health,
+    stop: CancellationToken,
+) -> Result<(), EngineError> {
     let limits = config.limits()?;
     let component = health.register("engine.ticks");
     let spec = ConsumerSpec {
@@ -120,7 +135,10 @@ pub async fn run(config: EngineConfig, bus: Bus, health: Health, stop: Cancellat
             Ok(c) => break c,
             Err(e) => {
                 tracing::warn!(error = %e, "engine consumer not available; retrying");
-                component.set(false, json!({"state": "waiting for bus", "error": e.to_string()}));
+                component.set(
+                    false,
+                    json!({"state": "waiting for bus", "error": e.to_string()}),
+                );
                 tokio::select! {
                     () = stop.cancelled() => return Ok(()),
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -183,8 +201,15 @@ impl Work {
                 metrics::counter!("spreadagg_engine_ticks_total").increment(1);
                 for point in self.state.on_tick(&tick) {
                     let msg = OutMessage {
-                        subject: subjects::spread(&point.symbol, &point.exchange_a, &point.exchange_b),
-                        msg_id: format!("spread:{}:{}:{}:{}", point.symbol, point.exchange_a, point.exchange_b, delivery.stream_seq),
+                        subject: subjects::spread(
+                            &point.symbol,
+                            &point.exchange_a,
+                            &point.exchange_b,
+                        ),
+                        msg_id: format!(
+                            "spread:{}:{}:{}:{}",
+                            point.symbol, point.exchange_a, point.exchange_b, delivery.stream_seq
+                        ),
                         payload: point.encode_to_vec().into(),
                     };
                     self.points += 1;
@@ -198,7 +223,8 @@ impl Work {
                 }
             }
             Err(reason) => {
-                metrics::counter!("spreadagg_engine_rejected_total", "reason" => reason).increment(1);
+                metrics::counter!("spreadagg_engine_rejected_total", "reason" => reason)
+                    .increment(1);
                 tracing::debug!(subject = %delivery.subject, reason, "tick rejected");
             }
         }
@@ -218,7 +244,10 @@ impl Work {
             tracing::warn!(error = %failed, "spread publish failed");
         }
         if flushed.is_err() || std::mem::take(&mut self.publish_failed) {
-            tracing::warn!(ticks = self.unacked.len(), "spreads not all acknowledged; their ticks are left to redelivery");
+            tracing::warn!(
+                ticks = self.unacked.len(),
+                "spreads not all acknowledged; their ticks are left to redelivery"
+            );
             metrics::counter!("spreadagg_engine_unacked_batches_total").increment(1);
             self.unacked.clear();
             return;
@@ -254,6 +283,7 @@ fn decode(payload: &[u8]) -> Result<Tick, &'static str> {
     if tick.symbol.parse::<Symbol>().is_err() {
         return Err("invalid_symbol");
     }
-    spreadagg_model::formulas::validate_quote(tick.bid_px, tick.bid_qty, tick.ask_px, tick.ask_qty).map_err(|e| e.label())?;
+    spreadagg_model::formulas::validate_quote(tick.bid_px, tick.bid_qty, tick.ask_px, tick.ask_qty)
+        .map_err(|e| e.label())?;
     Ok(tick)
 }

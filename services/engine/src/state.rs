@@ -76,9 +76,13 @@ impl SpreadState {
         if !self.latest.contains(&tick.symbol) && self.latest.len() == self.latest.cap().get() {
             self.evicted_symbols += 1;
         }
-        let exchanges = self.latest.get_or_insert_mut_ref(&tick.symbol, BTreeMap::new);
+        let exchanges = self
+            .latest
+            .get_or_insert_mut_ref(&tick.symbol, BTreeMap::new);
         for (exchange, other) in exchanges.iter() {
-            if exchange != &tick.exchange && tick.recv_ts_ns - other.ts_ns <= self.limits.max_staleness_ns {
+            if exchange != &tick.exchange
+                && tick.recv_ts_ns - other.ts_ns <= self.limits.max_staleness_ns
+            {
                 others.push((exchange.clone(), *other));
             }
         }
@@ -92,9 +96,19 @@ impl SpreadState {
 
     fn point(&mut self, tick: &Tick, this: Latest, other_exchange: &str, other: Latest) -> Spread {
         let (exchange_a, a, exchange_b, b) = if tick.exchange.as_str() < other_exchange {
-            (tick.exchange.clone(), this, other_exchange.to_owned(), other)
+            (
+                tick.exchange.clone(),
+                this,
+                other_exchange.to_owned(),
+                other,
+            )
         } else {
-            (other_exchange.to_owned(), other, tick.exchange.clone(), this)
+            (
+                other_exchange.to_owned(),
+                other,
+                tick.exchange.clone(),
+                this,
+            )
         };
         let cross = cross_spread(a.bid, a.ask, b.bid, b.ask);
         let key = (tick.symbol.clone(), exchange_a.clone(), exchange_b.clone());
@@ -102,10 +116,16 @@ impl SpreadState {
             self.evicted_windows += 1;
         }
         let band_points = self.limits.band_points;
-        let window = self.windows.get_or_insert_mut(key, || RollingQuantiles::new(band_points));
+        let window = self
+            .windows
+            .get_or_insert_mut(key, || RollingQuantiles::new(band_points));
         window.push(cross.bid_bid_pct);
-        let upper = window.quantile(self.limits.upper_quantile).unwrap_or(cross.bid_bid_pct);
-        let lower = window.quantile(self.limits.lower_quantile).unwrap_or(cross.bid_bid_pct);
+        let upper = window
+            .quantile(self.limits.upper_quantile)
+            .unwrap_or(cross.bid_bid_pct);
+        let lower = window
+            .quantile(self.limits.lower_quantile)
+            .unwrap_or(cross.bid_bid_pct);
         #[allow(clippy::cast_precision_loss)]
         let staleness_ms = (a.ts_ns - b.ts_ns).unsigned_abs() as f64 / 1e6;
         Spread {
@@ -161,18 +181,35 @@ mod tests {
     #[test]
     fn first_tick_makes_nothing_second_exchange_makes_a_point() {
         let mut s = SpreadState::new(limits());
-        assert!(s.on_tick(&tick("okx", "BTC-USDT", 100.0, 100.2, 1.0)).is_empty());
+        assert!(
+            s.on_tick(&tick("okx", "BTC-USDT", 100.0, 100.2, 1.0))
+                .is_empty()
+        );
         let points = s.on_tick(&tick("binance", "BTC-USDT", 100.1, 100.3, 1.5));
         assert_eq!(points.len(), 1);
         let p = &points[0];
         // A < B lexicographically: binance is A whichever side ticked.
-        assert_eq!((p.exchange_a.as_str(), p.exchange_b.as_str(), p.triggered_by.as_str()), ("binance", "okx", "binance"));
-        assert_eq!((p.bid_a, p.ask_a, p.bid_b, p.ask_b), (100.1, 100.3, 100.0, 100.2));
+        assert_eq!(
+            (
+                p.exchange_a.as_str(),
+                p.exchange_b.as_str(),
+                p.triggered_by.as_str()
+            ),
+            ("binance", "okx", "binance")
+        );
+        assert_eq!(
+            (p.bid_a, p.ask_a, p.bid_b, p.ask_b),
+            (100.1, 100.3, 100.0, 100.2)
+        );
         assert!((p.a_to_b_pct - (100.0 / 100.3 - 1.0) * 100.0).abs() < 1e-12);
         assert!((p.b_to_a_pct - (100.1 / 100.2 - 1.0) * 100.0).abs() < 1e-12);
         assert!((p.bid_bid_pct - (100.1 / 100.0 - 1.0) * 100.0).abs() < 1e-12);
         assert!((p.staleness_ms - 500.0).abs() < 1e-9);
-        assert_eq!((p.upper_band, p.lower_band), (p.bid_bid_pct, p.bid_bid_pct), "one value: both bands are it");
+        assert_eq!(
+            (p.upper_band, p.lower_band),
+            (p.bid_bid_pct, p.bid_bid_pct),
+            "one value: both bands are it"
+        );
         assert_eq!(p.ts_ns, 1_500_000_000);
     }
 
@@ -180,18 +217,31 @@ mod tests {
     fn stale_other_side_makes_no_point() {
         let mut s = SpreadState::new(limits());
         s.on_tick(&tick("okx", "BTC-USDT", 100.0, 100.2, 0.0));
-        assert!(s.on_tick(&tick("binance", "BTC-USDT", 100.0, 100.2, 5.001)).is_empty());
-        assert_eq!(s.on_tick(&tick("okx", "BTC-USDT", 100.0, 100.2, 6.0)).len(), 1, "binance is fresh again");
+        assert!(
+            s.on_tick(&tick("binance", "BTC-USDT", 100.0, 100.2, 5.001))
+                .is_empty()
+        );
+        assert_eq!(
+            s.on_tick(&tick("okx", "BTC-USDT", 100.0, 100.2, 6.0)).len(),
+            1,
+            "binance is fresh again"
+        );
     }
 
     #[test]
     fn symbols_do_not_mix_and_three_exchanges_make_two_points() {
         let mut s = SpreadState::new(limits());
         s.on_tick(&tick("okx", "BTC-USDT", 100.0, 100.2, 1.0));
-        assert!(s.on_tick(&tick("binance", "ETH-USDT", 10.0, 10.1, 1.0)).is_empty());
+        assert!(
+            s.on_tick(&tick("binance", "ETH-USDT", 10.0, 10.1, 1.0))
+                .is_empty()
+        );
         s.on_tick(&tick("bybit", "BTC-USDT", 100.0, 100.2, 1.0));
         let points = s.on_tick(&tick("binance", "BTC-USDT", 100.0, 100.2, 1.1));
-        let pairs: Vec<(&str, &str)> = points.iter().map(|p| (p.exchange_a.as_str(), p.exchange_b.as_str())).collect();
+        let pairs: Vec<(&str, &str)> = points
+            .iter()
+            .map(|p| (p.exchange_a.as_str(), p.exchange_b.as_str()))
+            .collect();
         assert_eq!(pairs, [("binance", "bybit"), ("binance", "okx")]);
     }
 
@@ -203,7 +253,15 @@ mod tests {
         for i in 1..=100 {
             // bid_bid = i * 0.01 % exactly enough: bid_a = 100 * (1 + i/10000).
             let bid = 100.0 * (1.0 + f64::from(i) / 10_000.0);
-            last = s.on_tick(&tick("binance", "BTC-USDT", bid, bid + 0.5, 0.001 * f64::from(i))).pop();
+            last = s
+                .on_tick(&tick(
+                    "binance",
+                    "BTC-USDT",
+                    bid,
+                    bid + 0.5,
+                    0.001 * f64::from(i),
+                ))
+                .pop();
         }
         let p = last.expect("a point");
         assert!((p.upper_band - 0.97).abs() < 1e-9, "{}", p.upper_band);

@@ -52,7 +52,10 @@ pub(crate) struct Connection {
 enum SessionEnd {
     Stopped,
     /// The session ended; `delivered` says whether it carried data (resets the backoff).
-    Retry { reason: String, delivered: bool },
+    Retry {
+        reason: String,
+        delivered: bool,
+    },
 }
 
 impl Connection {
@@ -75,7 +78,8 @@ impl Connection {
                 SessionEnd::Stopped => break,
                 SessionEnd::Retry { reason, delivered } => (reason, delivered),
             };
-            metrics::counter!("spreadagg_ingest_reconnects_total", "exchange" => exchange).increment(1);
+            metrics::counter!("spreadagg_ingest_reconnects_total", "exchange" => exchange)
+                .increment(1);
             if delivered {
                 failures = 0;
                 backoff = new_backoff();
@@ -83,7 +87,11 @@ impl Connection {
                 failures = failures.saturating_add(1);
             }
             let delay = backoff.next().unwrap_or(self.settings.backoff_max);
-            let breaker = if failures >= self.settings.breaker_threshold { "open" } else { "closed" };
+            let breaker = if failures >= self.settings.breaker_threshold {
+                "open"
+            } else {
+                "closed"
+            };
             tracing::warn!(exchange, %reason, failures, delay_ms = delay.as_millis() as u64, breaker, "connection ended; reconnecting");
             self.component.set(
                 false,
@@ -120,11 +128,15 @@ impl Connection {
                 () = tokio::time::sleep(self.adapter.subscribe_pacing()) => {}
             }
         }
-        self.component.set(true, json!({"state": "connected", "symbols": self.natives.len()}));
+        self.component.set(
+            true,
+            json!({"state": "connected", "symbols": self.natives.len()}),
+        );
         tracing::info!(exchange, symbols = self.natives.len(), "subscribed");
 
         let ping = self.adapter.client_ping();
-        let mut ping_timer = tokio::time::interval(ping.as_ref().map_or(Duration::from_secs(3600), |p| p.every));
+        let mut ping_timer =
+            tokio::time::interval(ping.as_ref().map_or(Duration::from_secs(3600), |p| p.every));
         ping_timer.reset();
         let mut watchdog = tokio::time::interval(Duration::from_secs(1));
         let mut last_data = Instant::now();

@@ -31,10 +31,17 @@ pub async fn discover(
     rest_url: &str,
     config: &IngestConfig,
 ) -> Result<Selection, DiscoveryError> {
-    let instruments = get(http, rest_url, adapter.instruments_path(), |b| adapter.parse_instruments(b)).await?;
-    let needs_volume = config.symbols.is_empty() && (config.min_volume.is_some() || config.max_volume.is_some());
+    let instruments = get(http, rest_url, adapter.instruments_path(), |b| {
+        adapter.parse_instruments(b)
+    })
+    .await?;
+    let needs_volume =
+        config.symbols.is_empty() && (config.min_volume.is_some() || config.max_volume.is_some());
     let volumes = if needs_volume {
-        get(http, rest_url, adapter.volumes_path(), |b| adapter.parse_volumes(b)).await?
+        get(http, rest_url, adapter.volumes_path(), |b| {
+            adapter.parse_volumes(b)
+        })
+        .await?
     } else {
         HashMap::new()
     };
@@ -48,19 +55,33 @@ async fn get<T>(
     parse: impl FnOnce(&str) -> Result<T, ParseError>,
 ) -> Result<T, DiscoveryError> {
     let url = format!("{}{path}", rest_url.trim_end_matches('/'));
-    let http_err = |reason: String| DiscoveryError::Http { url: url.clone(), reason };
-    let response = http.get(&url).send().await.map_err(|e| http_err(e.to_string()))?;
+    let http_err = |reason: String| DiscoveryError::Http {
+        url: url.clone(),
+        reason,
+    };
+    let response = http
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| http_err(e.to_string()))?;
     let status = response.status();
     let body = response.text().await.map_err(|e| http_err(e.to_string()))?;
     if !status.is_success() {
-        return Err(http_err(format!("HTTP {status}: {}", body.chars().take(200).collect::<String>())));
+        return Err(http_err(format!(
+            "HTTP {status}: {}",
+            body.chars().take(200).collect::<String>()
+        )));
     }
     parse(&body).map_err(|source| DiscoveryError::Parse { url, source })
 }
 
 /// Applies the filters: explicit symbols win; otherwise trading instruments whose quote is
 /// listed and whose 24 h quote volume lies within the bounds, inclusive. Then the shard.
-pub fn select(instruments: Vec<Instrument>, volumes: &HashMap<String, f64>, config: &IngestConfig) -> Selection {
+pub fn select(
+    instruments: Vec<Instrument>,
+    volumes: &HashMap<String, f64>,
+    config: &IngestConfig,
+) -> Selection {
     let wanted: Option<Vec<Symbol>> = (!config.symbols.is_empty()).then(|| config.symbols.clone());
     let mut selection = Selection::new();
     for inst in instruments {
@@ -72,8 +93,12 @@ pub fn select(instruments: Vec<Instrument>, volumes: &HashMap<String, f64>, conf
             None => {
                 let quote_ok = config.quotes.iter().any(|q| q == inst.symbol.quote());
                 let volume = volumes.get(&inst.native).copied();
-                let min_ok = config.min_volume.is_none_or(|min| volume.is_some_and(|v| v >= min));
-                let max_ok = config.max_volume.is_none_or(|max| volume.is_some_and(|v| v <= max));
+                let min_ok = config
+                    .min_volume
+                    .is_none_or(|min| volume.is_some_and(|v| v >= min));
+                let max_ok = config
+                    .max_volume
+                    .is_none_or(|max| volume.is_some_and(|v| v <= max));
                 quote_ok && min_ok && max_ok
             }
         };
@@ -82,7 +107,10 @@ pub fn select(instruments: Vec<Instrument>, volumes: &HashMap<String, f64>, conf
         }
     }
     if let Some(list) = &wanted {
-        for s in list.iter().filter(|s| !selection.contains_key(*s) && config.shard.owns(s)) {
+        for s in list
+            .iter()
+            .filter(|s| !selection.contains_key(*s) && config.shard.owns(s))
+        {
             tracing::warn!(symbol = %s, "requested symbol is not listed as trading on this exchange; skipped");
         }
     }
@@ -125,10 +153,16 @@ mod tests {
             inst("LOWUSDT", "LOW-USDT", true),
             inst("OLDUSDT", "OLD-USDT", false),
         ];
-        let volumes = [("BTCUSDT", 1e9), ("ETHUSDC", 5e6), ("ETHBTC", 1e6), ("LOWUSDT", 1000.0), ("OLDUSDT", 1e9)]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
+        let volumes = [
+            ("BTCUSDT", 1e9),
+            ("ETHUSDC", 5e6),
+            ("ETHBTC", 1e6),
+            ("LOWUSDT", 1000.0),
+            ("OLDUSDT", 1e9),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
         (instruments, volumes)
     }
 
@@ -164,7 +198,10 @@ mod tests {
     fn explicit_symbols_win_over_filters() {
         let (i, v) = listing();
         let config = IngestConfig {
-            symbols: vec!["ETH-BTC".parse().expect("symbol"), "NOPE-USDT".parse().expect("symbol")],
+            symbols: vec![
+                "ETH-BTC".parse().expect("symbol"),
+                "NOPE-USDT".parse().expect("symbol"),
+            ],
             min_volume: Some(1e12),
             ..IngestConfig::default()
         };
@@ -173,11 +210,17 @@ mod tests {
 
     #[test]
     fn shards_partition_the_symbols() {
-        let symbols: Vec<Symbol> = (0..200).map(|i| format!("S{i}-USDT").parse().expect("symbol")).collect();
+        let symbols: Vec<Symbol> = (0..200)
+            .map(|i| format!("S{i}-USDT").parse().expect("symbol"))
+            .collect();
         let shards: Vec<Shard> = (0..3).map(|index| Shard { index, count: 3 }).collect();
         for s in &symbols {
             assert_eq!(shards.iter().filter(|sh| sh.owns(s)).count(), 1, "{s}");
         }
-        assert!(shards.iter().all(|sh| symbols.iter().filter(|s| sh.owns(s)).count() > 40));
+        assert!(
+            shards
+                .iter()
+                .all(|sh| symbols.iter().filter(|s| sh.owns(s)).count() > 40)
+        );
     }
 }

@@ -44,9 +44,17 @@ impl std::str::FromStr for Shard {
 
     /// `I/N` with `I < N`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (i, n) = s.split_once('/').ok_or_else(|| format!("shard {s:?}: expected I/N"))?;
-        let index: u32 = i.trim().parse().map_err(|_| format!("shard {s:?}: bad index"))?;
-        let count: u32 = n.trim().parse().map_err(|_| format!("shard {s:?}: bad count"))?;
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("shard {s:?}: expected I/N"))?;
+        let index: u32 = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("shard {s:?}: bad index"))?;
+        let count: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("shard {s:?}: bad count"))?;
         if count == 0 || index >= count {
             return Err(format!("shard {s:?}: need 0 <= I < N"));
         }
@@ -126,13 +134,19 @@ impl IngestConfig {
         if let (Some(min), Some(max)) = (self.min_volume, self.max_volume)
             && min > max
         {
-            return Err(IngestError::Config(format!("min_volume {min} > max_volume {max}")));
+            return Err(IngestError::Config(format!(
+                "min_volume {min} > max_volume {max}"
+            )));
         }
         if self.queue_capacity == 0 || self.max_in_flight == 0 {
-            return Err(IngestError::Config("queue_capacity and max_in_flight must be > 0".into()));
+            return Err(IngestError::Config(
+                "queue_capacity and max_in_flight must be > 0".into(),
+            ));
         }
         if self.backoff_min_ms == 0 || self.backoff_min_ms > self.backoff_max_ms {
-            return Err(IngestError::Config("need 0 < backoff_min_ms <= backoff_max_ms".into()));
+            return Err(IngestError::Config(
+                "need 0 < backoff_min_ms <= backoff_max_ms".into(),
+            ));
         }
         Ok(())
     }
@@ -143,14 +157,25 @@ impl IngestConfig {
 /// # Errors
 /// When the exchange has no adapter or the configuration is invalid. Network failures are not
 /// errors: they are retried for as long as the role runs.
-pub async fn run(config: IngestConfig, bus: Bus, health: Health, stop: CancellationToken) -> Result<(), IngestError> {
+pub async fn run(
+    config: IngestConfig,
+    bus: Bus,
+    health: Health,
+    stop: CancellationToken,
+) -> Result<(), IngestError> {
     config.validate()?;
     let adapter: Arc<dyn exchange::Adapter> = exchange::adapter(config.exchange)
         .ok_or(IngestError::Unsupported(config.exchange))?
         .into();
     let ex = config.exchange.as_str();
-    let rest_url = config.rest_url.clone().unwrap_or_else(|| adapter.default_rest_url().to_owned());
-    let ws_url = config.ws_url.clone().unwrap_or_else(|| adapter.default_ws_url().to_owned());
+    let rest_url = config
+        .rest_url
+        .clone()
+        .unwrap_or_else(|| adapter.default_rest_url().to_owned());
+    let ws_url = config
+        .ws_url
+        .clone()
+        .unwrap_or_else(|| adapter.default_ws_url().to_owned());
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -163,9 +188,11 @@ pub async fn run(config: IngestConfig, bus: Bus, health: Health, stop: Cancellat
             match discovery::discover(adapter.as_ref(), &http, &rest_url, &config).await {
                 Ok(s) => break s,
                 Err(e) => {
-                    metrics::counter!("spreadagg_ingest_discovery_errors_total", "exchange" => ex).increment(1);
+                    metrics::counter!("spreadagg_ingest_discovery_errors_total", "exchange" => ex)
+                        .increment(1);
                     tracing::warn!(exchange = ex, error = %e, retry_ms = backoff.as_millis() as u64, "discovery failed");
-                    discovery_component.set(false, json!({"state": "retrying", "error": e.to_string()}));
+                    discovery_component
+                        .set(false, json!({"state": "retrying", "error": e.to_string()}));
                     tokio::select! {
                         () = stop.cancelled() => return Ok(()),
                         () = tokio::time::sleep(backoff) => {}
@@ -180,7 +207,12 @@ pub async fn run(config: IngestConfig, bus: Bus, health: Health, stop: Cancellat
     discovery_component.set(true, json!({"state": "done", "symbols": symbols}));
     metrics::gauge!("spreadagg_ingest_symbols", "exchange" => ex).set(selection.len() as f64);
 
-    let symbol_map: Arc<SymbolMap> = Arc::new(selection.values().map(|i| (i.native.clone(), i.symbol.clone())).collect());
+    let symbol_map: Arc<SymbolMap> = Arc::new(
+        selection
+            .values()
+            .map(|i| (i.native.clone(), i.symbol.clone()))
+            .collect(),
+    );
     let natives: Vec<String> = selection.values().map(|i| i.native.clone()).collect();
     let (tx, rx) = tokio::sync::mpsc::channel(config.queue_capacity);
     let tasks = TaskTracker::new();
@@ -192,7 +224,10 @@ pub async fn run(config: IngestConfig, bus: Bus, health: Health, stop: Cancellat
         backoff_max: Duration::from_millis(config.backoff_max_ms),
         breaker_threshold: config.breaker_threshold,
     };
-    for (i, chunk) in natives.chunks(adapter.symbols_per_connection().max(1)).enumerate() {
+    for (i, chunk) in natives
+        .chunks(adapter.symbols_per_connection().max(1))
+        .enumerate()
+    {
         let conn = Connection {
             adapter: adapter.clone(),
             settings: settings.clone(),

@@ -12,7 +12,13 @@ use tokio::sync::mpsc;
 use crate::exchange::Event;
 
 /// Publishes until every connection has hung up (the channel closes), then flushes.
-pub(crate) async fn run(exchange: ExchangeId, bus: Bus, max_in_flight: usize, mut events: mpsc::Receiver<Event>, component: Component) {
+pub(crate) async fn run(
+    exchange: ExchangeId,
+    bus: Bus,
+    max_in_flight: usize,
+    mut events: mpsc::Receiver<Event>,
+    component: Component,
+) {
     let ex = exchange.as_str();
     let mut publisher = bus.publisher(max_in_flight);
     component.set(true, json!({"state": "publishing", "bus": bus.kind()}));

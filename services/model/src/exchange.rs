@@ -5,7 +5,9 @@ use std::str::FromStr;
 
 /// One supported exchange. The string form is part of the contract (DESIGN.md), and is also
 /// its serde form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "&'static str")]
 pub enum ExchangeId {
     Binance,

@@ -7,7 +7,9 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A canonical symbol such as `BTC-USDT`; its serde form is the canonical text.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct Symbol(String);
 

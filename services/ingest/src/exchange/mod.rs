@@ -121,7 +121,13 @@ pub trait Adapter: Send + Sync + 'static {
     ///
     /// # Errors
     /// When the frame is malformed or carries unusable data; the caller counts and drops it.
-    fn parse(&self, text: &str, symbols: &SymbolMap, recv_ts_ns: i64, out: &mut Vec<Event>) -> Result<Control, ParseError>;
+    fn parse(
+        &self,
+        text: &str,
+        symbols: &SymbolMap,
+        recv_ts_ns: i64,
+        out: &mut Vec<Event>,
+    ) -> Result<Control, ParseError>;
 }
 
 /// The registry: the adapter for an exchange, if one is built.

@@ -16,7 +16,9 @@ use std::time::Duration;
 use spreadagg_model::wire::{Side, Trade};
 use spreadagg_model::{ExchangeId, Symbol, time::ms_to_ns};
 
-use super::{Adapter, ClientPing, Control, Event, Instrument, ParseError, SymbolMap, malformed, num, tick};
+use super::{
+    Adapter, ClientPing, Control, Event, Instrument, ParseError, SymbolMap, malformed, num, tick,
+};
 
 /// Streams per SUBSCRIBE request; small enough for any frame-size limit.
 const STREAMS_PER_REQUEST: usize = 100;
@@ -102,10 +104,19 @@ impl Adapter for Binance {
         None
     }
 
-    fn parse(&self, text: &str, symbols: &SymbolMap, recv_ts_ns: i64, out: &mut Vec<Event>) -> Result<Control, ParseError> {
+    fn parse(
+        &self,
+        text: &str,
+        symbols: &SymbolMap,
+        recv_ts_ns: i64,
+        out: &mut Vec<Event>,
+    ) -> Result<Control, ParseError> {
         let f: wire::Frame<'_> = serde_json::from_str(text).map_err(malformed)?;
         if let Some(err) = f.error {
-            return Ok(Control::ExchangeError(format!("code {}: {}", err.code, err.msg)));
+            return Ok(Control::ExchangeError(format!(
+                "code {}: {}",
+                err.code, err.msg
+            )));
         }
         if f.id.is_some() {
             return Ok(Control::Ack);
@@ -116,7 +127,9 @@ impl Adapter for Binance {
                 let symbol = symbols
                     .get(native)
                     .ok_or_else(|| ParseError::UnknownSymbol(native.to_owned()))?;
-                let (Some(t), Some(p), Some(q), Some(ts), Some(m)) = (f.t, f.p, f.q, f.trade_time, f.m) else {
+                let (Some(t), Some(p), Some(q), Some(ts), Some(m)) =
+                    (f.t, f.p, f.q, f.trade_time, f.m)
+                else {
                     return Err(malformed("trade without t, p, q, T or m"));
                 };
                 let (price, qty) = (num(&p)?, num(&q)?);
@@ -140,7 +153,9 @@ impl Adapter for Binance {
             Some(_) => Ok(Control::Ignored),
             None => {
                 // bookTicker carries no event type: u, s, b, B, a, A.
-                let (Some(u), Some(native), Some(b), Some(bq), Some(a), Some(aq)) = (f.u, f.s, f.b, f.bid_qty, f.a, f.ask_qty) else {
+                let (Some(u), Some(native), Some(b), Some(bq), Some(a), Some(aq)) =
+                    (f.u, f.s, f.b, f.bid_qty, f.a, f.ask_qty)
+                else {
                     return Err(malformed("neither a bookTicker, a trade nor a response"));
                 };
                 let symbol = symbols

@@ -18,25 +18,48 @@ fn parse(text: &str) -> (Result<Control, ParseError>, Vec<Event>) {
 
 #[test]
 fn book_ticker_as_documented() {
-    let (r, out) = parse(r#"{"u":400900217,"s":"BNBUSDT","b":"25.35190000","B":"31.21000000","a":"25.36520000","A":"40.66000000"}"#);
+    let (r, out) = parse(
+        r#"{"u":400900217,"s":"BNBUSDT","b":"25.35190000","B":"31.21000000","a":"25.36520000","A":"40.66000000"}"#,
+    );
     assert_eq!(r, Ok(Control::Data));
-    let Event::Tick(t) = &out[0] else { panic!("not a tick: {out:?}") };
-    assert_eq!((t.exchange.as_str(), t.symbol.as_str()), ("binance", "BNB-USDT"));
-    assert_eq!((t.bid_px, t.bid_qty, t.ask_px, t.ask_qty), (25.3519, 31.21, 25.3652, 40.66));
-    assert_eq!((t.seq, t.exchange_ts_ns, t.recv_ts_ns), (400_900_217, 0, 42));
+    let Event::Tick(t) = &out[0] else {
+        panic!("not a tick: {out:?}")
+    };
+    assert_eq!(
+        (t.exchange.as_str(), t.symbol.as_str()),
+        ("binance", "BNB-USDT")
+    );
+    assert_eq!(
+        (t.bid_px, t.bid_qty, t.ask_px, t.ask_qty),
+        (25.3519, 31.21, 25.3652, 40.66)
+    );
+    assert_eq!(
+        (t.seq, t.exchange_ts_ns, t.recv_ts_ns),
+        (400_900_217, 0, 42)
+    );
     assert!((t.book_spread_pct - (25.3652 - 25.3519) / 25.3652 * 100.0).abs() < 1e-12);
 }
 
 #[test]
 fn trade_as_documented_maps_m_to_the_taker_side() {
-    let (r, out) = parse(r#"{"e":"trade","E":1672515782136,"s":"BNBBTC","t":12345,"p":"0.001","q":"100","T":1672515782136,"m":true,"M":true}"#);
+    let (r, out) = parse(
+        r#"{"e":"trade","E":1672515782136,"s":"BNBBTC","t":12345,"p":"0.001","q":"100","T":1672515782136,"m":true,"M":true}"#,
+    );
     assert_eq!(r, Ok(Control::Data));
-    let Event::Trade(t) = &out[0] else { panic!("not a trade: {out:?}") };
-    assert_eq!((t.symbol.as_str(), t.price, t.qty, t.trade_id.as_str()), ("BNB-BTC", 0.001, 100.0, "12345"));
+    let Event::Trade(t) = &out[0] else {
+        panic!("not a trade: {out:?}")
+    };
+    assert_eq!(
+        (t.symbol.as_str(), t.price, t.qty, t.trade_id.as_str()),
+        ("BNB-BTC", 0.001, 100.0, "12345")
+    );
     assert_eq!(t.side(), Side::Sell, "m=true: buyer is maker, taker sold");
     assert_eq!(t.exchange_ts_ns, 1_672_515_782_136_000_000);
-    let (_, out) = parse(r#"{"e":"trade","E":1,"s":"BNBBTC","t":1,"p":"1","q":"1","T":1,"m":false,"M":true}"#);
-    let Event::Trade(t) = &out[0] else { panic!("not a trade") };
+    let (_, out) =
+        parse(r#"{"e":"trade","E":1,"s":"BNBBTC","t":1,"p":"1","q":"1","T":1,"m":false,"M":true}"#);
+    let Event::Trade(t) = &out[0] else {
+        panic!("not a trade")
+    };
     assert_eq!(t.side(), Side::Buy);
 }
 
@@ -45,9 +68,14 @@ fn responses_and_events() {
     assert_eq!(parse(r#"{"result":null,"id":1}"#).0, Ok(Control::Ack));
     assert_eq!(
         parse(r#"{"error":{"code":2,"msg":"Invalid request: unknown variant"},"id":3}"#).0,
-        Ok(Control::ExchangeError("code 2: Invalid request: unknown variant".into()))
+        Ok(Control::ExchangeError(
+            "code 2: Invalid request: unknown variant".into()
+        ))
     );
-    assert!(matches!(parse(r#"{"e":"serverShutdown","E":1}"#).0, Ok(Control::Reconnect(_))));
+    assert!(matches!(
+        parse(r#"{"e":"serverShutdown","E":1}"#).0,
+        Ok(Control::Reconnect(_))
+    ));
 }
 
 #[test]
@@ -56,16 +84,38 @@ fn malformed_and_unusable_frames_are_named() {
         ("not json", "malformed"),
         ("{}", "malformed"),
         (r#"{"u":1,"s":"BNBUSDT","b":"25.3"}"#, "malformed"),
-        (r#"{"u":1,"s":"XYZUSDT","b":"1","B":"1","a":"2","A":"1"}"#, "unknown_symbol"),
-        (r#"{"u":1,"s":"BNBUSDT","b":"abc","B":"1","a":"2","A":"1"}"#, "bad_number"),
-        (r#"{"u":1,"s":"BNBUSDT","b":"3","B":"1","a":"2","A":"1"}"#, "crossed"),
-        (r#"{"u":1,"s":"BNBUSDT","b":"0","B":"1","a":"2","A":"1"}"#, "non_positive_price"),
-        (r#"{"e":"trade","s":"BNBBTC","t":1,"p":"1","q":"1","T":1}"#, "malformed"),
-        (r#"{"e":"trade","E":1,"s":"BNBBTC","t":1,"p":"-1","q":"1","T":1,"m":true}"#, "bad_number"),
+        (
+            r#"{"u":1,"s":"XYZUSDT","b":"1","B":"1","a":"2","A":"1"}"#,
+            "unknown_symbol",
+        ),
+        (
+            r#"{"u":1,"s":"BNBUSDT","b":"abc","B":"1","a":"2","A":"1"}"#,
+            "bad_number",
+        ),
+        (
+            r#"{"u":1,"s":"BNBUSDT","b":"3","B":"1","a":"2","A":"1"}"#,
+            "crossed",
+        ),
+        (
+            r#"{"u":1,"s":"BNBUSDT","b":"0","B":"1","a":"2","A":"1"}"#,
+            "non_positive_price",
+        ),
+        (
+            r#"{"e":"trade","s":"BNBBTC","t":1,"p":"1","q":"1","T":1}"#,
+            "malformed",
+        ),
+        (
+            r#"{"e":"trade","E":1,"s":"BNBBTC","t":1,"p":"-1","q":"1","T":1,"m":true}"#,
+            "bad_number",
+        ),
     ];
     for (frame, label) in cases {
         let (r, out) = parse(frame);
-        assert_eq!(r.as_ref().map_err(ParseError::label).err(), Some(*label), "{frame}");
+        assert_eq!(
+            r.as_ref().map_err(ParseError::label).err(),
+            Some(*label),
+            "{frame}"
+        );
         assert!(out.is_empty(), "{frame}");
     }
 }
@@ -77,7 +127,14 @@ fn discovery_bodies() {
         {"symbol":"OLDUSDT","status":"BREAK","baseAsset":"OLD","quoteAsset":"USDT"}]}"#;
     let list = Binance.parse_instruments(info).expect("instruments");
     assert_eq!(list.len(), 2);
-    assert_eq!((list[0].native.as_str(), list[0].symbol.as_str(), list[0].trading), ("BTCUSDT", "BTC-USDT", true));
+    assert_eq!(
+        (
+            list[0].native.as_str(),
+            list[0].symbol.as_str(),
+            list[0].trading
+        ),
+        ("BTCUSDT", "BTC-USDT", true)
+    );
     assert!(!list[1].trading);
     let vols = Binance
         .parse_volumes(r#"[{"symbol":"BTCUSDT","quoteVolume":"1234.5","volume":"1"}]"#)

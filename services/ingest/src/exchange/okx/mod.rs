@@ -15,7 +15,9 @@ use std::time::Duration;
 use spreadagg_model::wire::{Side, Trade};
 use spreadagg_model::{ExchangeId, Symbol, time::ms_to_ns};
 
-use super::{Adapter, ClientPing, Control, Event, Instrument, ParseError, SymbolMap, malformed, num, tick};
+use super::{
+    Adapter, ClientPing, Control, Event, Instrument, ParseError, SymbolMap, malformed, num, tick,
+};
 
 /// Args per subscribe request.
 const ARGS_PER_REQUEST: usize = 100;
@@ -35,7 +37,8 @@ fn check_code(code: &str, msg: &str) -> Result<(), ParseError> {
 }
 
 fn ts_ms(s: &str) -> Result<i64, ParseError> {
-    s.parse::<i64>().map_err(|_| ParseError::BadNumber(s.to_owned()))
+    s.parse::<i64>()
+        .map_err(|_| ParseError::BadNumber(s.to_owned()))
 }
 
 impl Adapter for Okx {
@@ -60,10 +63,10 @@ impl Adapter for Okx {
     }
 
     fn parse_instruments(&self, body: &str) -> Result<Vec<Instrument>, ParseError> {
-        let r: wire::Response<wire::Instrument<'_>> = serde_json::from_str(body).map_err(malformed)?;
+        let r: wire::Response<wire::Instrument<'_>> =
+            serde_json::from_str(body).map_err(malformed)?;
         check_code(&r.code, &r.msg)?;
-        Ok(r
-            .data
+        Ok(r.data
             .into_iter()
             .filter_map(|i| {
                 let symbol = Symbol::from_parts(&i.base_ccy, &i.quote_ccy).ok()?;
@@ -80,8 +83,7 @@ impl Adapter for Okx {
         let r: wire::Response<wire::Ticker<'_>> = serde_json::from_str(body).map_err(malformed)?;
         check_code(&r.code, &r.msg)?;
         // For SPOT, volCcy24h is in the quote currency.
-        Ok(r
-            .data
+        Ok(r.data
             .into_iter()
             .filter_map(|t| Some((t.inst_id.into_owned(), num(&t.vol_ccy_24h).ok()?)))
             .collect())
@@ -117,13 +119,25 @@ impl Adapter for Okx {
         })
     }
 
-    fn parse(&self, text: &str, symbols: &SymbolMap, recv_ts_ns: i64, out: &mut Vec<Event>) -> Result<Control, ParseError> {
+    fn parse(
+        &self,
+        text: &str,
+        symbols: &SymbolMap,
+        recv_ts_ns: i64,
+        out: &mut Vec<Event>,
+    ) -> Result<Control, ParseError> {
         if text == "pong" {
             return Ok(Control::Pong);
         }
         let env: wire::Envelope<'_> = serde_json::from_str(text).map_err(malformed)?;
         if let Some(event) = env.event.as_deref() {
-            let detail = || format!("code {}: {}", env.code.as_deref().unwrap_or("?"), env.msg.as_deref().unwrap_or(""));
+            let detail = || {
+                format!(
+                    "code {}: {}",
+                    env.code.as_deref().unwrap_or("?"),
+                    env.msg.as_deref().unwrap_or("")
+                )
+            };
             return Ok(match event {
                 "subscribe" | "unsubscribe" => Control::Ack,
                 "error" => Control::ExchangeError(detail()),
@@ -131,23 +145,27 @@ impl Adapter for Okx {
                 _ => Control::Ignored,
             });
         }
-        let arg = env.arg.ok_or_else(|| malformed("neither an event nor a push"))?;
+        let arg = env
+            .arg
+            .ok_or_else(|| malformed("neither an event nor a push"))?;
         let symbol = symbols
             .get(arg.inst_id.as_ref())
             .ok_or_else(|| ParseError::UnknownSymbol(arg.inst_id.to_string()))?;
         match arg.channel.as_ref() {
             "bbo-tbt" => {
-                let push: wire::Push<wire::Bbo<'_>> = serde_json::from_str(text).map_err(malformed)?;
+                let push: wire::Push<wire::Bbo<'_>> =
+                    serde_json::from_str(text).map_err(malformed)?;
                 for d in push.data {
                     let (Some(bid), Some(ask)) = (d.bids.first(), d.asks.first()) else {
                         return Err(malformed("empty side in bbo-tbt"));
                     };
-                    let level = |l: &Vec<std::borrow::Cow<'_, str>>| -> Result<(f64, f64), ParseError> {
-                        match (l.first(), l.get(1)) {
-                            (Some(px), Some(sz)) => Ok((num(px)?, num(sz)?)),
-                            _ => Err(malformed("level without price and size")),
-                        }
-                    };
+                    let level =
+                        |l: &Vec<std::borrow::Cow<'_, str>>| -> Result<(f64, f64), ParseError> {
+                            match (l.first(), l.get(1)) {
+                                (Some(px), Some(sz)) => Ok((num(px)?, num(sz)?)),
+                                _ => Err(malformed("level without price and size")),
+                            }
+                        };
                     let seq = u64::try_from(d.seq_id).unwrap_or(0);
                     out.push(Event::Tick(tick(
                         ExchangeId::Okx,
@@ -162,7 +180,8 @@ impl Adapter for Okx {
                 Ok(Control::Data)
             }
             "trades" => {
-                let push: wire::Push<wire::TradeData<'_>> = serde_json::from_str(text).map_err(malformed)?;
+                let push: wire::Push<wire::TradeData<'_>> =
+                    serde_json::from_str(text).map_err(malformed)?;
                 for d in push.data {
                     let (price, qty) = (num(&d.px)?, num(&d.sz)?);
                     if price <= 0.0 || qty <= 0.0 {

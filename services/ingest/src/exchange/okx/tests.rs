@@ -17,20 +17,40 @@ fn parse(text: &str) -> (Result<Control, ParseError>, Vec<Event>) {
 
 #[test]
 fn bbo_tbt_as_documented() {
-    let (r, out) = parse(r#"{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data":[{"asks":[["8476.98","415","0","13"]],"bids":[["8476.97","256","0","12"]],"ts":"1597026383085","seqId":123456}]}"#);
+    let (r, out) = parse(
+        r#"{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data":[{"asks":[["8476.98","415","0","13"]],"bids":[["8476.97","256","0","12"]],"ts":"1597026383085","seqId":123456}]}"#,
+    );
     assert_eq!(r, Ok(Control::Data));
-    let Event::Tick(t) = &out[0] else { panic!("not a tick: {out:?}") };
-    assert_eq!((t.exchange.as_str(), t.symbol.as_str()), ("okx", "BTC-USDT"));
-    assert_eq!((t.bid_px, t.bid_qty, t.ask_px, t.ask_qty), (8476.97, 256.0, 8476.98, 415.0));
-    assert_eq!((t.exchange_ts_ns, t.recv_ts_ns, t.seq), (1_597_026_383_085_000_000, 7, 123_456));
+    let Event::Tick(t) = &out[0] else {
+        panic!("not a tick: {out:?}")
+    };
+    assert_eq!(
+        (t.exchange.as_str(), t.symbol.as_str()),
+        ("okx", "BTC-USDT")
+    );
+    assert_eq!(
+        (t.bid_px, t.bid_qty, t.ask_px, t.ask_qty),
+        (8476.97, 256.0, 8476.98, 415.0)
+    );
+    assert_eq!(
+        (t.exchange_ts_ns, t.recv_ts_ns, t.seq),
+        (1_597_026_383_085_000_000, 7, 123_456)
+    );
 }
 
 #[test]
 fn trades_as_documented() {
-    let (r, out) = parse(r#"{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT","tradeId":"130639474","px":"42219.9","sz":"0.12060306","side":"buy","ts":"1630048897897","count":"3"}]}"#);
+    let (r, out) = parse(
+        r#"{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT","tradeId":"130639474","px":"42219.9","sz":"0.12060306","side":"buy","ts":"1630048897897","count":"3"}]}"#,
+    );
     assert_eq!(r, Ok(Control::Data));
-    let Event::Trade(t) = &out[0] else { panic!("not a trade: {out:?}") };
-    assert_eq!((t.price, t.qty, t.trade_id.as_str(), t.side()), (42219.9, 0.120_603_06, "130639474", Side::Buy));
+    let Event::Trade(t) = &out[0] else {
+        panic!("not a trade: {out:?}")
+    };
+    assert_eq!(
+        (t.price, t.qty, t.trade_id.as_str(), t.side()),
+        (42219.9, 0.120_603_06, "130639474", Side::Buy)
+    );
     assert_eq!(t.exchange_ts_ns, 1_630_048_897_897_000_000);
 }
 
@@ -49,25 +69,54 @@ fn keepalive_acks_errors_and_notices() {
         parse(r#"{"event":"notice","code":"64008","msg":"The connection will soon be closed for a service upgrade.","connId":"a4d3ae55"}"#).0,
         Ok(Control::Reconnect(_))
     ));
-    assert_eq!(parse(r#"{"event":"channel-conn-count","channel":"bbo-tbt","connCount":"2","connId":"a"}"#).0, Ok(Control::Ignored));
+    assert_eq!(
+        parse(r#"{"event":"channel-conn-count","channel":"bbo-tbt","connCount":"2","connId":"a"}"#)
+            .0,
+        Ok(Control::Ignored)
+    );
 }
 
 #[test]
 fn malformed_and_unusable_frames_are_named() {
     let cases: &[(&str, &str)] = &[
         ("ping", "malformed"),
-        (r#"{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"}}"#, "malformed"),
+        (
+            r#"{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"}}"#,
+            "malformed",
+        ),
         (r#"{"data":[]}"#, "malformed"),
-        (r#"{"arg":{"channel":"bbo-tbt","instId":"ETH-USDT"},"data":[]}"#, "unknown_symbol"),
-        (r#"{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data":[{"asks":[],"bids":[["1","1","0","1"]],"ts":"1","seqId":1}]}"#, "malformed"),
-        (r#"{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data":[{"asks":[["","1","0","1"]],"bids":[["1","1","0","1"]],"ts":"1","seqId":1}]}"#, "bad_number"),
-        (r#"{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data":[{"asks":[["1","1","0","1"]],"bids":[["2","1","0","1"]],"ts":"1","seqId":1}]}"#, "crossed"),
-        (r#"{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data":[{"asks":[["2","1","0","1"]],"bids":[["1","1","0","1"]],"ts":"x","seqId":1}]}"#, "bad_number"),
-        (r#"{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"tradeId":"1","px":"1","sz":"1","side":"hold","ts":"1"}]}"#, "malformed"),
+        (
+            r#"{"arg":{"channel":"bbo-tbt","instId":"ETH-USDT"},"data":[]}"#,
+            "unknown_symbol",
+        ),
+        (
+            r#"{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data":[{"asks":[],"bids":[["1","1","0","1"]],"ts":"1","seqId":1}]}"#,
+            "malformed",
+        ),
+        (
+            r#"{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data":[{"asks":[["","1","0","1"]],"bids":[["1","1","0","1"]],"ts":"1","seqId":1}]}"#,
+            "bad_number",
+        ),
+        (
+            r#"{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data":[{"asks":[["1","1","0","1"]],"bids":[["2","1","0","1"]],"ts":"1","seqId":1}]}"#,
+            "crossed",
+        ),
+        (
+            r#"{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data":[{"asks":[["2","1","0","1"]],"bids":[["1","1","0","1"]],"ts":"x","seqId":1}]}"#,
+            "bad_number",
+        ),
+        (
+            r#"{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"tradeId":"1","px":"1","sz":"1","side":"hold","ts":"1"}]}"#,
+            "malformed",
+        ),
     ];
     for (frame, label) in cases {
         let (r, out) = parse(frame);
-        assert_eq!(r.as_ref().map_err(ParseError::label).err(), Some(*label), "{frame}");
+        assert_eq!(
+            r.as_ref().map_err(ParseError::label).err(),
+            Some(*label),
+            "{frame}"
+        );
         assert!(out.is_empty(), "{frame}");
     }
 }
@@ -78,7 +127,14 @@ fn discovery_bodies() {
         {"instType":"SPOT","instId":"BTC-USDT","baseCcy":"BTC","quoteCcy":"USDT","state":"live"},
         {"instType":"SPOT","instId":"NEW-USDT","baseCcy":"NEW","quoteCcy":"USDT","state":"preopen"}]}"#;
     let list = Okx.parse_instruments(inst).expect("instruments");
-    assert_eq!((list[0].native.as_str(), list[0].symbol.as_str(), list[0].trading), ("BTC-USDT", "BTC-USDT", true));
+    assert_eq!(
+        (
+            list[0].native.as_str(),
+            list[0].symbol.as_str(),
+            list[0].trading
+        ),
+        ("BTC-USDT", "BTC-USDT", true)
+    );
     assert!(!list[1].trading);
     let vols = Okx
         .parse_volumes(r#"{"code":"0","msg":"","data":[{"instType":"SPOT","instId":"BTC-USDT","vol24h":"10","volCcy24h":"420000.5"}]}"#)
@@ -98,6 +154,12 @@ fn subscriptions_are_batched() {
     assert_eq!(frames.len(), 2, "120 args in requests of 100");
     let first: serde_json::Value = serde_json::from_str(&frames[0]).expect("json");
     assert_eq!(first["op"], "subscribe");
-    assert_eq!(first["args"][0], serde_json::json!({"channel": "bbo-tbt", "instId": "S0-USDT"}));
-    assert_eq!(first["args"][1], serde_json::json!({"channel": "trades", "instId": "S0-USDT"}));
+    assert_eq!(
+        first["args"][0],
+        serde_json::json!({"channel": "bbo-tbt", "instId": "S0-USDT"})
+    );
+    assert_eq!(
+        first["args"][1],
+        serde_json::json!({"channel": "trades", "instId": "S0-USDT"})
+    );
 }
