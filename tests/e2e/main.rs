@@ -1,1 +1,6 @@
+//! Cross-role end-to-end tests: real `spreadagg` processes, a real `nats-server` started by
+//! the test kit, real WebSocket clients.
 
+mod embedded;
+mod pipeline;
+mod support;

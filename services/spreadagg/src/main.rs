@@ -1,1 +1,114 @@
-fn main() {}
+//! `spreadagg`: every role of spread-aggregator in one binary. This crate only parses the
+//! command line, builds the shared runtime (logs, metrics, admin server, bus, shutdown) and
+//! starts the chosen roles; the roles live in their own crates and never depend on each other.
+
+mod cli;
+mod roles;
+mod settings;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use spreadagg_runtime::admin::AdminServer;
+use spreadagg_runtime::{Health, Shutdown, telemetry};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Role};
+use crate::settings::Settings;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init_logs(cli.global.log_format);
+    if matches!(cli.role, Role::Roles) {
+        for role in roles::ROLES {
+            println!("{role}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let settings = match Settings::load(&cli) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "configuration");
+            return ExitCode::from(2);
+        }
+    };
+    // TLS for exchange connections (WebSocket and REST) uses rustls with the ring provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(serve(cli.role, settings));
+    // Every role has returned; do not wait on anything still blocked in the runtime.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    code
+}
+
+/// Prints a line tools and tests read (`listening admin 127.0.0.1:9090`) on stdout.
+pub(crate) fn announce(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+async fn serve(role: Role, settings: Settings) -> ExitCode {
+    let shutdown = Shutdown::new();
+    let health = Health::new();
+    let admin = match AdminServer::bind(
+        settings.admin_addr,
+        health.clone(),
+        shutdown.clone(),
+        settings.redacted(),
+    )
+    .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, addr = %settings.admin_addr, "cannot bind the admin address");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Ok(addr) = admin.local_addr() {
+        announce(&format!("listening admin {addr}"));
+    }
+    let admin_stop = CancellationToken::new();
+    let admin_task = tokio::spawn(admin.serve(admin_stop.clone()));
+    let signals = {
+        let s = shutdown.clone();
+        tokio::spawn(async move { s.watch_signals().await })
+    };
+
+    let drain_timeout = Duration::from_secs(settings.drain_timeout_s);
+    let result = roles::run(role, settings, health.clone(), shutdown.clone()).await;
+    let code = match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "role failed");
+            ExitCode::FAILURE
+        }
+    };
+    health.set_draining();
+    shutdown.trigger();
+    if tokio::time::timeout(drain_timeout, shutdown.wait_tasks())
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            ?drain_timeout,
+            "tasks still running after the drain timeout; exiting anyway"
+        );
+    }
+    admin_stop.cancel();
+    let _ = admin_task.await;
+    signals.abort();
+    tracing::info!("stopped");
+    code
+}

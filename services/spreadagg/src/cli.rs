@@ -1,0 +1,132 @@
+//! The command line: one subcommand per role, global flags shared by all. Every flag can also
+//! come from the environment (the `env` names below) or the config file (`--config`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use spreadagg_ingest::Shard;
+use spreadagg_model::{ExchangeId, Symbol};
+use spreadagg_runtime::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "spreadagg",
+    version,
+    about = "Real-time cross-exchange spreads: one binary, many roles."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub role: Role,
+}
+
+/// Flags every role takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// NATS URL; absent means the in-process bus (single process only).
+    #[arg(long, env = "NATS_URL", global = true)]
+    pub nats_url: Option<String>,
+    /// Admin HTTP address: /healthz, /readyz, /metrics, /health, POST /drain.
+    #[arg(long, env = "SPREADAGG_ADMIN_ADDR", global = true)]
+    pub admin_addr: Option<SocketAddr>,
+    /// TOML configuration file; flags and environment variables override it.
+    #[arg(long, env = "SPREADAGG_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Log format: auto (text on a terminal, JSON otherwise), json or text.
+    #[arg(
+        long,
+        env = "SPREADAGG_LOG_FORMAT",
+        global = true,
+        default_value = "auto"
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Role {
+    /// Ingest one exchange's market data to the bus.
+    Ingest(IngestArgs),
+    /// Compute cross-exchange spreads and bands from ticks.
+    Engine,
+    /// Archive ticks, trades and spreads to Parquet.
+    Archive(ArchiveArgs),
+    /// Serve live spreads over WebSocket and the dashboard.
+    Gateway(GatewayArgs),
+    /// Serve every simulated exchange's protocol locally.
+    Simulate(SimulateArgs),
+    /// Every role in one process (the embedded default with no flags).
+    All(AllArgs),
+    /// List the roles.
+    Roles,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    #[arg(long, env = "SPREADAGG_EXCHANGE")]
+    pub exchange: Option<ExchangeId>,
+    /// Explicit canonical symbols (BTC-USDT,ETH-USDT); replaces discovery filters.
+    #[arg(long, env = "SPREADAGG_SYMBOLS", value_delimiter = ',')]
+    pub symbols: Option<Vec<Symbol>>,
+    /// Quote assets kept by discovery.
+    #[arg(long, env = "SPREADAGG_QUOTES", value_delimiter = ',')]
+    pub quotes: Option<Vec<String>>,
+    /// Minimum 24 h quote volume, inclusive.
+    #[arg(long, env = "SPREADAGG_MIN_VOLUME")]
+    pub min_volume: Option<f64>,
+    /// Maximum 24 h quote volume, inclusive.
+    #[arg(long, env = "SPREADAGG_MAX_VOLUME")]
+    pub max_volume: Option<f64>,
+    /// The exchange's whole WebSocket endpoint (wss://stream.binance.com:9443/ws).
+    #[arg(long, env = "SPREADAGG_WS_URL")]
+    pub ws_url: Option<String>,
+    /// The exchange's REST scheme and host (https://api.binance.com).
+    #[arg(long, env = "SPREADAGG_REST_URL")]
+    pub rest_url: Option<String>,
+    /// This replica's shard of the symbols, I/N.
+    #[arg(long, env = "SPREADAGG_SHARD")]
+    pub shard: Option<Shard>,
+}
+
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    /// Object store URL (file:///data or a path).
+    #[arg(long, env = "SPREADAGG_STORE")]
+    pub store: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// HTTP/WebSocket listen address.
+    #[arg(long, env = "SPREADAGG_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// gRPC listen address (not built yet: refused if set).
+    #[arg(long, env = "SPREADAGG_GRPC_LISTEN")]
+    pub grpc_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Fixed port for an exchange, EXCHANGE=PORT (repeatable); others get free ports.
+    #[arg(long = "port", value_parser = parse_port)]
+    pub ports: Vec<(ExchangeId, u16)>,
+}
+
+#[derive(Debug, Args)]
+pub struct AllArgs {
+    /// Archive location (default ./data).
+    #[arg(long, env = "SPREADAGG_STORE")]
+    pub store: Option<String>,
+    /// Gateway address (default 127.0.0.1:8080).
+    #[arg(long, env = "SPREADAGG_LISTEN")]
+    pub listen: Option<SocketAddr>,
+}
+
+fn parse_port(s: &str) -> Result<(ExchangeId, u16), String> {
+    let (ex, port) = s.split_once('=').ok_or("expected EXCHANGE=PORT")?;
+    Ok((
+        ex.parse().map_err(|e| format!("{e}"))?,
+        port.parse().map_err(|_| "bad port")?,
+    ))
+}

@@ -1,0 +1,231 @@
+//! Starting roles. Each role runs on the process's shutdown token; in `all` they run side by
+//! side and the first to fail stops the others (one supervisor, as in Loki and Mimir).
+
+use std::time::Duration;
+
+use spreadagg_bus::Bus;
+use spreadagg_model::ExchangeId;
+use spreadagg_runtime::{Health, Shutdown};
+use spreadagg_simulate::Simulator;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::announce;
+use crate::cli::Role;
+use crate::settings::Settings;
+
+/// The role names, as `spreadagg roles` lists them.
+pub const ROLES: [&str; 6] = ["ingest", "engine", "archive", "gateway", "simulate", "all"];
+
+/// A role's failure, with the role named.
+#[derive(Debug, thiserror::Error)]
+#[error("{role}: {message}")]
+pub struct RoleError {
+    role: &'static str,
+    message: String,
+}
+
+fn fail(role: &'static str) -> impl Fn(&dyn std::fmt::Display) -> RoleError {
+    move |e| RoleError {
+        role,
+        message: e.to_string(),
+    }
+}
+
+/// Connects the bus: in-process without a URL, JetStream with one (retried until it answers
+/// or shutdown starts, so a role may start before NATS does).
+async fn bus(
+    settings: &Settings,
+    health: &Health,
+    stop: &CancellationToken,
+) -> Result<Option<Bus>, RoleError> {
+    let Some(url) = &settings.nats_url else {
+        return Ok(Some(Bus::in_process(&settings.streams)));
+    };
+    let component = health.register("bus");
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match Bus::connect(url, &settings.streams).await {
+            Ok(bus) => {
+                component.set(true, serde_json::json!({"kind": "jetstream"}));
+                // The registration's job is done once connected; async-nats reconnects by itself.
+                drop(component);
+                return Ok(Some(bus));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_ms = delay.as_millis() as u64, "bus not reachable");
+                component.set(
+                    false,
+                    serde_json::json!({"kind": "jetstream", "error": e.to_string()}),
+                );
+                tokio::select! {
+                    () = stop.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Runs the chosen role(s) until shutdown.
+pub async fn run(
+    role: Role,
+    settings: Settings,
+    health: Health,
+    shutdown: Shutdown,
+) -> Result<(), RoleError> {
+    let stop = shutdown.token();
+    if let Role::Gateway(args) = &role
+        && args.grpc_listen.is_some()
+    {
+        return Err(fail("gateway")(
+            &"--grpc-listen: the gRPC API is not built yet",
+        ));
+    }
+    if matches!(role, Role::Simulate(_)) {
+        let sim = Simulator::start(settings.simulate.clone(), stop.clone())
+            .await
+            .map_err(|e| fail("simulate")(&e))?;
+        announce_simulator(&sim);
+        let ready = health.register("simulate");
+        ready.set(
+            true,
+            serde_json::json!({"endpoints": sim.endpoints().len()}),
+        );
+        sim.join().await;
+        return Ok(());
+    }
+    let Some(bus) = bus(&settings, &health, &stop).await? else {
+        return Ok(());
+    };
+    let mut roles: JoinSet<Result<(), RoleError>> = JoinSet::new();
+    match role {
+        Role::Ingest(_) => spawn_ingest(&mut roles, settings.ingest.clone(), &bus, &health, &stop),
+        Role::Engine => spawn_engine(&mut roles, &settings, &bus, &health, &stop),
+        Role::Archive(_) => spawn_archive(&mut roles, &settings, &bus, &health, &stop),
+        Role::Gateway(_) => spawn_gateway(&mut roles, &settings, &bus, &health, &stop).await?,
+        Role::All(_) => {
+            let sim = Simulator::start(settings.simulate.clone(), stop.clone())
+                .await
+                .map_err(|e| fail("simulate")(&e))?;
+            announce_simulator(&sim);
+            for endpoint in sim.endpoints() {
+                let mut ingest = settings.ingest.clone();
+                ingest.exchange = endpoint.exchange;
+                ingest.ws_url = Some(endpoint.ws_url.clone());
+                ingest.rest_url = Some(endpoint.rest_url.clone());
+                spawn_ingest(&mut roles, ingest, &bus, &health, &stop);
+            }
+            spawn_engine(&mut roles, &settings, &bus, &health, &stop);
+            spawn_archive(&mut roles, &settings, &bus, &health, &stop);
+            spawn_gateway(&mut roles, &settings, &bus, &health, &stop).await?;
+            roles.spawn(async move {
+                sim.join().await;
+                Ok(())
+            });
+        }
+        Role::Simulate(_) | Role::Roles => {}
+    }
+    // The first role to fail stops the rest; every role is joined before returning.
+    let mut first_error = None;
+    while let Some(joined) = roles.join_next().await {
+        let result = joined.map_err(|e| fail("task")(&e)).and_then(|r| r);
+        if let Err(e) = result {
+            tracing::error!(error = %e, "role failed; stopping the others");
+            stop.cancel();
+            first_error.get_or_insert(e);
+        }
+    }
+    if let Err(e) = bus.flush().await {
+        tracing::warn!(error = %e, "final bus flush failed");
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+fn announce_simulator(sim: &Simulator) {
+    for e in sim.endpoints() {
+        announce(&format!(
+            "simulating {} {} {}",
+            e.exchange, e.ws_url, e.rest_url
+        ));
+    }
+}
+
+fn spawn_ingest(
+    roles: &mut JoinSet<Result<(), RoleError>>,
+    config: spreadagg_ingest::IngestConfig,
+    bus: &Bus,
+    health: &Health,
+    stop: &CancellationToken,
+) {
+    let (bus, health, stop) = (bus.clone(), health.clone(), stop.clone());
+    let exchange: ExchangeId = config.exchange;
+    roles.spawn(async move {
+        tracing::info!(%exchange, "ingest starting");
+        spreadagg_ingest::run(config, bus, health, stop)
+            .await
+            .map_err(|e| fail("ingest")(&e))
+    });
+}
+
+fn spawn_engine(
+    roles: &mut JoinSet<Result<(), RoleError>>,
+    settings: &Settings,
+    bus: &Bus,
+    health: &Health,
+    stop: &CancellationToken,
+) {
+    let (config, bus, health, stop) = (
+        settings.engine.clone(),
+        bus.clone(),
+        health.clone(),
+        stop.clone(),
+    );
+    roles.spawn(async move {
+        spreadagg_engine::run(config, bus, health, stop)
+            .await
+            .map_err(|e| fail("engine")(&e))
+    });
+}
+
+fn spawn_archive(
+    roles: &mut JoinSet<Result<(), RoleError>>,
+    settings: &Settings,
+    bus: &Bus,
+    health: &Health,
+    stop: &CancellationToken,
+) {
+    let (config, bus, health, stop) = (
+        settings.archive.clone(),
+        bus.clone(),
+        health.clone(),
+        stop.clone(),
+    );
+    roles.spawn(async move {
+        spreadagg_archive::run(config, bus, health, stop)
+            .await
+            .map_err(|e| fail("archive")(&e))
+    });
+}
+
+async fn spawn_gateway(
+    roles: &mut JoinSet<Result<(), RoleError>>,
+    settings: &Settings,
+    bus: &Bus,
+    health: &Health,
+    stop: &CancellationToken,
+) -> Result<(), RoleError> {
+    let gateway = spreadagg_gateway::Gateway::bind(settings.gateway.clone())
+        .await
+        .map_err(|e| fail("gateway")(&e))?;
+    announce(&format!("listening gateway {}", gateway.local_addr()));
+    let (bus, health, stop) = (bus.clone(), health.clone(), stop.clone());
+    roles.spawn(async move {
+        gateway
+            .run(bus, health, stop)
+            .await
+            .map_err(|e| fail("gateway")(&e))
+    });
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! The effective configuration: defaults, then the TOML file, then environment variables and
+//! flags (clap reads both). Validated before any role starts; dumped at `/config` with the
+//! NATS credentials redacted.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use spreadagg_archive::ArchiveConfig;
+use spreadagg_bus::StreamSettings;
+use spreadagg_engine::EngineConfig;
+use spreadagg_gateway::GatewayConfig;
+use spreadagg_ingest::IngestConfig;
+use spreadagg_simulate::SimConfig;
+
+use crate::cli::{Cli, Role};
+
+/// Everything configurable, as the file spells it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// NATS URL; absent means the in-process bus.
+    pub nats_url: Option<String>,
+    /// Admin HTTP address.
+    pub admin_addr: SocketAddr,
+    /// How long a role may take to drain after SIGTERM before the process gives up on it.
+    pub drain_timeout_s: u64,
+    /// Limits of the four streams (created or updated at connect).
+    pub streams: StreamSettings,
+    pub ingest: IngestConfig,
+    pub engine: EngineConfig,
+    pub archive: ArchiveConfig,
+    pub gateway: GatewayConfig,
+    pub simulate: SimConfig,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            nats_url: None,
+            admin_addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            drain_timeout_s: 10,
+            streams: StreamSettings::default(),
+            ingest: IngestConfig::default(),
+            engine: EngineConfig::default(),
+            archive: ArchiveConfig {
+                store: "./data".into(),
+                ..ArchiveConfig::default()
+            },
+            gateway: GatewayConfig::default(),
+            simulate: SimConfig::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Layers the file and the command line over the defaults.
+    ///
+    /// # Errors
+    /// When the file cannot be read or parsed.
+    pub fn load(cli: &Cli) -> Result<Self, spreadagg_runtime::config::ConfigError> {
+        let mut s: Settings = spreadagg_runtime::config::load_file(cli.global.config.as_deref())?;
+        if let Some(url) = &cli.global.nats_url {
+            s.nats_url = Some(url.clone());
+        }
+        if let Some(addr) = cli.global.admin_addr {
+            s.admin_addr = addr;
+        }
+        match &cli.role {
+            Role::Ingest(a) => {
+                let i = &mut s.ingest;
+                if let Some(v) = a.exchange {
+                    i.exchange = v;
+                }
+                if let Some(v) = &a.symbols {
+                    i.symbols.clone_from(v);
+                }
+                if let Some(v) = &a.quotes {
+                    i.quotes = v.iter().map(|q| q.to_ascii_uppercase()).collect();
+                }
+                if a.min_volume.is_some() {
+                    i.min_volume = a.min_volume;
+                }
+                if a.max_volume.is_some() {
+                    i.max_volume = a.max_volume;
+                }
+                if a.ws_url.is_some() {
+                    i.ws_url.clone_from(&a.ws_url);
+                }
+                if a.rest_url.is_some() {
+                    i.rest_url.clone_from(&a.rest_url);
+                }
+                if let Some(v) = a.shard {
+                    i.shard = v;
+                }
+            }
+            Role::Archive(a) => {
+                if let Some(v) = &a.store {
+                    s.archive.store.clone_from(v);
+                }
+            }
+            Role::Gateway(a) => {
+                if let Some(v) = a.listen {
+                    s.gateway.listen = v;
+                }
+            }
+            Role::Simulate(a) => {
+                for (ex, port) in &a.ports {
+                    s.simulate.ports.insert(*ex, *port);
+                }
+            }
+            Role::All(a) => {
+                if let Some(v) = &a.store {
+                    s.archive.store.clone_from(v);
+                }
+                if let Some(v) = a.listen {
+                    s.gateway.listen = v;
+                }
+            }
+            Role::Engine | Role::Roles => {}
+        }
+        Ok(s)
+    }
+
+    /// The configuration as `/config` shows it: credentials in the NATS URL redacted.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut copy = self.clone();
+        copy.nats_url = copy
+            .nats_url
+            .as_deref()
+            .map(spreadagg_bus::jetstream::redact);
+        serde_json::to_value(copy).unwrap_or(serde_json::Value::Null)
+    }
+}

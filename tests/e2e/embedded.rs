@@ -1,0 +1,110 @@
+//! `spreadagg all` on the embedded default: in-process bus, local archive under `./data`,
+//! built-in simulator. Only the ports are overridden (to free ones) so tests can run side by
+//! side; everything else is what a newcomer gets with no flags.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{Proc, eventually, http, http_get};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_in_one_process_serves_spreads_and_drains_on_post_drain() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut all = Proc::spawn("all", dir.path(), &["all", "--listen", "127.0.0.1:0"]);
+    let gateway = all.announced("listening gateway ").await;
+    let admin = all.admin().await;
+    eventually("ready", Duration::from_secs(30), || async {
+        http_get(&admin, "/readyz").await.0 == 200
+    })
+    .await;
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{gateway}/ws"))
+        .await
+        .expect("ws connect");
+    ws.send(Message::text(
+        r#"{"op":"subscribe","symbol":"BTC-USDT","exchanges":["okx","binance"]}"#,
+    ))
+    .await
+    .expect("send");
+    let mut points = 0;
+    let read = async {
+        while points < 5 {
+            if let Some(Ok(Message::Text(t))) = ws.next().await {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).expect("json");
+                if v["type"] == "spread" {
+                    assert_eq!(
+                        (v["exchange_a"].as_str(), v["exchange_b"].as_str()),
+                        (Some("binance"), Some("okx"))
+                    );
+                    points += 1;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("spread points over WebSocket");
+
+    let (status, health) = http_get(&admin, "/health").await;
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_str(&health).expect("health json");
+    assert_eq!(health["status"], "ready");
+    assert!(
+        health["memory"]["rss_bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 0)
+    );
+    for component in ["ingest.binance.conn0", "ingest.okx.conn0", "engine.ticks"] {
+        assert_eq!(
+            health["components"][component]["ready"], true,
+            "{component} in {health}"
+        );
+    }
+    let (_, metrics) = http_get(&admin, "/metrics").await;
+    assert!(
+        metrics.contains("spreadagg_engine_ticks_total"),
+        "metrics:\n{metrics}"
+    );
+    assert!(metrics.contains("spreadagg_ingest_events_total"));
+
+    // The preStop hook: drain, report not ready, exit cleanly.
+    let (status, _) = http(&admin, "POST", "/drain").await;
+    assert_eq!(status, 202);
+    let status = all.wait_exit(Duration::from_secs(5)).await;
+    assert!(
+        status.success(),
+        "exit {status} after /drain; log:\n{}",
+        all.log_text()
+    );
+    let ticks = dir.path().join("data/ticks");
+    let files = walk(&ticks);
+    assert!(
+        files
+            .iter()
+            .any(|p| p.to_string_lossy().contains("exchange=binance")),
+        "archive under ./data: {files:?}"
+    );
+    assert!(
+        files
+            .iter()
+            .any(|p| p.to_string_lossy().contains("exchange=okx")),
+        "archive under ./data: {files:?}"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
