@@ -24,7 +24,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{Proc, eventually, http_get};
 
-const SYMBOLS: &str = "BTC-USDT,ETH-USDT";
+/// Discovery filters: USDT/USDC quotes (the default) and at least 1M of 24 h quote volume,
+/// which the simulator's low-volume pair (NULS-USDT) fails and ETH-BTC fails by its quote.
+const MIN_VOLUME: &str = "1000000";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spreads_flow_end_to_end_and_every_role_drains_on_sigterm() {
@@ -81,8 +83,8 @@ async fn spreads_flow_end_to_end_and_every_role_drains_on_sigterm() {
             "ingest",
             "--exchange",
             ex,
-            "--symbols",
-            SYMBOLS,
+            "--min-volume",
+            MIN_VOLUME,
             "--ws-url",
             ws_url,
             "--rest-url",
@@ -119,11 +121,23 @@ async fn spreads_flow_end_to_end_and_every_role_drains_on_sigterm() {
         .await
         .expect("40 spread points within 60 s");
 
-    // SIGTERM under load: producers first, so the consumers drain a finished stream.
-    let mut all = ingestors;
-    all.push(engine);
-    all.push(archive);
-    all.push(gateway);
+    // Let load build up, then SIGTERM the consumers while the ingestors still publish, then
+    // the ingestors and the simulator.
+    let bus = Bus::connect(&url, &StreamSettings::default())
+        .await
+        .expect("bus");
+    eventually(
+        "2000 ticks in MD_TICKS",
+        Duration::from_secs(60),
+        || async {
+            bus.stream_state("MD_TICKS")
+                .await
+                .is_ok_and(|s| s.messages >= 2000)
+        },
+    )
+    .await;
+    let mut all = vec![engine, archive, gateway];
+    all.extend(ingestors);
     all.push(sim);
     for p in &mut all {
         let (status, took) = p.terminate(Duration::from_secs(5)).await;
@@ -142,7 +156,21 @@ async fn spreads_flow_end_to_end_and_every_role_drains_on_sigterm() {
         .expect("bus");
     let ticks = read_stream::<Tick>(&bus, "MD_TICKS").await;
     let spreads = read_stream::<Spread>(&bus, "MD_SPREADS").await;
-    assert!(ticks.len() > 50, "only {} ticks", ticks.len());
+    assert!(ticks.len() >= 2000, "only {} ticks", ticks.len());
+    let symbols: std::collections::BTreeSet<&str> =
+        ticks.iter().map(|(_, _, t)| t.symbol.as_str()).collect();
+    assert!(
+        symbols.contains("BTC-USDT") && symbols.contains("BTC-USDC"),
+        "{symbols:?}"
+    );
+    assert!(
+        !symbols.contains("NULS-USDT"),
+        "the volume filter let the low-volume pair through"
+    );
+    assert!(
+        !symbols.contains("ETH-BTC"),
+        "the quote filter let a BTC-quoted pair through"
+    );
 
     check_received_points_are_stored(&received, &spreads);
     check_points_follow_latest_ticks(&ticks, &spreads);
@@ -161,6 +189,12 @@ async fn spreads_flow_end_to_end_and_every_role_drains_on_sigterm() {
         .expect("archiver consumer")
         .ack_floor;
     assert!(archive_floor > 0, "the archiver acknowledged nothing");
+    eprintln!(
+        "{} ticks, {} spreads stored, {} received over WebSocket; engine ack floor {engine_floor}, archiver ack floor {archive_floor}",
+        ticks.len(),
+        spreads.len(),
+        received.len()
+    );
     check_archive_has_exactly(&store, &ticks, archive_floor);
 }
 

@@ -5,12 +5,13 @@ import importlib
 import json
 import os
 import pathlib
-import select
+import queue
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pytest
@@ -82,6 +83,13 @@ class Role:
             text=True,
         )
         self.lines = []
+        self._incoming = queue.Queue()
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+
+    def _read_stdout(self):
+        for line in self.proc.stdout:
+            self._incoming.put(line.rstrip("\n"))
+        self._incoming.put(None)
 
     def announced(self, prefix, timeout=30):
         deadline = time.time() + timeout
@@ -91,11 +99,12 @@ class Role:
                     return line[len(prefix):].strip()
             left = deadline - time.time()
             assert left > 0, f"{self.name} never announced {prefix!r}; log:\n{self.log()}"
-            ready, _, _ = select.select([self.proc.stdout], [], [], left)
-            if ready:
-                line = self.proc.stdout.readline()
-                assert line, f"{self.name} exited; log:\n{self.log()}"
-                self.lines.append(line.rstrip("\n"))
+            try:
+                line = self._incoming.get(timeout=left)
+            except queue.Empty:
+                continue
+            assert line is not None, f"{self.name} exited; log:\n{self.log()}"
+            self.lines.append(line)
 
     def log(self):
         return self.log_path.read_text() if self.log_path.exists() else ""

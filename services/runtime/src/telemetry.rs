@@ -43,6 +43,7 @@ pub fn init_logs(format: LogFormat) {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _already_set = if json {
         builder.json().flatten_event(true).try_init()

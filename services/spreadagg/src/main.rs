@@ -21,6 +21,8 @@ use crate::settings::Settings;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init_logs(cli.global.log_format);
+    // Install the metrics recorder before any role records: metrics recorded earlier are lost.
+    telemetry::metrics();
     if matches!(cli.role, Role::Roles) {
         for role in roles::ROLES {
             println!("{role}");
