@@ -2,5 +2,6 @@
 //! the test kit, real WebSocket clients.
 
 mod embedded;
+mod isolation;
 mod pipeline;
 mod support;
