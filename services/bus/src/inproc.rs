@@ -127,7 +127,8 @@ pub struct InProcBus {
 impl InProcBus {
     /// A bus holding the four streams of the contract.
     pub fn new(limits: &StreamSettings) -> Self {
-        let streams = spreadagg_streams()
+        let streams = spreadagg_model::subjects::STREAMS
+            .into_iter()
             .map(|(name, subjects)| (name.to_owned(), MemStream::new(subjects)))
             .collect();
         Self {
@@ -303,17 +304,6 @@ impl InProcBus {
             s.notify();
         }
     }
-}
-
-/// The four streams of the contract with their subjects.
-fn spreadagg_streams() -> impl Iterator<Item = (&'static str, &'static str)> {
-    [
-        ("MD_TICKS", "md.tick.>"),
-        ("MD_TRADES", "md.trade.>"),
-        ("MD_SPREADS", "md.spread.>"),
-        ("MD_SIGNALS", "md.signal.>"),
-    ]
-    .into_iter()
 }
 
 fn stream_missing(name: &str) -> BusError {

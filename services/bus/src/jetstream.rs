@@ -67,7 +67,7 @@ impl JetStreamBus {
 
     /// Creates each stream of the contract, or updates its limits when it exists.
     async fn ensure_streams(&self, settings: &StreamSettings) -> Result<(), BusError> {
-        for (name, subjects) in spreadagg_model_streams() {
+        for (name, subjects) in spreadagg_model::subjects::STREAMS {
             let config = stream::Config {
                 name: name.to_owned(),
                 subjects: vec![subjects.to_owned()],
@@ -386,15 +386,6 @@ fn to_delivery(m: js::Message, needs_ack: bool) -> Result<Delivery, String> {
             Acker::None
         },
     })
-}
-
-fn spreadagg_model_streams() -> [(&'static str, &'static str); 4] {
-    [
-        ("MD_TICKS", "md.tick.>"),
-        ("MD_TRADES", "md.trade.>"),
-        ("MD_SPREADS", "md.spread.>"),
-        ("MD_SIGNALS", "md.signal.>"),
-    ]
 }
 
 fn event_label(event: &async_nats::Event) -> &'static str {

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use spreadagg_bus::Bus;
-use spreadagg_model::ExchangeId;
 use spreadagg_runtime::{Health, Shutdown};
 use spreadagg_simulate::Simulator;
 use tokio::task::JoinSet;
@@ -100,11 +99,20 @@ pub async fn run(
         return Ok(());
     };
     let mut roles: JoinSet<Result<(), RoleError>> = JoinSet::new();
+    let (h, st) = (&health, &stop);
     match role {
-        Role::Ingest(_) => spawn_ingest(&mut roles, settings.ingest.clone(), &bus, &health, &stop),
-        Role::Engine => spawn_engine(&mut roles, &settings, &bus, &health, &stop),
-        Role::Archive(_) => spawn_archive(&mut roles, &settings, &bus, &health, &stop),
-        Role::Gateway(_) => spawn_gateway(&mut roles, &settings, &bus, &health, &stop).await?,
+        Role::Ingest(_) => spawn_ingest(&mut roles, settings.ingest.clone(), &bus, h, st),
+        Role::Engine => spawn_role(
+            &mut roles,
+            "engine",
+            spreadagg_engine::run(settings.engine.clone(), bus.clone(), h.clone(), st.clone()),
+        ),
+        Role::Archive(_) => spawn_role(
+            &mut roles,
+            "archive",
+            spreadagg_archive::run(settings.archive.clone(), bus.clone(), h.clone(), st.clone()),
+        ),
+        Role::Gateway(_) => spawn_gateway(&mut roles, &settings, &bus, h, st).await?,
         Role::All(_) => {
             let sim = Simulator::start(settings.simulate.clone(), stop.clone())
                 .await
@@ -115,14 +123,27 @@ pub async fn run(
                 ingest.exchange = endpoint.exchange;
                 ingest.ws_url = Some(endpoint.ws_url.clone());
                 ingest.rest_url = Some(endpoint.rest_url.clone());
-                spawn_ingest(&mut roles, ingest, &bus, &health, &stop);
+                spawn_ingest(&mut roles, ingest, &bus, h, st);
             }
-            spawn_engine(&mut roles, &settings, &bus, &health, &stop);
-            spawn_archive(&mut roles, &settings, &bus, &health, &stop);
-            spawn_gateway(&mut roles, &settings, &bus, &health, &stop).await?;
-            roles.spawn(async move {
+            spawn_role(
+                &mut roles,
+                "engine",
+                spreadagg_engine::run(settings.engine.clone(), bus.clone(), h.clone(), st.clone()),
+            );
+            spawn_role(
+                &mut roles,
+                "archive",
+                spreadagg_archive::run(
+                    settings.archive.clone(),
+                    bus.clone(),
+                    h.clone(),
+                    st.clone(),
+                ),
+            );
+            spawn_gateway(&mut roles, &settings, &bus, h, st).await?;
+            spawn_role(&mut roles, "simulate", async move {
                 sim.join().await;
-                Ok(())
+                Ok::<(), RoleError>(())
             });
         }
         Role::Simulate(_) | Role::Roles => {}
@@ -152,6 +173,15 @@ fn announce_simulator(sim: &Simulator) {
     }
 }
 
+/// Runs a role on the set, naming it in its error.
+fn spawn_role<E, F>(roles: &mut JoinSet<Result<(), RoleError>>, name: &'static str, role: F)
+where
+    E: std::fmt::Display,
+    F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+{
+    roles.spawn(async move { role.await.map_err(|e| fail(name)(&e)) });
+}
+
 fn spawn_ingest(
     roles: &mut JoinSet<Result<(), RoleError>>,
     config: spreadagg_ingest::IngestConfig,
@@ -159,54 +189,12 @@ fn spawn_ingest(
     health: &Health,
     stop: &CancellationToken,
 ) {
-    let (bus, health, stop) = (bus.clone(), health.clone(), stop.clone());
-    let exchange: ExchangeId = config.exchange;
-    roles.spawn(async move {
-        tracing::info!(%exchange, "ingest starting");
-        spreadagg_ingest::run(config, bus, health, stop)
-            .await
-            .map_err(|e| fail("ingest")(&e))
-    });
-}
-
-fn spawn_engine(
-    roles: &mut JoinSet<Result<(), RoleError>>,
-    settings: &Settings,
-    bus: &Bus,
-    health: &Health,
-    stop: &CancellationToken,
-) {
-    let (config, bus, health, stop) = (
-        settings.engine.clone(),
-        bus.clone(),
-        health.clone(),
-        stop.clone(),
+    tracing::info!(exchange = %config.exchange, "ingest starting");
+    spawn_role(
+        roles,
+        "ingest",
+        spreadagg_ingest::run(config, bus.clone(), health.clone(), stop.clone()),
     );
-    roles.spawn(async move {
-        spreadagg_engine::run(config, bus, health, stop)
-            .await
-            .map_err(|e| fail("engine")(&e))
-    });
-}
-
-fn spawn_archive(
-    roles: &mut JoinSet<Result<(), RoleError>>,
-    settings: &Settings,
-    bus: &Bus,
-    health: &Health,
-    stop: &CancellationToken,
-) {
-    let (config, bus, health, stop) = (
-        settings.archive.clone(),
-        bus.clone(),
-        health.clone(),
-        stop.clone(),
-    );
-    roles.spawn(async move {
-        spreadagg_archive::run(config, bus, health, stop)
-            .await
-            .map_err(|e| fail("archive")(&e))
-    });
 }
 
 async fn spawn_gateway(
@@ -220,12 +208,10 @@ async fn spawn_gateway(
         .await
         .map_err(|e| fail("gateway")(&e))?;
     announce(&format!("listening gateway {}", gateway.local_addr()));
-    let (bus, health, stop) = (bus.clone(), health.clone(), stop.clone());
-    roles.spawn(async move {
-        gateway
-            .run(bus, health, stop)
-            .await
-            .map_err(|e| fail("gateway")(&e))
-    });
+    spawn_role(
+        roles,
+        "gateway",
+        gateway.run(bus.clone(), health.clone(), stop.clone()),
+    );
     Ok(())
 }
