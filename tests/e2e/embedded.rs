@@ -31,7 +31,12 @@ async fn all_in_one_process_serves_spreads_and_drains_on_post_drain() {
     let mut points = 0;
     let read = async {
         while points < 5 {
-            if let Some(Ok(Message::Text(t))) = ws.next().await {
+            let frame = ws
+                .next()
+                .await
+                .expect("the gateway closed the WebSocket")
+                .expect("ws frame");
+            if let Message::Text(t) = frame {
                 let v: serde_json::Value = serde_json::from_str(t.as_str()).expect("json");
                 if v["type"] == "spread" {
                     assert_eq!(

@@ -51,9 +51,9 @@ impl StreamKind {
     /// The consumer's subject filter.
     pub const fn filter(self) -> &'static str {
         match self {
-            StreamKind::Ticks => "md.tick.>",
-            StreamKind::Trades => "md.trade.>",
-            StreamKind::Spreads => "md.spread.>",
+            StreamKind::Ticks => spreadagg_model::subjects::ALL_TICKS,
+            StreamKind::Trades => spreadagg_model::subjects::ALL_TRADES,
+            StreamKind::Spreads => spreadagg_model::subjects::ALL_SPREADS,
         }
     }
 

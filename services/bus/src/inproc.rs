@@ -270,11 +270,16 @@ impl InProcBus {
             .next()
             .map_or(d.next_seq.saturating_sub(1), |first| first - 1);
         let start = d.next_seq.max(s.first_seq);
-        let pending = s
-            .msgs
-            .iter()
-            .filter(|m| m.seq >= start && subject_matches(&d.filter, &m.subject))
-            .count() as u64;
+        // A consumer of the whole stream (every role's) is counted by arithmetic; only a
+        // narrower filter needs a scan, which holds the lock in proportion to the stream.
+        let pending = if d.filter == s.subjects {
+            (s.last_seq + 1).saturating_sub(start)
+        } else {
+            s.msgs
+                .iter()
+                .filter(|m| m.seq >= start && subject_matches(&d.filter, &m.subject))
+                .count() as u64
+        };
         Ok(ConsumerState {
             ack_floor,
             ack_pending: d.pending.len() as u64,

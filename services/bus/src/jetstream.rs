@@ -252,6 +252,10 @@ impl JetStreamBus {
         }
     }
 
+    pub(crate) fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     pub(crate) async fn flush(&self) -> Result<(), BusError> {
         self.client
             .flush()

@@ -164,9 +164,18 @@ pub enum Bus {
 }
 
 impl Bus {
-    /// An in-process bus with the four streams of the contract.
+    /// An in-process bus with the four streams of the contract. Retention is capped by
+    /// [`StreamSettings::for_in_process`]: the messages live in this process's memory.
     pub fn in_process(settings: &StreamSettings) -> Self {
-        Bus::InProc(inproc::InProcBus::new(settings))
+        Bus::InProc(inproc::InProcBus::new(&settings.for_in_process()))
+    }
+
+    /// Whether the bus can reach its broker now (always true in process).
+    pub fn is_connected(&self) -> bool {
+        match self {
+            Bus::InProc(_) => true,
+            Bus::JetStream(b) => b.is_connected(),
+        }
     }
 
     /// Connects to NATS and creates or updates the four streams. Reconnects after a NATS

@@ -72,7 +72,6 @@ impl Publisher {
         }
         let pending = self.start(&msg).await;
         self.in_flight.push_back((msg, pending));
-        metrics::gauge!("spreadagg_bus_publish_in_flight").set(self.in_flight.len() as f64);
         Ok(())
     }
 
@@ -84,11 +83,10 @@ impl Publisher {
         while !self.in_flight.is_empty() {
             self.settle_oldest().await?;
         }
-        metrics::gauge!("spreadagg_bus_publish_in_flight").set(0.0);
         Ok(())
     }
 
-    /// Publishes awaiting acknowledgement.
+    /// Publishes awaiting acknowledgement (callers report it in their `/health` detail).
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
     }

@@ -44,6 +44,28 @@ impl Default for StreamSettings {
     }
 }
 
+/// The in-process bus keeps messages in this process's memory: its retention is capped so
+/// `spreadagg all` stays flat instead of filling a day's worth of data.
+const IN_PROCESS_MAX_AGE: Duration = Duration::from_secs(15 * 60);
+const IN_PROCESS_MAX_BYTES: i64 = 64 << 20;
+
+impl StreamSettings {
+    /// These settings with retention capped for the in-process bus (15 minutes, 64 MiB per
+    /// stream).
+    pub fn for_in_process(&self) -> Self {
+        let max_bytes = if self.max_bytes > 0 {
+            self.max_bytes.min(IN_PROCESS_MAX_BYTES)
+        } else {
+            IN_PROCESS_MAX_BYTES
+        };
+        Self {
+            max_age: self.max_age.min(IN_PROCESS_MAX_AGE),
+            max_bytes,
+            ..self.clone()
+        }
+    }
+}
+
 mod secs {
     use std::time::Duration;
 

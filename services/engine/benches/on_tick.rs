@@ -35,13 +35,17 @@ fn ticks(exchanges: usize) -> Vec<Tick> {
 fn bench(c: &mut Criterion) {
     let limits = EngineConfig::default().limits().expect("limits");
     for exchanges in [2, 8] {
-        let input = ticks(exchanges);
+        let mut input = ticks(exchanges);
         let mut group = c.benchmark_group(format!("engine_per_tick_{exchanges}_exchanges"));
         group.bench_function("on_tick", |b| {
             let mut state = SpreadState::new(limits);
-            let mut i = 0;
+            let mut i: usize = 0;
             b.iter(|| {
-                let points = state.on_tick(&input[i % input.len()]);
+                // Time moves forward on every tick, as it does live (an older tick is ignored).
+                let n = input.len();
+                let tick = &mut input[i % n];
+                tick.recv_ts_ns = i64::try_from(i).unwrap_or(i64::MAX) * 1_000_000;
+                let points = state.on_tick(tick).unwrap_or_default();
                 i += 1;
                 black_box(points.len())
             });

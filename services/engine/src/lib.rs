@@ -3,8 +3,10 @@
 //! `md.spread.<symbol>.<exA>.<exB>` whenever either side ticks (last-tick matching).
 //!
 //! Ticks are acknowledged only after the spreads they made are acknowledged by the bus, in
-//! batches; a crash before that redelivers them, and the spread's message id (the triggering
-//! tick's stream sequence) makes the republished points duplicates the stream drops.
+//! batches; a crash before that redelivers them. A redelivered tick older than its exchange's
+//! latest is ignored; after a restart (empty state) redelivered ticks are processed afresh,
+//! and the spread's message id (the triggering tick's stream sequence) lets the duplicate
+//! window drop the points that come out the same.
 //!
 //! This is the correct first version. Signals, memory-pressure shedding, symbol shards and
 //! warm restart from history are the engine issue's.
@@ -24,7 +26,7 @@ use spreadagg_model::{ExchangeId, Symbol};
 use spreadagg_runtime::{Component, Health};
 use tokio_util::sync::CancellationToken;
 
-pub use state::{Limits, SpreadState};
+pub use state::{Limits, SpreadState, Superseded};
 
 /// Configuration of the engine.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,7 +38,8 @@ pub struct EngineConfig {
     pub band_points: usize,
     pub upper_quantile: f64,
     pub lower_quantile: f64,
-    /// Symbols whose latest ticks are kept (LRU); each holds one tick per exchange.
+    /// Symbols whose latest ticks are kept (LRU); each holds at most one tick per exchange
+    /// (11 known), so 4,500 symbols keep at most 49,500 ticks.
     pub max_symbols: usize,
     /// Band windows kept (LRU).
     pub max_windows: usize,
@@ -47,7 +50,8 @@ pub struct EngineConfig {
     /// Unacknowledged ticks the bus will hand over at once (backpressure).
     pub max_ack_pending: usize,
     pub ack_wait_s: u64,
-    /// Durable consumer name; replicas of one engine share it.
+    /// Durable consumer name. One engine per durable: a second replica on the same durable
+    /// would split the ticks between them and break last-tick matching.
     pub durable: String,
 }
 
@@ -58,7 +62,7 @@ impl Default for EngineConfig {
             band_points: 200,
             upper_quantile: 0.97,
             lower_quantile: 0.03,
-            max_symbols: 5_000,
+            max_symbols: 4_500,
             max_windows: 10_000,
             max_in_flight: 512,
             ack_batch: 256,
@@ -125,7 +129,7 @@ pub async fn run(
     let spec = ConsumerSpec {
         stream: STREAM_TICKS.into(),
         durable: config.durable.clone(),
-        filter: "md.tick.>".into(),
+        filter: subjects::ALL_TICKS.into(),
         ack_wait: Duration::from_secs(config.ack_wait_s),
         max_ack_pending: config.max_ack_pending,
         batch: config.ack_batch,
@@ -199,7 +203,14 @@ impl Work {
             Ok(tick) => {
                 self.ticks += 1;
                 metrics::counter!("spreadagg_engine_ticks_total").increment(1);
-                for point in self.state.on_tick(&tick) {
+                let made = match self.state.on_tick(&tick) {
+                    Ok(points) => points,
+                    Err(state::Superseded) => {
+                        metrics::counter!("spreadagg_engine_rejected_total", "reason" => "superseded").increment(1);
+                        Vec::new()
+                    }
+                };
+                for point in made {
                     let msg = OutMessage {
                         subject: subjects::spread(
                             &point.symbol,

@@ -33,6 +33,10 @@ struct Latest {
     ts_ns: i64,
 }
 
+/// The tick is older than the latest one of its exchange and symbol; it was ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Superseded;
+
 /// Latest ticks and band windows.
 pub struct SpreadState {
     limits: Limits,
@@ -64,34 +68,44 @@ impl SpreadState {
     }
 
     /// Records a (validated) tick and returns the spread points it makes: one per other
-    /// exchange of the symbol whose latest tick is no older than `max_staleness` relative to
-    /// this one. Times are the ingestors' receive times, the one clock every exchange has.
-    pub fn on_tick(&mut self, tick: &Tick) -> Vec<Spread> {
+    /// exchange of the symbol whose latest tick is within `max_staleness` of this one. Times
+    /// are the ingestors' receive times, the one clock every exchange has.
+    ///
+    /// A tick older than the exchange's latest (a redelivery, or reordering) changes nothing
+    /// and makes no point: it would roll the state back and pair stale prices.
+    pub fn on_tick(&mut self, tick: &Tick) -> Result<Vec<Spread>, Superseded> {
         let now = Latest {
             bid: tick.bid_px,
             ask: tick.ask_px,
             ts_ns: tick.recv_ts_ns,
         };
-        let mut others = Vec::new();
         if !self.latest.contains(&tick.symbol) && self.latest.len() == self.latest.cap().get() {
             self.evicted_symbols += 1;
         }
         let exchanges = self
             .latest
             .get_or_insert_mut_ref(&tick.symbol, BTreeMap::new);
-        for (exchange, other) in exchanges.iter() {
-            if exchange != &tick.exchange
-                && tick.recv_ts_ns - other.ts_ns <= self.limits.max_staleness_ns
-            {
-                others.push((exchange.clone(), *other));
-            }
+        if exchanges
+            .get(&tick.exchange)
+            .is_some_and(|l| l.ts_ns > tick.recv_ts_ns)
+        {
+            return Err(Superseded);
         }
+        let max_staleness = self.limits.max_staleness_ns.unsigned_abs();
+        let others: Vec<(String, Latest)> = exchanges
+            .iter()
+            .filter(|(exchange, other)| {
+                *exchange != &tick.exchange
+                    && tick.recv_ts_ns.abs_diff(other.ts_ns) <= max_staleness
+            })
+            .map(|(exchange, other)| (exchange.clone(), *other))
+            .collect();
         exchanges.insert(tick.exchange.clone(), now);
 
-        others
+        Ok(others
             .into_iter()
             .map(|(other_exchange, other)| self.point(tick, now, &other_exchange, other))
-            .collect()
+            .collect())
     }
 
     fn point(&mut self, tick: &Tick, this: Latest, other_exchange: &str, other: Latest) -> Spread {
@@ -127,7 +141,7 @@ impl SpreadState {
             .quantile(self.limits.lower_quantile)
             .unwrap_or(cross.bid_bid_pct);
         #[allow(clippy::cast_precision_loss)]
-        let staleness_ms = (a.ts_ns - b.ts_ns).unsigned_abs() as f64 / 1e6;
+        let staleness_ms = a.ts_ns.abs_diff(b.ts_ns) as f64 / 1e6;
         Spread {
             symbol: tick.symbol.clone(),
             exchange_a,
@@ -178,16 +192,17 @@ mod tests {
         }
     }
 
+    fn points(s: &mut SpreadState, t: &Tick) -> Vec<Spread> {
+        s.on_tick(t).expect("ticks in order")
+    }
+
     #[test]
     fn first_tick_makes_nothing_second_exchange_makes_a_point() {
         let mut s = SpreadState::new(limits());
-        assert!(
-            s.on_tick(&tick("okx", "BTC-USDT", 100.0, 100.2, 1.0))
-                .is_empty()
-        );
-        let points = s.on_tick(&tick("binance", "BTC-USDT", 100.1, 100.3, 1.5));
-        assert_eq!(points.len(), 1);
-        let p = &points[0];
+        assert!(points(&mut s, &tick("okx", "BTC-USDT", 100.0, 100.2, 1.0)).is_empty());
+        let p = points(&mut s, &tick("binance", "BTC-USDT", 100.1, 100.3, 1.5));
+        assert_eq!(p.len(), 1);
+        let p = &p[0];
         // A < B lexicographically: binance is A whichever side ticked.
         assert_eq!(
             (
@@ -216,29 +231,48 @@ mod tests {
     #[test]
     fn stale_other_side_makes_no_point() {
         let mut s = SpreadState::new(limits());
-        s.on_tick(&tick("okx", "BTC-USDT", 100.0, 100.2, 0.0));
-        assert!(
-            s.on_tick(&tick("binance", "BTC-USDT", 100.0, 100.2, 5.001))
-                .is_empty()
-        );
+        points(&mut s, &tick("okx", "BTC-USDT", 100.0, 100.2, 0.0));
+        assert!(points(&mut s, &tick("binance", "BTC-USDT", 100.0, 100.2, 5.001)).is_empty());
         assert_eq!(
-            s.on_tick(&tick("okx", "BTC-USDT", 100.0, 100.2, 6.0)).len(),
+            points(&mut s, &tick("okx", "BTC-USDT", 100.0, 100.2, 6.0)).len(),
             1,
             "binance is fresh again"
         );
     }
 
     #[test]
+    fn staleness_is_symmetric() {
+        let mut s = SpreadState::new(limits());
+        points(&mut s, &tick("okx", "BTC-USDT", 100.0, 100.2, 20.0));
+        // binance's first tick is 6 s older than okx's latest: too far apart to pair.
+        assert!(points(&mut s, &tick("binance", "BTC-USDT", 100.0, 100.2, 14.0)).is_empty());
+    }
+
+    #[test]
+    fn an_older_tick_is_ignored_and_does_not_roll_the_state_back() {
+        let mut s = SpreadState::new(limits());
+        points(&mut s, &tick("okx", "BTC-USDT", 100.0, 100.2, 10.0));
+        points(&mut s, &tick("binance", "BTC-USDT", 100.0, 100.2, 10.1));
+        // A redelivered okx tick from 20 s earlier: ignored, no point, state unchanged.
+        assert_eq!(
+            s.on_tick(&tick("okx", "BTC-USDT", 90.0, 90.2, -10.0)),
+            Err(Superseded)
+        );
+        let p = points(&mut s, &tick("binance", "BTC-USDT", 100.0, 100.2, 10.2));
+        assert_eq!(
+            p[0].bid_b, 100.0,
+            "okx's latest tick is still the newer one"
+        );
+    }
+
+    #[test]
     fn symbols_do_not_mix_and_three_exchanges_make_two_points() {
         let mut s = SpreadState::new(limits());
-        s.on_tick(&tick("okx", "BTC-USDT", 100.0, 100.2, 1.0));
-        assert!(
-            s.on_tick(&tick("binance", "ETH-USDT", 10.0, 10.1, 1.0))
-                .is_empty()
-        );
-        s.on_tick(&tick("bybit", "BTC-USDT", 100.0, 100.2, 1.0));
-        let points = s.on_tick(&tick("binance", "BTC-USDT", 100.0, 100.2, 1.1));
-        let pairs: Vec<(&str, &str)> = points
+        points(&mut s, &tick("okx", "BTC-USDT", 100.0, 100.2, 1.0));
+        assert!(points(&mut s, &tick("binance", "ETH-USDT", 10.0, 10.1, 1.0)).is_empty());
+        points(&mut s, &tick("bybit", "BTC-USDT", 100.0, 100.2, 1.0));
+        let p = points(&mut s, &tick("binance", "BTC-USDT", 100.0, 100.2, 1.1));
+        let pairs: Vec<(&str, &str)> = p
             .iter()
             .map(|p| (p.exchange_a.as_str(), p.exchange_b.as_str()))
             .collect();
@@ -248,20 +282,16 @@ mod tests {
     #[test]
     fn bands_are_nearest_rank_over_the_window() {
         let mut s = SpreadState::new(limits());
-        s.on_tick(&tick("okx", "BTC-USDT", 100.0, 100.5, 0.0));
+        points(&mut s, &tick("okx", "BTC-USDT", 100.0, 100.5, 0.0));
         let mut last = None;
         for i in 1..=100 {
-            // bid_bid = i * 0.01 % exactly enough: bid_a = 100 * (1 + i/10000).
+            // bid_bid = i / 100 %: bid_a = 100 * (1 + i / 10_000).
             let bid = 100.0 * (1.0 + f64::from(i) / 10_000.0);
-            last = s
-                .on_tick(&tick(
-                    "binance",
-                    "BTC-USDT",
-                    bid,
-                    bid + 0.5,
-                    0.001 * f64::from(i),
-                ))
-                .pop();
+            last = points(
+                &mut s,
+                &tick("binance", "BTC-USDT", bid, bid + 0.5, 0.001 * f64::from(i)),
+            )
+            .pop();
         }
         let p = last.expect("a point");
         assert!((p.upper_band - 0.97).abs() < 1e-9, "{}", p.upper_band);
@@ -276,8 +306,8 @@ mod tests {
         let mut s = SpreadState::new(l);
         for i in 0..10 {
             let sym = format!("S{i}-USDT");
-            s.on_tick(&tick("okx", &sym, 1.0, 1.1, 0.0));
-            s.on_tick(&tick("binance", &sym, 1.0, 1.1, 0.0));
+            points(&mut s, &tick("okx", &sym, 1.0, 1.1, 0.0));
+            points(&mut s, &tick("binance", &sym, 1.0, 1.1, 0.0));
         }
         assert_eq!((s.symbols(), s.windows()), (3, 2));
         assert_eq!((s.evicted_symbols, s.evicted_windows), (7, 8));

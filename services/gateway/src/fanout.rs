@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::protocol::{Pair, Subscription, encode_spread};
 
 /// Subject filter of the feed: every spread point.
-pub(crate) const SPREAD_FILTER: &str = "md.spread.>";
+pub(crate) const SPREAD_FILTER: &str = spreadagg_model::subjects::ALL_SPREADS;
 /// At most this many distinct symbols are remembered for `/api/symbols`; later ones are still
 /// delivered to subscribers, only not listed.
 pub(crate) const MAX_SEEN_SYMBOLS: usize = 10_000;

@@ -3,7 +3,8 @@
 //! Each connection is its own task with its own backoff, watchdog and state, so one failing
 //! connection (or exchange) changes nothing for the others. A session connects, subscribes
 //! within the exchange's pacing, then reads; it ends on a server close, an error, a
-//! `Reconnect` from the adapter, or the staleness watchdog (open but silent). Between sessions
+//! `Reconnect` from the adapter, or the staleness watchdog (open but silent: no frame at all, not even a keep-alive, for
+//! `stale_after`). Between sessions
 //! the task waits an exponential backoff with jitter (reset after a session that delivered
 //! data), and after `breaker_threshold` failures in a row reports its circuit open in
 //! `/health` while it keeps retrying at the maximum delay.
@@ -23,9 +24,18 @@ use spreadagg_model::time::now_ns;
 use spreadagg_runtime::Component;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::exchange::{Adapter, Control, Event, SymbolMap};
+
+/// Largest WebSocket message and frame accepted from an exchange. Market-data frames are a
+/// few hundred bytes; anything near these is hostile or broken and ends the session.
+const MAX_MESSAGE_BYTES: usize = 1 << 20;
+const MAX_FRAME_BYTES: usize = 1 << 20;
+/// A send (subscribe, keep-alive, close) that takes longer than this ends the session: the
+/// peer is not reading.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connection settings shared by every connection of one ingestor.
 #[derive(Debug, Clone)]
@@ -47,6 +57,9 @@ pub(crate) struct Connection {
     pub events: mpsc::Sender<Event>,
     pub component: Component,
     pub stop: CancellationToken,
+    /// Wait before the first connect, so an exchange's connections are staggered within its
+    /// connection-rate limits.
+    pub start_delay: Duration,
 }
 
 enum SessionEnd {
@@ -72,6 +85,10 @@ impl Connection {
         };
         let mut backoff = new_backoff();
         let mut failures: u32 = 0;
+        tokio::select! {
+            () = self.stop.cancelled() => return,
+            () = tokio::time::sleep(self.start_delay) => {}
+        }
         loop {
             let end = self.session().await;
             let (reason, delivered) = match end {
@@ -109,7 +126,14 @@ impl Connection {
         let exchange = self.adapter.id().as_str();
         let retry = |reason: String, delivered: bool| SessionEnd::Retry { reason, delivered };
         self.component.set(false, json!({"state": "connecting"}));
-        let connect = tokio_tungstenite::connect_async(self.settings.ws_url.as_str());
+        let limits = WebSocketConfig::default()
+            .max_message_size(Some(MAX_MESSAGE_BYTES))
+            .max_frame_size(Some(MAX_FRAME_BYTES));
+        let connect = tokio_tungstenite::connect_async_with_config(
+            self.settings.ws_url.as_str(),
+            Some(limits),
+            true,
+        );
         let ws = tokio::select! {
             () = self.stop.cancelled() => return SessionEnd::Stopped,
             r = tokio::time::timeout(self.settings.connect_timeout, connect) => match r {
@@ -120,8 +144,10 @@ impl Connection {
         };
         let (mut sink, mut stream) = ws.split();
         for frame in self.adapter.subscribe_frames(&self.natives) {
-            if let Err(e) = sink.send(Message::text(frame)).await {
-                return retry(format!("subscribe: {e}"), false);
+            match tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::text(frame))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return retry(format!("subscribe: {e}"), false),
+                Err(_) => return retry("subscribe: send timed out".into(), false),
             }
             tokio::select! {
                 () = self.stop.cancelled() => return SessionEnd::Stopped,
@@ -139,29 +165,35 @@ impl Connection {
             tokio::time::interval(ping.as_ref().map_or(Duration::from_secs(3600), |p| p.every));
         ping_timer.reset();
         let mut watchdog = tokio::time::interval(Duration::from_secs(1));
-        let mut last_data = Instant::now();
+        // Link liveness: any frame (data, ack, pong, a server ping) proves the link is alive.
+        let mut last_frame = Instant::now();
         let mut delivered = false;
         let mut events = Vec::new();
         loop {
             tokio::select! {
                 () = self.stop.cancelled() => {
-                    let _ = sink.send(Message::Close(None)).await;
+                    let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Close(None))).await;
                     return SessionEnd::Stopped;
                 }
                 _ = ping_timer.tick(), if ping.is_some() => {
-                    if let Some(p) = &ping
-                        && let Err(e) = sink.send(Message::text(p.text.clone())).await
-                    {
-                        return retry(format!("keep-alive: {e}"), delivered);
+                    if let Some(p) = &ping {
+                        match tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::text(p.text.clone()))).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => return retry(format!("keep-alive: {e}"), delivered),
+                            Err(_) => return retry("keep-alive: send timed out".into(), delivered),
+                        }
                     }
                 }
                 _ = watchdog.tick() => {
-                    if last_data.elapsed() > self.settings.stale_after {
+                    if last_frame.elapsed() > self.settings.stale_after {
                         metrics::counter!("spreadagg_ingest_stale_total", "exchange" => exchange).increment(1);
-                        return retry(format!("no data for {:?}", self.settings.stale_after), delivered);
+                        return retry(format!("nothing received for {:?}", self.settings.stale_after), delivered);
                     }
                 }
                 frame = stream.next() => {
+                    if matches!(frame, Some(Ok(_))) {
+                        last_frame = Instant::now();
+                    }
                     let text = match frame {
                         None => return retry("connection closed".into(), delivered),
                         Some(Err(e)) => return retry(format!("read: {e}"), delivered),
@@ -179,7 +211,6 @@ impl Connection {
                     events.clear();
                     match self.adapter.parse(text.as_str(), &self.symbols, now_ns(), &mut events) {
                         Ok(Control::Data) => {
-                            last_data = Instant::now();
                             delivered = true;
                             for event in events.drain(..) {
                                 if !self.forward(exchange, event) {

@@ -18,6 +18,9 @@ pub enum DiscoveryError {
     Parse { url: String, source: ParseError },
 }
 
+/// Largest REST body accepted (Binance's full exchangeInfo is a few MB).
+const MAX_BODY_BYTES: usize = 32 << 20;
+
 /// The instruments this ingestor subscribes to, by canonical symbol.
 pub type Selection = BTreeMap<Symbol, Instrument>;
 
@@ -59,13 +62,25 @@ async fn get<T>(
         url: url.clone(),
         reason,
     };
-    let response = http
+    let mut response = http
         .get(&url)
         .send()
         .await
         .map_err(|e| http_err(e.to_string()))?;
     let status = response.status();
-    let body = response.text().await.map_err(|e| http_err(e.to_string()))?;
+    // Read the body in chunks under a cap: an instrument list is a few MB, never more.
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| http_err(e.to_string()))?
+    {
+        if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(http_err(format!("body larger than {MAX_BODY_BYTES} bytes")));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let body = String::from_utf8_lossy(&bytes);
     if !status.is_success() {
         return Err(http_err(format!(
             "HTTP {status}: {}",

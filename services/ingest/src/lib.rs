@@ -66,8 +66,8 @@ impl std::str::FromStr for Shard {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
-    /// The exchange to ingest.
-    pub exchange: ExchangeId,
+    /// The exchange to ingest (required).
+    pub exchange: Option<ExchangeId>,
     /// Explicit canonical symbols; when set, discovery filters are not applied.
     pub symbols: Vec<Symbol>,
     /// Quote assets kept by discovery.
@@ -97,7 +97,7 @@ pub struct IngestConfig {
 impl Default for IngestConfig {
     fn default() -> Self {
         Self {
-            exchange: ExchangeId::Binance,
+            exchange: None,
             symbols: Vec::new(),
             quotes: vec!["USDT".into(), "USDC".into()],
             min_volume: None,
@@ -121,6 +121,8 @@ impl Default for IngestConfig {
 pub enum IngestError {
     #[error("no adapter for exchange {0} yet")]
     Unsupported(ExchangeId),
+    #[error("no exchange given (--exchange)")]
+    NoExchange,
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("HTTP client: {0}")]
@@ -131,6 +133,9 @@ impl IngestConfig {
     /// # Errors
     /// When a bound or capacity is out of range.
     pub fn validate(&self) -> Result<(), IngestError> {
+        if self.exchange.is_none() {
+            return Err(IngestError::NoExchange);
+        }
         if let (Some(min), Some(max)) = (self.min_volume, self.max_volume)
             && min > max
         {
@@ -155,19 +160,23 @@ impl IngestConfig {
 /// Runs the ingestor until `stop` is cancelled.
 ///
 /// # Errors
-/// When the exchange has no adapter or the configuration is invalid. Network failures are not
-/// errors: they are retried for as long as the role runs.
+/// When the exchange is missing or has no adapter, or the configuration is invalid. Network
+/// failures are not errors: they are retried for as long as the role runs.
 pub async fn run(
-    config: IngestConfig,
+    mut config: IngestConfig,
     bus: Bus,
     health: Health,
     stop: CancellationToken,
 ) -> Result<(), IngestError> {
     config.validate()?;
-    let adapter: Arc<dyn exchange::Adapter> = exchange::adapter(config.exchange)
-        .ok_or(IngestError::Unsupported(config.exchange))?
+    let exchange = config.exchange.ok_or(IngestError::NoExchange)?;
+    for q in &mut config.quotes {
+        q.make_ascii_uppercase();
+    }
+    let adapter: Arc<dyn exchange::Adapter> = exchange::adapter(exchange)
+        .ok_or(IngestError::Unsupported(exchange))?
         .into();
-    let ex = config.exchange.as_str();
+    let ex = exchange.as_str();
     let rest_url = config
         .rest_url
         .clone()
@@ -182,25 +191,17 @@ pub async fn run(
         .map_err(|e| IngestError::Http(e.to_string()))?;
 
     let discovery_component = health.register(format!("ingest.{ex}.discovery"));
-    let selection = {
-        let mut backoff = Duration::from_millis(config.backoff_min_ms);
-        loop {
-            match discovery::discover(adapter.as_ref(), &http, &rest_url, &config).await {
-                Ok(s) => break s,
-                Err(e) => {
-                    metrics::counter!("spreadagg_ingest_discovery_errors_total", "exchange" => ex)
-                        .increment(1);
-                    tracing::warn!(exchange = ex, error = %e, retry_ms = backoff.as_millis() as u64, "discovery failed");
-                    discovery_component
-                        .set(false, json!({"state": "retrying", "error": e.to_string()}));
-                    tokio::select! {
-                        () = stop.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_millis(config.backoff_max_ms));
-                }
-            }
-        }
+    let Some(selection) = discover_until_selected(
+        adapter.as_ref(),
+        &http,
+        &rest_url,
+        &config,
+        &discovery_component,
+        &stop,
+    )
+    .await
+    else {
+        return Ok(());
     };
     let symbols: Vec<&str> = selection.keys().map(Symbol::as_str).collect();
     tracing::info!(exchange = ex, count = symbols.len(), symbols = ?symbols, "symbols selected");
@@ -236,13 +237,14 @@ pub async fn run(
             events: tx.clone(),
             component: health.register(format!("ingest.{ex}.conn{i}")),
             stop: stop.clone(),
+            start_delay: CONNECTION_STAGGER * u32::try_from(i).unwrap_or(u32::MAX),
         };
         tasks.spawn(conn.run());
     }
     // The publisher ends when every connection has dropped its sender.
     drop(tx);
-    let publisher = tasks.spawn(publish::run(
-        config.exchange,
+    tasks.spawn(publish::run(
+        exchange,
         bus,
         config.max_in_flight,
         rx,
@@ -250,7 +252,61 @@ pub async fn run(
     ));
     tasks.close();
     tasks.wait().await;
-    drop(publisher);
     tracing::info!(exchange = ex, "ingest stopped");
     Ok(())
+}
+
+/// Delay between an exchange's connection starts: connection-rate limits (OKX: 3 per second
+/// per IP) and reconnect storms both call for spacing them out.
+const CONNECTION_STAGGER: Duration = Duration::from_millis(500);
+
+/// How often discovery is retried when it selects nothing (a listing may appear later).
+const EMPTY_SELECTION_RETRY: Duration = Duration::from_secs(60);
+
+/// Runs discovery until it selects at least one symbol; `None` when stopped first. Failures
+/// back off exponentially with jitter; an empty selection is retried slowly.
+async fn discover_until_selected(
+    adapter: &dyn exchange::Adapter,
+    http: &reqwest::Client,
+    rest_url: &str,
+    config: &IngestConfig,
+    component: &spreadagg_runtime::Component,
+    stop: &CancellationToken,
+) -> Option<discovery::Selection> {
+    use backon::BackoffBuilder;
+    let ex = adapter.id().as_str();
+    let mut backoff = backon::ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(config.backoff_min_ms))
+        .with_max_delay(Duration::from_millis(config.backoff_max_ms))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    loop {
+        let delay = match discovery::discover(adapter, http, rest_url, config).await {
+            Ok(s) if !s.is_empty() => return Some(s),
+            Ok(_) => {
+                tracing::warn!(
+                    exchange = ex,
+                    retry_s = EMPTY_SELECTION_RETRY.as_secs(),
+                    "discovery selected no symbols; check --symbols, --quotes and the volume bounds"
+                );
+                component.set(false, json!({"state": "no symbols selected"}));
+                EMPTY_SELECTION_RETRY
+            }
+            Err(e) => {
+                metrics::counter!("spreadagg_ingest_discovery_errors_total", "exchange" => ex)
+                    .increment(1);
+                let delay = backoff
+                    .next()
+                    .unwrap_or(Duration::from_millis(config.backoff_max_ms));
+                tracing::warn!(exchange = ex, error = %e, retry_ms = delay.as_millis() as u64, "discovery failed");
+                component.set(false, json!({"state": "retrying", "error": e.to_string()}));
+                delay
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
 }

@@ -5,7 +5,7 @@
 use prost::Message as _;
 use serde_json::json;
 use spreadagg_bus::{Bus, OutMessage};
-use spreadagg_model::ExchangeId;
+use spreadagg_model::{ExchangeId, subjects};
 use spreadagg_runtime::Component;
 use tokio::sync::mpsc;
 
@@ -25,11 +25,14 @@ pub(crate) async fn run(
     let mut published: u64 = 0;
     while let Some(event) = events.recv().await {
         let msg = encode(exchange, &event);
-        if let Err(failed) = publisher.publish(msg).await {
-            metrics::counter!("spreadagg_ingest_dropped_total", "exchange" => ex, "kind" => "any", "reason" => "publish_failed").increment(1);
-            tracing::warn!(exchange = ex, error = %failed, "publish failed after retries; event dropped");
+        match publisher.publish(msg).await {
+            // Sent; its acknowledgement is awaited later, and a failure comes back then.
+            Ok(()) => published += 1,
+            Err(failed) => {
+                metrics::counter!("spreadagg_ingest_dropped_total", "exchange" => ex, "kind" => "any", "reason" => "publish_failed").increment(1);
+                tracing::warn!(exchange = ex, error = %failed, "publish failed after retries; event dropped");
+            }
         }
-        published += 1;
         metrics::gauge!("spreadagg_ingest_queue_depth", "exchange" => ex).set(events.len() as f64);
         if published.is_multiple_of(1000) {
             component.set(true, json!({"state": "publishing", "bus": bus.kind(), "published": published, "queue_depth": events.len(), "in_flight": publisher.in_flight()}));
@@ -45,7 +48,7 @@ pub(crate) async fn run(
 pub fn encode(exchange: ExchangeId, event: &Event) -> OutMessage {
     match event {
         Event::Tick(t) => OutMessage {
-            subject: format!("md.tick.{exchange}.{}", t.symbol),
+            subject: subjects::tick(exchange, &t.symbol),
             // The exchange's update id identifies a book state; without one (seq 0) only the
             // receive time can tell ticks apart.
             msg_id: if t.seq == 0 {
@@ -56,7 +59,7 @@ pub fn encode(exchange: ExchangeId, event: &Event) -> OutMessage {
             payload: t.encode_to_vec().into(),
         },
         Event::Trade(t) => OutMessage {
-            subject: format!("md.trade.{exchange}.{}", t.symbol),
+            subject: subjects::trade(exchange, &t.symbol),
             msg_id: format!("trade:{exchange}:{}:{}", t.symbol, t.trade_id),
             payload: t.encode_to_vec().into(),
         },

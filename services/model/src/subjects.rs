@@ -14,19 +14,27 @@ pub const STREAM_SPREADS: &str = "MD_SPREADS";
 /// Stream of deviation signals.
 pub const STREAM_SIGNALS: &str = "MD_SIGNALS";
 
+/// Every tick, trade, spread and signal subject.
+pub const ALL_TICKS: &str = "md.tick.>";
+pub const ALL_TRADES: &str = "md.trade.>";
+pub const ALL_SPREADS: &str = "md.spread.>";
+pub const ALL_SIGNALS: &str = "md.signal.>";
+
 /// Every stream with the subject filter it captures.
 pub const STREAMS: [(&str, &str); 4] = [
-    (STREAM_TICKS, "md.tick.>"),
-    (STREAM_TRADES, "md.trade.>"),
-    (STREAM_SPREADS, "md.spread.>"),
-    (STREAM_SIGNALS, "md.signal.>"),
+    (STREAM_TICKS, ALL_TICKS),
+    (STREAM_TRADES, ALL_TRADES),
+    (STREAM_SPREADS, ALL_SPREADS),
+    (STREAM_SIGNALS, ALL_SIGNALS),
 ];
 
-pub fn tick(exchange: ExchangeId, symbol: &Symbol) -> String {
+/// `md.tick.<exchange>.<symbol>`; `symbol` is canonical text.
+pub fn tick(exchange: ExchangeId, symbol: &str) -> String {
     format!("md.tick.{exchange}.{symbol}")
 }
 
-pub fn trade(exchange: ExchangeId, symbol: &Symbol) -> String {
+/// `md.trade.<exchange>.<symbol>`; `symbol` is canonical text.
+pub fn trade(exchange: ExchangeId, symbol: &str) -> String {
     format!("md.trade.{exchange}.{symbol}")
 }
 
@@ -45,8 +53,11 @@ mod tests {
     #[test]
     fn subjects_follow_the_contract() {
         let s: Symbol = "BTC-USDT".parse().expect("valid");
-        assert_eq!(tick(ExchangeId::Binance, &s), "md.tick.binance.BTC-USDT");
-        assert_eq!(trade(ExchangeId::Okx, &s), "md.trade.okx.BTC-USDT");
+        assert_eq!(
+            tick(ExchangeId::Binance, s.as_str()),
+            "md.tick.binance.BTC-USDT"
+        );
+        assert_eq!(trade(ExchangeId::Okx, s.as_str()), "md.trade.okx.BTC-USDT");
         assert_eq!(
             spread("BTC-USDT", "binance", "okx"),
             "md.spread.BTC-USDT.binance.okx"

@@ -1,18 +1,14 @@
 //! Graceful shutdown. One `Shutdown` per process: SIGTERM, SIGINT or `POST /drain` cancel its
 //! token; every role watches the token, stops taking work, finishes what it holds, flushes and
-//! acknowledges, then returns. Tasks are spawned on its tracker, so none is forgotten: the
-//! process waits for all of them before it exits.
-
-use std::future::Future;
+//! acknowledges, then returns. Each role owns and joins its own tasks; the binary bounds the
+//! whole drain with a deadline.
 
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-/// The process-wide shutdown trigger and the set of tasks it owns.
+/// The process-wide shutdown trigger.
 #[derive(Debug, Clone, Default)]
 pub struct Shutdown {
     token: CancellationToken,
-    tracker: TaskTracker,
 }
 
 impl Shutdown {
@@ -32,21 +28,6 @@ impl Shutdown {
 
     pub fn is_triggered(&self) -> bool {
         self.token.is_cancelled()
-    }
-
-    /// Spawns a task the process will wait for.
-    pub fn spawn<F>(&self, fut: F) -> tokio::task::JoinHandle<F::Output>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        self.tracker.spawn(fut)
-    }
-
-    /// Waits until every spawned task has finished.
-    pub async fn wait_tasks(&self) {
-        self.tracker.close();
-        self.tracker.wait().await;
     }
 
     /// Triggers shutdown on SIGTERM or SIGINT. Runs until one arrives or shutdown starts

@@ -81,6 +81,14 @@ async fn serve(role: Role, settings: Settings) -> ExitCode {
     if let Ok(addr) = admin.local_addr() {
         announce(&format!("listening admin {addr}"));
     }
+    // Histograms keep samples until upkeep folds them; do it on a timer, not only on scrape.
+    let upkeep = tokio::spawn(async {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            telemetry::metrics().run_upkeep();
+        }
+    });
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(admin.serve(admin_stop.clone()));
     let signals = {
@@ -88,8 +96,22 @@ async fn serve(role: Role, settings: Settings) -> ExitCode {
         tokio::spawn(async move { s.watch_signals().await })
     };
 
-    let drain_timeout = Duration::from_secs(settings.drain_timeout_s);
-    let result = roles::run(role, settings, health.clone(), shutdown.clone()).await;
+    let drain_timeout = Duration::from_secs_f64(settings.drain_timeout_s);
+    let roles = roles::run(role, settings, health.clone(), shutdown.clone());
+    // Once shutdown starts (signal or /drain), readiness fails at once and the roles get
+    // `drain_timeout` to finish; a role still draining then is abandoned with an error.
+    let deadline = async {
+        shutdown.token().cancelled().await;
+        health.set_draining();
+        tokio::time::sleep(drain_timeout).await;
+    };
+    let result = tokio::select! {
+        r = roles => r,
+        () = deadline => {
+            tracing::error!(?drain_timeout, "roles did not drain in time; exiting without them");
+            Err(roles::RoleError::drain_timeout())
+        }
+    };
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -99,18 +121,11 @@ async fn serve(role: Role, settings: Settings) -> ExitCode {
     };
     health.set_draining();
     shutdown.trigger();
-    if tokio::time::timeout(drain_timeout, shutdown.wait_tasks())
-        .await
-        .is_err()
-    {
-        tracing::error!(
-            ?drain_timeout,
-            "tasks still running after the drain timeout; exiting anyway"
-        );
-    }
     admin_stop.cancel();
     let _ = admin_task.await;
     signals.abort();
+    upkeep.abort();
+    let _ = upkeep.await;
     tracing::info!("stopped");
     code
 }

@@ -24,6 +24,15 @@ pub struct RoleError {
     message: String,
 }
 
+impl RoleError {
+    pub fn drain_timeout() -> Self {
+        RoleError {
+            role: "shutdown",
+            message: "roles still draining at the drain timeout".into(),
+        }
+    }
+}
+
 fn fail(role: &'static str) -> impl Fn(&dyn std::fmt::Display) -> RoleError {
     move |e| RoleError {
         role,
@@ -45,12 +54,7 @@ async fn bus(
     let mut delay = Duration::from_millis(200);
     loop {
         match Bus::connect(url, &settings.streams).await {
-            Ok(bus) => {
-                component.set(true, serde_json::json!({"kind": "jetstream"}));
-                // The registration's job is done once connected; async-nats reconnects by itself.
-                drop(component);
-                return Ok(Some(bus));
-            }
+            Ok(bus) => return Ok(Some(bus)),
             Err(e) => {
                 tracing::warn!(error = %e, retry_ms = delay.as_millis() as u64, "bus not reachable");
                 component.set(
@@ -100,6 +104,7 @@ pub async fn run(
     };
     let mut roles: JoinSet<Result<(), RoleError>> = JoinSet::new();
     let (h, st) = (&health, &stop);
+    spawn_bus_watch(&mut roles, &bus, h, st);
     match role {
         Role::Ingest(_) => spawn_ingest(&mut roles, settings.ingest.clone(), &bus, h, st),
         Role::Engine => spawn_role(
@@ -120,7 +125,7 @@ pub async fn run(
             announce_simulator(&sim);
             for endpoint in sim.endpoints() {
                 let mut ingest = settings.ingest.clone();
-                ingest.exchange = endpoint.exchange;
+                ingest.exchange = Some(endpoint.exchange);
                 ingest.ws_url = Some(endpoint.ws_url.clone());
                 ingest.rest_url = Some(endpoint.rest_url.clone());
                 spawn_ingest(&mut roles, ingest, &bus, h, st);
@@ -173,6 +178,30 @@ fn announce_simulator(sim: &Simulator) {
     }
 }
 
+/// Keeps the `bus` health component current: not ready while NATS is unreachable (the
+/// client reconnects by itself; this only reports it).
+fn spawn_bus_watch(
+    roles: &mut JoinSet<Result<(), RoleError>>,
+    bus: &Bus,
+    health: &Health,
+    stop: &CancellationToken,
+) {
+    let (bus, component, stop) = (bus.clone(), health.register("bus"), stop.clone());
+    spawn_role(roles, "bus", async move {
+        loop {
+            let connected = bus.is_connected();
+            component.set(
+                connected,
+                serde_json::json!({"kind": bus.kind(), "connected": connected}),
+            );
+            tokio::select! {
+                () = stop.cancelled() => return Ok::<(), RoleError>(()),
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    });
+}
+
 /// Runs a role on the set, naming it in its error.
 fn spawn_role<E, F>(roles: &mut JoinSet<Result<(), RoleError>>, name: &'static str, role: F)
 where
@@ -189,7 +218,7 @@ fn spawn_ingest(
     health: &Health,
     stop: &CancellationToken,
 ) {
-    tracing::info!(exchange = %config.exchange, "ingest starting");
+    tracing::info!(exchange = ?config.exchange, "ingest starting");
     spawn_role(
         roles,
         "ingest",

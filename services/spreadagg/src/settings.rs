@@ -22,8 +22,9 @@ pub struct Settings {
     pub nats_url: Option<String>,
     /// Admin HTTP address.
     pub admin_addr: SocketAddr,
-    /// How long a role may take to drain after SIGTERM before the process gives up on it.
-    pub drain_timeout_s: u64,
+    /// Seconds the roles may take to drain after SIGTERM or `/drain` before the process
+    /// exits without them. Below the 5 s target, well inside Kubernetes' grace period.
+    pub drain_timeout_s: f64,
     /// Limits of the four streams (created or updated at connect).
     pub streams: StreamSettings,
     pub ingest: IngestConfig,
@@ -38,7 +39,7 @@ impl Default for Settings {
         Self {
             nats_url: None,
             admin_addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
-            drain_timeout_s: 10,
+            drain_timeout_s: 4.5,
             streams: StreamSettings::default(),
             ingest: IngestConfig::default(),
             engine: EngineConfig::default(),
@@ -69,7 +70,7 @@ impl Settings {
             Role::Ingest(a) => {
                 let i = &mut s.ingest;
                 if let Some(v) = a.exchange {
-                    i.exchange = v;
+                    i.exchange = Some(v);
                 }
                 if let Some(v) = &a.symbols {
                     i.symbols.clone_from(v);
