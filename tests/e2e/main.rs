@@ -4,4 +4,5 @@
 mod embedded;
 mod isolation;
 mod pipeline;
+mod recovery;
 mod support;
