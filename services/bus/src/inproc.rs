@@ -17,6 +17,9 @@ use crate::{
     StreamSettings, StreamState, subject_matches,
 };
 
+/// Largest payload accepted, as a NATS server's default `max_payload` (1 MiB).
+const MAX_PAYLOAD: usize = 1 << 20;
+
 #[derive(Debug)]
 struct Stored {
     seq: u64,
@@ -148,6 +151,15 @@ impl InProcBus {
     }
 
     pub(crate) fn publish(&self, msg: &OutMessage) -> Result<PubAck, BusError> {
+        if msg.payload.len() > MAX_PAYLOAD {
+            return Err(BusError::Publish {
+                subject: msg.subject.clone(),
+                reason: format!(
+                    "payload of {} bytes exceeds the maximum of {MAX_PAYLOAD}",
+                    msg.payload.len()
+                ),
+            });
+        }
         let now = Instant::now();
         let mut state = self.lock();
         let stream = state

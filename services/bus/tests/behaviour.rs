@@ -244,6 +244,26 @@ async fn subjects_without_a_stream_are_refused(f: Fixture) {
     }
 }
 
+async fn oversized_payloads_are_refused(f: Fixture) {
+    let big = OutMessage {
+        subject: "md.tick.binance.BTC-USDT".into(),
+        msg_id: "big".into(),
+        payload: Bytes::from(vec![0u8; 2 << 20]),
+    };
+    assert!(
+        f.bus.publish(&big).await.is_err(),
+        "a 2 MiB payload was accepted"
+    );
+    assert_eq!(
+        f.bus
+            .stream_state("MD_TICKS")
+            .await
+            .expect("state")
+            .messages,
+        0
+    );
+}
+
 async fn messages_read_back_by_sequence(f: Fixture) {
     publish_n(&f.bus, "md.tick.binance.BTC-USDT", 0..3).await;
     let m = f
@@ -306,6 +326,7 @@ suite! {
     max_ack_pending_pauses_delivery,
     publisher_pipelines_and_flushes,
     subjects_without_a_stream_are_refused,
+    oversized_payloads_are_refused,
     messages_read_back_by_sequence,
     count_limit_discards_the_oldest with limited,
 }
