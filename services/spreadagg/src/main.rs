@@ -124,6 +124,7 @@ async fn serve(role: Role, settings: Settings) -> ExitCode {
     admin_stop.cancel();
     let _ = admin_task.await;
     signals.abort();
+    let _ = signals.await;
     upkeep.abort();
     let _ = upkeep.await;
     tracing::info!("stopped");
