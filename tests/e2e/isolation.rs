@@ -10,7 +10,7 @@ use std::time::Duration;
 use spreadagg_bus::{Bus, StreamSettings};
 use spreadagg_testkit::NatsServer;
 
-use crate::support::{Proc, eventually, http_get};
+use crate::support::{self, Proc, eventually, http_get};
 
 /// Counts ticks of one exchange as they are stored, from a live subscription.
 struct TickCounter {
@@ -87,23 +87,12 @@ async fn one_exchange_failing_leaves_the_other_alone_and_recovers() {
         .and_then(|p| p.parse().ok())
         .expect("okx port");
 
-    let mut ingest = Vec::new();
-    for (ex, (ws, rest)) in [("binance", &binance), ("okx", &okx)] {
-        let args = [
-            "ingest",
-            "--exchange",
-            ex,
-            "--symbols",
-            "BTC-USDT",
-            "--ws-url",
-            ws,
-            "--rest-url",
-            rest,
-            "--nats-url",
-            &url,
-        ];
-        ingest.push(Proc::spawn(&format!("ingest-{ex}"), dir.path(), &args));
-    }
+    let mut ingest: Vec<Proc> = [("binance", &binance), ("okx", &okx)]
+        .into_iter()
+        .map(|(ex, (ws, rest))| {
+            support::ingest(dir.path(), ex, (ws, rest), &url, &["--symbols", "BTC-USDT"])
+        })
+        .collect();
     let okx_admin = ingest[1].admin().await;
     eventually("okx ingestor ready", Duration::from_secs(30), || async {
         http_get(&okx_admin, "/readyz").await.0 == 200

@@ -21,7 +21,7 @@ use spreadagg_model::wire::{Spread, Tick};
 use spreadagg_testkit::NatsServer;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Proc, eventually, http_get};
+use crate::support::{self, Proc, eventually, http_get};
 
 /// Discovery filters: USDT/USDC quotes (the default) and at least 1M of 24 h quote volume,
 /// which the simulator's low-volume pair (NULS-USDT) fails and ETH-BTC fails by its quote.
@@ -75,24 +75,19 @@ async fn spreads_flow_end_to_end_and_every_role_drains_on_sigterm() {
     .await
     .expect("subscribe");
 
-    let mut ingestors = Vec::new();
-    for ex in ["binance", "okx"] {
-        let (ws_url, rest_url) = &endpoints[ex];
-        let args = [
-            "ingest",
-            "--exchange",
-            ex,
-            "--min-volume",
-            MIN_VOLUME,
-            "--ws-url",
-            ws_url,
-            "--rest-url",
-            rest_url,
-            "--nats-url",
-            &url,
-        ];
-        ingestors.push(Proc::spawn(&format!("ingest-{ex}"), dir.path(), &args));
-    }
+    let mut ingestors: Vec<Proc> = ["binance", "okx"]
+        .into_iter()
+        .map(|ex| {
+            let (ws, rest) = &endpoints[ex];
+            support::ingest(
+                dir.path(),
+                ex,
+                (ws, rest),
+                &url,
+                &["--min-volume", MIN_VOLUME],
+            )
+        })
+        .collect();
     for p in &mut ingestors {
         let admin = p.admin().await;
         eventually(

@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use spreadagg_testkit::NatsServer;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Proc, eventually, http_get};
+use crate::support::{self, Proc, eventually, http_get};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_role_recovers_from_a_nats_restart() {
@@ -28,20 +28,13 @@ async fn every_role_recovers_from_a_nats_restart() {
     ];
     for ex in ["binance", "okx"] {
         let (ws, rest) = &endpoints[ex];
-        let args = [
-            "ingest",
-            "--exchange",
+        roles.push(support::ingest(
+            dir.path(),
             ex,
-            "--symbols",
-            "BTC-USDT",
-            "--ws-url",
-            ws,
-            "--rest-url",
-            rest,
-            "--nats-url",
+            (ws, rest),
             &url,
-        ];
-        roles.push(Proc::spawn(&format!("ingest-{ex}"), dir.path(), &args));
+            &["--symbols", "BTC-USDT"],
+        ));
     }
     let gateway = roles[1].announced("listening gateway ").await;
     let mut admins = Vec::new();

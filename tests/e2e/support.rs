@@ -144,6 +144,30 @@ impl Proc {
     }
 }
 
+/// Starts `spreadagg ingest` for one exchange against the simulator endpoint `(ws, rest)`,
+/// over NATS at `url`, with `filters` (`--symbols ..` or `--min-volume ..`).
+pub fn ingest(
+    dir: &Path,
+    exchange: &str,
+    (ws, rest): (&str, &str),
+    url: &str,
+    filters: &[&str],
+) -> Proc {
+    let mut args = vec![
+        "ingest",
+        "--exchange",
+        exchange,
+        "--ws-url",
+        ws,
+        "--rest-url",
+        rest,
+        "--nats-url",
+        url,
+    ];
+    args.extend_from_slice(filters);
+    Proc::spawn(&format!("ingest-{exchange}"), dir, &args)
+}
+
 /// GET on the admin server: (status, body).
 pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
     http(addr, "GET", path).await
