@@ -257,3 +257,171 @@ impl Connection {
 fn reject(exchange: &'static str, reason: &'static str) {
     metrics::counter!("spreadagg_ingest_rejected_total", "exchange" => exchange, "reason" => reason).increment(1);
 }
+
+#[cfg(test)]
+mod tests {
+    //! The connection loop against a local WebSocket server that misbehaves on purpose.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use spreadagg_runtime::Health;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::exchange::okx::Okx;
+
+    const BBO: &str = r#"{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data":[{"asks":[["101.5","1","0","1"]],"bids":[["101.0","2","0","1"]],"ts":"1597026383085","seqId":7}]}"#;
+
+    /// A server that accepts WebSocket connections, reads the subscribe frame, sends `frames`,
+    /// then stays open and silent. Counts connections.
+    async fn server(frames: Vec<Message>) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("ws://{}/ws/v5/public", listener.local_addr().expect("addr"));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let frames = frames.clone();
+                tokio::spawn(async move {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                        return;
+                    };
+                    let _subscribe = ws.next().await;
+                    for f in frames {
+                        if ws.send(f).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Silent from here on, but keep reading so the socket stays open.
+                    while let Some(Ok(_)) = ws.next().await {}
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    fn connection(
+        url: String,
+        events: mpsc::Sender<Event>,
+        stop: &CancellationToken,
+        health: &Health,
+    ) -> Connection {
+        let mut symbols = SymbolMap::new();
+        symbols.insert("BTC-USDT".into(), "BTC-USDT".parse().expect("symbol"));
+        Connection {
+            adapter: Arc::new(Okx),
+            settings: ConnectionSettings {
+                ws_url: url,
+                connect_timeout: Duration::from_secs(2),
+                stale_after: Duration::from_secs(1),
+                backoff_min: Duration::from_millis(20),
+                backoff_max: Duration::from_millis(50),
+                breaker_threshold: 3,
+            },
+            natives: vec!["BTC-USDT".into()],
+            symbols: Arc::new(symbols),
+            events,
+            component: health.register("test.conn"),
+            stop: stop.clone(),
+            start_delay: Duration::ZERO,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_silent_link_is_recycled_by_the_watchdog() {
+        let (url, accepted) = server(vec![]).await;
+        let (tx, _rx) = mpsc::channel(16);
+        let stop = CancellationToken::new();
+        let health = Health::new();
+        let task = tokio::spawn(connection(url, tx, &stop, &health).run());
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        assert!(
+            accepted.load(Ordering::SeqCst) >= 3,
+            "silent link not recycled: {} connections",
+            accepted.load(Ordering::SeqCst)
+        );
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("stops")
+            .expect("no panic");
+    }
+
+    #[tokio::test]
+    async fn garbage_is_counted_and_the_session_goes_on() {
+        let frames = vec![
+            Message::text(BBO),
+            Message::text("{not json"),
+            Message::binary(vec![0u8, 1, 2]),
+            Message::text(
+                r#"{"event":"error","code":"60012","msg":"Invalid request","connId":"x"}"#,
+            ),
+            Message::text("pong"),
+            Message::text(BBO.replace("\"seqId\":7", "\"seqId\":8")),
+        ];
+        let (url, accepted) = server(frames).await;
+        let (tx, mut rx) = mpsc::channel(16);
+        let stop = CancellationToken::new();
+        let health = Health::new();
+        let task = tokio::spawn(connection(url, tx, &stop, &health).run());
+        let mut seqs = Vec::new();
+        for _ in 0..2 {
+            match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+                Ok(Some(Event::Tick(t))) => seqs.push(t.seq),
+                other => panic!("expected a tick, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            seqs,
+            [7, 8],
+            "both good frames arrive in order around the bad ones"
+        );
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "bad frames must not end the session"
+        );
+        assert!(health.is_ready(), "{}", health.report());
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("stops")
+            .expect("no panic");
+        assert!(!health.is_ready());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_exchange_backs_off_and_opens_the_breaker() {
+        // A port with nothing listening: bind, learn the port, close.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let (tx, _rx) = mpsc::channel(16);
+        let stop = CancellationToken::new();
+        let health = Health::new();
+        let task =
+            tokio::spawn(connection(format!("ws://127.0.0.1:{port}/ws"), tx, &stop, &health).run());
+        let report = async {
+            loop {
+                let r = health.report();
+                if r["components"]["test.conn"]["detail"]["breaker"] == "open" {
+                    return r;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let r = tokio::time::timeout(Duration::from_secs(10), report)
+            .await
+            .expect("breaker opens after 3 failures");
+        assert_eq!(r["components"]["test.conn"]["ready"], false);
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("stops during backoff")
+            .expect("no panic");
+    }
+}

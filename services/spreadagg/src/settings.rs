@@ -132,3 +132,63 @@ impl Settings {
         serde_json::to_value(copy).unwrap_or(serde_json::Value::Null)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use spreadagg_model::ExchangeId;
+
+    use super::*;
+
+    fn load(file: &str, args: &[&str]) -> Result<Settings, spreadagg_runtime::config::ConfigError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("spreadagg.toml");
+        std::fs::write(&path, file).expect("write");
+        let path = path.to_str().expect("utf-8").to_owned();
+        let mut argv = vec!["spreadagg"];
+        argv.extend_from_slice(args);
+        argv.extend_from_slice(&["--config", &path]);
+        Settings::load(&Cli::try_parse_from(argv).expect("arguments parse"))
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_the_defaults() {
+        let file = "admin_addr = \"127.0.0.1:9999\"\n[engine]\nmax_staleness_ms = 1234\n[ingest]\nexchange = \"okx\"\nmin_volume = 1.0\n";
+        let s = load(
+            file,
+            &["ingest", "--admin-addr", "127.0.0.1:1", "--min-volume", "5"],
+        )
+        .expect("valid");
+        assert_eq!(
+            s.admin_addr,
+            SocketAddr::from(([127, 0, 0, 1], 1)),
+            "flag beats file"
+        );
+        assert_eq!(s.ingest.min_volume, Some(5.0), "flag beats file");
+        assert_eq!(
+            s.ingest.exchange,
+            Some(ExchangeId::Okx),
+            "file beats default"
+        );
+        assert_eq!(s.engine.max_staleness_ms, 1234, "file beats default");
+        assert_eq!(s.engine.band_points, 200, "default");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(load("[engine]\nmax_stalenes_ms = 1\n", &["engine"]).is_err());
+        assert!(load("[ingest]\nexchange = \"ftx\"\n", &["engine"]).is_err());
+        assert!(load("[ingest]\nsymbols = [\"btc-usdt\"]\n", &["engine"]).is_err());
+    }
+
+    #[test]
+    fn the_config_dump_redacts_nats_credentials() {
+        let s = Settings {
+            nats_url: Some("nats://svc:secret@nats.internal:4222".into()),
+            ..Settings::default()
+        };
+        let dump = s.redacted().to_string();
+        assert!(!dump.contains("secret"), "{dump}");
+        assert!(dump.contains("nats://***@nats.internal:4222"), "{dump}");
+    }
+}
