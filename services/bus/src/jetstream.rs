@@ -171,6 +171,9 @@ impl JetStreamBus {
             .create_consumer(pull::OrderedConfig {
                 filter_subject: filter.to_owned(),
                 deliver_policy: DeliverPolicy::New,
+                // Pulls expire after 2 s with 1 s idle heartbeats (the client's defaults are 30
+                // and 15): a live feed notices a restarted server in seconds, not half a minute.
+                max_expires: Duration::from_secs(2),
                 ..Default::default()
             })
             .await
@@ -303,8 +306,10 @@ async fn open_pull(
     Ok(consumer
         .stream()
         .max_messages_per_batch(batch)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
+        // Short idle heartbeats: a pull lost with a restarted server is noticed within two of
+        // them and re-issued.
+        .heartbeat(Duration::from_secs(1))
+        .expires(Duration::from_secs(10))
         .messages()
         .await?)
 }

@@ -107,6 +107,7 @@ impl Publisher {
         };
         let started = Instant::now();
         let mut backoff = Duration::from_millis(50);
+        let mut retried = false;
         let mut result = pending.wait().await;
         loop {
             match result {
@@ -127,8 +128,14 @@ impl Publisher {
                 Err(error) => {
                     metrics::counter!("spreadagg_bus_publish_retries_total").increment(1);
                     tracing::debug!(%error, subject = %msg.subject, "publish failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    // The first retry goes at once: after an outage, the messages queued behind
+                    // this one failed together, and the connection is usually back by now.
+                    // Only a retry that fails again waits, with a growing delay.
+                    if retried {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                    retried = true;
                     result = self.start(&msg).await.wait().await;
                 }
             }
