@@ -54,7 +54,12 @@ pub fn encode(exchange: ExchangeId, event: &Event) -> OutMessage {
             msg_id: if t.seq == 0 {
                 format!("tick:{exchange}:{}:r{}", t.symbol, t.recv_ts_ns)
             } else {
-                format!("tick:{exchange}:{}:{}", t.symbol, t.seq)
+                // With the exchange's time where it sends one: an update id that restarts
+                // after maintenance then cannot make a new tick look like an old one.
+                format!(
+                    "tick:{exchange}:{}:{}:{}",
+                    t.symbol, t.seq, t.exchange_ts_ns
+                )
             },
             payload: t.encode_to_vec().into(),
         },
@@ -63,5 +68,49 @@ pub fn encode(exchange: ExchangeId, event: &Event) -> OutMessage {
             msg_id: format!("trade:{exchange}:{}:{}", t.symbol, t.trade_id),
             payload: t.encode_to_vec().into(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use spreadagg_model::wire::{Tick, Trade};
+
+    use super::*;
+
+    fn tick(seq: u64, exchange_ts_ns: i64, recv_ts_ns: i64) -> Event {
+        Event::Tick(Tick {
+            exchange: "okx".into(),
+            symbol: "BTC-USDT".into(),
+            seq,
+            exchange_ts_ns,
+            recv_ts_ns,
+            ..Tick::default()
+        })
+    }
+
+    #[test]
+    fn message_ids_identify_exchange_updates() {
+        let id = |e: &Event| encode(ExchangeId::Okx, e).msg_id;
+        // The same update received twice (reconnect replay, or a second replica) is one id.
+        assert_eq!(id(&tick(7, 1_000, 1)), id(&tick(7, 1_000, 2)));
+        // An update id reused after an exchange restart, at another time, is another id.
+        assert_ne!(id(&tick(7, 1_000, 1)), id(&tick(7, 9_000, 2)));
+        // Without an update id only the receive time tells ticks apart.
+        assert_ne!(id(&tick(0, 0, 1)), id(&tick(0, 0, 2)));
+        let trade = Event::Trade(Trade {
+            exchange: "okx".into(),
+            symbol: "BTC-USDT".into(),
+            trade_id: "130639474".into(),
+            ..Trade::default()
+        });
+        let msg = encode(ExchangeId::Okx, &trade);
+        assert_eq!(
+            (msg.subject.as_str(), msg.msg_id.as_str()),
+            ("md.trade.okx.BTC-USDT", "trade:okx:BTC-USDT:130639474")
+        );
+        assert_eq!(
+            encode(ExchangeId::Okx, &tick(1, 1, 1)).subject,
+            "md.tick.okx.BTC-USDT"
+        );
     }
 }
