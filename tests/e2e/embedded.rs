@@ -4,10 +4,7 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
-
-use crate::support::{Proc, eventually, http, http_get};
+use crate::support::{self, Proc, eventually, http, http_get};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_in_one_process_serves_spreads_and_drains_on_post_drain() {
@@ -20,37 +17,18 @@ async fn all_in_one_process_serves_spreads_and_drains_on_post_drain() {
     })
     .await;
 
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{gateway}/ws"))
-        .await
-        .expect("ws connect");
-    ws.send(Message::text(
+    let mut ws = support::subscribe(
+        &gateway,
         r#"{"op":"subscribe","symbol":"BTC-USDT","exchanges":["okx","binance"]}"#,
-    ))
-    .await
-    .expect("send");
-    let mut points = 0;
-    let read = async {
-        while points < 5 {
-            let frame = ws
-                .next()
-                .await
-                .expect("the gateway closed the WebSocket")
-                .expect("ws frame");
-            if let Message::Text(t) = frame {
-                let v: serde_json::Value = serde_json::from_str(t.as_str()).expect("json");
-                if v["type"] == "spread" {
-                    assert_eq!(
-                        (v["exchange_a"].as_str(), v["exchange_b"].as_str()),
-                        (Some("binance"), Some("okx"))
-                    );
-                    points += 1;
-                }
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(60), read)
-        .await
-        .expect("spread points over WebSocket");
+    )
+    .await;
+    for _ in 0..5 {
+        let v = support::next_spread(&mut ws, Duration::from_secs(60)).await;
+        assert_eq!(
+            (v["exchange_a"].as_str(), v["exchange_b"].as_str()),
+            (Some("binance"), Some("okx"))
+        );
+    }
 
     let (status, health) = http_get(&admin, "/health").await;
     assert_eq!(status, 200);

@@ -14,12 +14,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use arrow_array::{Array, Float64Array, StringArray, UInt64Array};
-use futures_util::{SinkExt, StreamExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use spreadagg_bus::{Bus, StreamSettings};
 use spreadagg_model::wire::{Spread, Tick};
 use spreadagg_testkit::NatsServer;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{self, Proc, eventually, http_get};
 
@@ -66,14 +64,11 @@ async fn spreads_flow_end_to_end_and_every_role_drains_on_sigterm() {
     })
     .await;
 
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{gateway_addr}/ws"))
-        .await
-        .expect("ws connect");
-    ws.send(Message::text(
+    let mut ws = support::subscribe(
+        &gateway_addr,
         r#"{"op":"subscribe","symbol":"BTC-USDT","id":1}"#,
-    ))
-    .await
-    .expect("subscribe");
+    )
+    .await;
 
     let mut ingestors: Vec<Proc> = ["binance", "okx"]
         .into_iter()
@@ -100,20 +95,9 @@ async fn spreads_flow_end_to_end_and_every_role_drains_on_sigterm() {
 
     // The client receives spread points as JSON.
     let mut received: Vec<serde_json::Value> = Vec::new();
-    let collect = async {
-        while received.len() < 40 {
-            let frame = ws.next().await.expect("ws open").expect("ws frame");
-            if let Message::Text(t) = frame {
-                let v: serde_json::Value = serde_json::from_str(t.as_str()).expect("json");
-                if v["type"] == "spread" {
-                    received.push(v);
-                }
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(60), collect)
-        .await
-        .expect("40 spread points within 60 s");
+    for _ in 0..40 {
+        received.push(support::next_spread(&mut ws, Duration::from_secs(60)).await);
+    }
 
     // Let load build up, then SIGTERM the consumers while the ingestors still publish, then
     // the ingestors and the simulator.

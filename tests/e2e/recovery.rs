@@ -4,9 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use spreadagg_testkit::NatsServer;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{self, Proc, eventually, http_get};
 
@@ -50,13 +48,8 @@ async fn every_role_recovers_from_a_nats_restart() {
         .await;
     }
 
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{gateway}/ws"))
-        .await
-        .expect("ws connect");
-    ws.send(Message::text(r#"{"op":"subscribe","symbol":"BTC-USDT"}"#))
-        .await
-        .expect("send");
-    next_spread(&mut ws, Duration::from_secs(30)).await;
+    let mut ws = support::subscribe(&gateway, r#"{"op":"subscribe","symbol":"BTC-USDT"}"#).await;
+    support::next_spread(&mut ws, Duration::from_secs(30)).await;
 
     tokio::task::block_in_place(|| nats.restart()).expect("nats-server restarts");
     let restarted_at = Instant::now();
@@ -76,7 +69,7 @@ async fn every_role_recovers_from_a_nats_restart() {
             !left.is_zero(),
             "no spread made after the NATS restart reached the client"
         );
-        let point = next_spread(&mut ws, left).await;
+        let point = support::next_spread(&mut ws, left).await;
         if point["ts_ns"].as_i64().is_some_and(|ts| ts > restarted_ns) {
             eprintln!(
                 "first spread made after the restart reached the client {:?} after it",
@@ -103,28 +96,4 @@ async fn every_role_recovers_from_a_nats_restart() {
         );
     }
     sim.terminate(Duration::from_secs(5)).await;
-}
-
-async fn next_spread<S>(ws: &mut S, within: Duration) -> serde_json::Value
-where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
-    let read = async {
-        loop {
-            let frame = ws
-                .next()
-                .await
-                .expect("the gateway closed the WebSocket")
-                .expect("ws frame");
-            if let Message::Text(t) = frame {
-                let v: serde_json::Value = serde_json::from_str(t.as_str()).expect("json");
-                if v["type"] == "spread" {
-                    return v;
-                }
-            }
-        }
-    };
-    tokio::time::timeout(within, read)
-        .await
-        .expect("a spread point in time")
 }

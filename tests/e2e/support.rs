@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
 
 /// A running `spreadagg` process.
 pub struct Proc {
@@ -212,4 +214,39 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("timed out waiting for {what}");
+}
+
+/// A WebSocket client of the gateway.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connects to the gateway at `addr` and sends one subscribe request.
+pub async fn subscribe(addr: &str, request: &str) -> Ws {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .expect("ws connect");
+    ws.send(Message::text(request)).await.expect("subscribe");
+    ws
+}
+
+/// The next spread point the gateway sends (other frames are skipped), within `within`.
+pub async fn next_spread(ws: &mut Ws, within: Duration) -> serde_json::Value {
+    let read = async {
+        loop {
+            let frame = ws
+                .next()
+                .await
+                .expect("the gateway closed the WebSocket")
+                .expect("ws frame");
+            if let Message::Text(t) = frame {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).expect("json");
+                if v["type"] == "spread" {
+                    return v;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(within, read)
+        .await
+        .expect("a spread point in time")
 }

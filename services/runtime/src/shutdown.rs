@@ -26,10 +26,6 @@ impl Shutdown {
         self.token.cancel();
     }
 
-    pub fn is_triggered(&self) -> bool {
-        self.token.is_cancelled()
-    }
-
     /// Triggers shutdown on SIGTERM or SIGINT. Runs until one arrives or shutdown starts
     /// otherwise.
     pub async fn watch_signals(&self) {
