@@ -118,7 +118,7 @@ async fn one_exchange_failing_leaves_the_other_alone_and_recovers() {
     .await;
     let (_, health) = http_get(&okx_admin, "/health").await;
     assert!(
-        health.contains("backoff") || health.contains("connecting"),
+        health.contains("backoff") || health.contains("waiting") || health.contains("subscribing"),
         "{health}"
     );
 

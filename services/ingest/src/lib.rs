@@ -1,18 +1,24 @@
 //! The ingest role: one exchange's public market data, normalised to `Tick` and `Trade` and
 //! published to `md.tick.<exchange>.<symbol>` / `md.trade.<exchange>.<symbol>`.
 //!
-//! Flow: discovery over REST (retried with backoff until it succeeds or the role stops) ->
-//! the selected symbols split into connections within the exchange's caps -> one task per
-//! connection (`connection`) -> a bounded channel -> one publisher task (`publish`) with
-//! bounded in-flight acknowledgements. On stop the connections close, the channel drains, the
-//! publisher flushes, and `run` returns.
+//! Flow: discovery over REST (retried with backoff until it selects something, then again
+//! every `rediscover_every_s`) -> the selected symbols, interned (`symbols`), split into
+//! connections within the exchange's caps -> one supervisor per connection (`connection`)
+//! running sessions of the exchange's protocol (`exchange`) -> the conflator (`conflate`:
+//! latest quote per symbol, bounded trade FIFO) -> one publisher (`publish`) with bounded
+//! in-flight acknowledgements. On stop the connections close, the publisher drains the
+//! conflator and flushes until the drain deadline, and `run` returns.
 
-pub mod connection;
+pub mod codec;
+pub mod conflate;
+pub(crate) mod connection;
 pub mod discovery;
+pub mod event;
 pub mod exchange;
 pub mod publish;
+pub mod symbols;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -20,11 +26,15 @@ use serde_json::json;
 use spreadagg_bus::Bus;
 use spreadagg_model::{ExchangeId, Symbol};
 use spreadagg_runtime::Health;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::connection::{Connection, ConnectionSettings};
-use crate::exchange::SymbolMap;
+use crate::conflate::Conflator;
+use crate::connection::breaker::Breaker;
+use crate::connection::pacing::{AttemptLimiter, Backoff};
+use crate::connection::{Connection, ConnectionSettings, Shared};
+use crate::symbols::SymbolTable;
 
 /// This replica's share of the symbols: `index` of `count` (`--shard I/N`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,17 +91,35 @@ pub struct IngestConfig {
     /// Replaces the exchange's REST scheme and host.
     pub rest_url: Option<String>,
     pub shard: Shard,
-    /// Events waiting for the publisher; past it events are dropped and counted.
-    pub queue_capacity: usize,
+    /// Trades buffered while the bus is slower than the feed; past it new trades are dropped
+    /// and counted. (Quotes conflate per symbol and need no such bound.)
+    pub trade_buffer: usize,
     /// Publishes awaiting acknowledgement.
     pub max_in_flight: usize,
-    /// A connection silent this long is recycled.
+    /// Link watchdog: a connection on which no frame at all arrived for this long is recycled.
     pub stale_after_s: u64,
+    /// Data watchdog: a subscribed connection with no market data for this long is recycled
+    /// (keep-alive answers and acks do not count).
+    pub data_stale_after_s: u64,
+    /// How long a subscribe request may wait for its ack before it is sent again.
+    pub ack_timeout_s: u64,
     pub connect_timeout_s: u64,
     pub backoff_min_ms: u64,
     pub backoff_max_ms: u64,
-    /// Failures in a row after which `/health` shows the connection's circuit open.
+    /// Failed connection attempts in a row that open the exchange's circuit breaker.
     pub breaker_threshold: u32,
+    /// How long an open breaker pauses attempts (doubling after a failed probe, up to 10x).
+    pub breaker_cooldown_s: u64,
+    /// Least time between two connection attempts to this exchange.
+    pub connect_interval_ms: u64,
+    /// Rotate connections at this age; 0: at the exchange's maximum age less
+    /// `rotate_margin_s` (Binance and MEXC close at 24 h).
+    pub rotate_after_s: u64,
+    pub rotate_margin_s: u64,
+    /// Re-discovery period (jittered by up to a tenth); 0 turns it off.
+    pub rediscover_every_s: u64,
+    /// On shutdown, how long the publisher may flush before the rest is counted as lost.
+    pub drain_timeout_ms: u64,
 }
 
 impl Default for IngestConfig {
@@ -105,13 +133,21 @@ impl Default for IngestConfig {
             ws_url: None,
             rest_url: None,
             shard: Shard::default(),
-            queue_capacity: 10_000,
-            max_in_flight: 512,
+            trade_buffer: 100_000,
+            max_in_flight: 1024,
             stale_after_s: 30,
+            data_stale_after_s: 60,
+            ack_timeout_s: 10,
             connect_timeout_s: 10,
             backoff_min_ms: 250,
             backoff_max_ms: 30_000,
             breaker_threshold: 5,
+            breaker_cooldown_s: 30,
+            connect_interval_ms: 500,
+            rotate_after_s: 0,
+            rotate_margin_s: 600,
+            rediscover_every_s: 900,
+            drain_timeout_ms: 3_000,
         }
     }
 }
@@ -143,10 +179,21 @@ impl IngestConfig {
                 "min_volume {min} > max_volume {max}"
             )));
         }
-        if self.queue_capacity == 0 || self.max_in_flight == 0 {
+        if self.trade_buffer == 0 || self.max_in_flight == 0 {
             return Err(IngestError::Config(
-                "queue_capacity and max_in_flight must be > 0".into(),
+                "trade_buffer and max_in_flight must be > 0".into(),
             ));
+        }
+        for (name, v) in [
+            ("stale_after_s", self.stale_after_s),
+            ("data_stale_after_s", self.data_stale_after_s),
+            ("ack_timeout_s", self.ack_timeout_s),
+            ("connect_timeout_s", self.connect_timeout_s),
+            ("breaker_cooldown_s", self.breaker_cooldown_s),
+        ] {
+            if v == 0 {
+                return Err(IngestError::Config(format!("{name} must be > 0")));
+            }
         }
         if self.backoff_min_ms == 0 || self.backoff_min_ms > self.backoff_max_ms {
             return Err(IngestError::Config(
@@ -181,10 +228,6 @@ pub async fn run(
         .rest_url
         .clone()
         .unwrap_or_else(|| adapter.default_rest_url().to_owned());
-    let ws_url = config
-        .ws_url
-        .clone()
-        .unwrap_or_else(|| adapter.default_ws_url().to_owned());
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -203,62 +246,302 @@ pub async fn run(
     else {
         return Ok(());
     };
-    let symbols: Vec<&str> = selection.keys().map(Symbol::as_str).collect();
-    tracing::info!(exchange = ex, count = symbols.len(), symbols = ?symbols, "symbols selected");
-    discovery_component.set(true, json!({"state": "done", "symbols": symbols}));
-    metrics::gauge!("spreadagg_ingest_symbols", "exchange" => ex).set(selection.len() as f64);
+    let mut table = SymbolTable::new(exchange);
+    let natives = intern(&mut table, &selection);
+    report_selection(ex, &selection, &discovery_component);
 
-    let symbol_map: Arc<SymbolMap> = Arc::new(
-        selection
-            .values()
-            .map(|i| (i.native.clone(), i.symbol.clone()))
-            .collect(),
-    );
-    let natives: Vec<String> = selection.values().map(|i| i.native.clone()).collect();
-    let (tx, rx) = tokio::sync::mpsc::channel(config.queue_capacity);
-    let tasks = TaskTracker::new();
-    let settings = ConnectionSettings {
-        ws_url,
-        connect_timeout: Duration::from_secs(config.connect_timeout_s),
-        stale_after: Duration::from_secs(config.stale_after_s),
-        backoff_min: Duration::from_millis(config.backoff_min_ms),
-        backoff_max: Duration::from_millis(config.backoff_max_ms),
-        breaker_threshold: config.breaker_threshold,
-    };
-    for (i, chunk) in natives
-        .chunks(adapter.symbols_per_connection().max(1))
-        .enumerate()
-    {
-        let conn = Connection {
-            adapter: adapter.clone(),
-            settings: settings.clone(),
-            natives: chunk.to_vec(),
-            symbols: symbol_map.clone(),
-            events: tx.clone(),
-            component: health.register(format!("ingest.{ex}.conn{i}")),
-            stop: stop.clone(),
-            start_delay: CONNECTION_STAGGER * u32::try_from(i).unwrap_or(u32::MAX),
-        };
-        tasks.spawn(conn.run());
+    let symbols = Arc::new(RwLock::new(Arc::new(table)));
+    let sink = Arc::new(Conflator::new(exchange, config.trade_buffer));
+    let shared = Arc::new(Shared {
+        adapter: adapter.clone(),
+        settings: ConnectionSettings {
+            connect_timeout: Duration::from_secs(config.connect_timeout_s),
+            stale_after: Duration::from_secs(config.stale_after_s),
+            data_stale_after: Duration::from_secs(config.data_stale_after_s),
+            ack_timeout: Duration::from_secs(config.ack_timeout_s),
+            backoff_min: Duration::from_millis(config.backoff_min_ms),
+            backoff_max: Duration::from_millis(config.backoff_max_ms),
+            rotate_after: (config.rotate_after_s > 0)
+                .then(|| Duration::from_secs(config.rotate_after_s)),
+            rotate_margin: Duration::from_secs(config.rotate_margin_s),
+            handover_timeout: Duration::from_secs(config.ack_timeout_s.saturating_mul(3)),
+        },
+        http: http.clone(),
+        rest_url: rest_url.clone(),
+        ws_url: config.ws_url.clone(),
+        symbols: symbols.clone(),
+        sink: sink.clone(),
+        breaker: Breaker::new(
+            exchange,
+            config.breaker_threshold,
+            Duration::from_secs(config.breaker_cooldown_s),
+            Duration::from_secs(config.breaker_cooldown_s.saturating_mul(10)),
+        ),
+        attempts: AttemptLimiter::new(Duration::from_millis(config.connect_interval_ms)),
+    });
+
+    let connections = TaskTracker::new();
+    let mut groups = Groups::new(adapter.limits().symbols_per_connection);
+    for list in groups.assign(&natives) {
+        spawn_connection(&connections, &shared, &health, &stop, list);
     }
-    // The publisher ends when every connection has dropped its sender.
-    drop(tx);
-    tasks.spawn(publish::run(
+
+    // The publisher outlives the connections: it drains what they left, until the deadline.
+    let abandon = CancellationToken::new();
+    let publisher = tokio::spawn(publish::run(
         exchange,
         bus,
         config.max_in_flight,
-        rx,
+        sink.clone(),
+        symbols.clone(),
         health.register(format!("ingest.{ex}.publisher")),
+        abandon.clone(),
     ));
-    tasks.close();
-    tasks.wait().await;
+    let breaker_component = health.register(format!("ingest.{ex}.breaker"));
+    let rediscover = Rediscovery {
+        adapter: adapter.clone(),
+        http,
+        rest_url,
+        config: config.clone(),
+        symbols,
+        shared: shared.clone(),
+        health: health.clone(),
+        stop: stop.clone(),
+        connections: connections.clone(),
+        component: discovery_component,
+    };
+    tokio::select! {
+        () = rediscover.run(&mut groups) => {}
+        () = watch_breaker(&shared, &breaker_component, &stop) => {}
+    }
+    // Stopping: the connections close their sessions (they watch `stop`).
+    groups.close();
+    connections.close();
+    connections.wait().await;
+    sink.close();
+    let deadline = tokio::time::sleep(Duration::from_millis(config.drain_timeout_ms));
+    tokio::pin!(deadline);
+    let mut publisher = publisher;
+    tokio::select! {
+        _ = &mut publisher => {}
+        () = &mut deadline => {
+            abandon.cancel();
+            let _ = publisher.await;
+        }
+    }
     tracing::info!(exchange = ex, "ingest stopped");
     Ok(())
 }
 
-/// Delay between an exchange's connection starts: connection-rate limits (OKX: 3 per second
-/// per IP) and reconnect storms both call for spacing them out.
-const CONNECTION_STAGGER: Duration = Duration::from_millis(500);
+fn spawn_connection(
+    tracker: &TaskTracker,
+    shared: &Arc<Shared>,
+    health: &Health,
+    stop: &CancellationToken,
+    (index, natives): (usize, watch::Receiver<Vec<String>>),
+) {
+    let ex = shared.adapter.id().as_str();
+    tracker.spawn(
+        Connection {
+            shared: shared.clone(),
+            index,
+            natives,
+            component: health.register(format!("ingest.{ex}.conn{index}")),
+            stop: stop.clone(),
+        }
+        .run(),
+    );
+}
+
+/// Interns the selection; returns the native spellings to subscribe, in symbol order.
+fn intern(table: &mut SymbolTable, selection: &discovery::Selection) -> Vec<String> {
+    let mut natives = Vec::with_capacity(selection.len());
+    for inst in selection.values() {
+        if table.intern(&inst.native, &inst.symbol).is_some() {
+            natives.push(inst.native.clone());
+        } else {
+            metrics::counter!("spreadagg_ingest_symbols_refused_total").increment(1);
+            tracing::warn!(native = %inst.native, symbol = %inst.symbol, "symbol refused: it collides with another native spelling, or the symbol table is full");
+        }
+    }
+    natives
+}
+
+fn report_selection(
+    ex: &'static str,
+    selection: &discovery::Selection,
+    component: &spreadagg_runtime::Component,
+) {
+    let symbols: Vec<&str> = selection.keys().map(Symbol::as_str).collect();
+    tracing::info!(exchange = ex, count = symbols.len(), symbols = %symbols.join(","), "symbols selected");
+    component.set(true, json!({"state": "done", "symbols": symbols}));
+    metrics::gauge!("spreadagg_ingest_symbols", "exchange" => ex).set(selection.len() as f64);
+}
+
+/// Keeps `/health` and readiness in step with the exchange's breaker until `stop`.
+async fn watch_breaker(
+    shared: &Shared,
+    component: &spreadagg_runtime::Component,
+    stop: &CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        component.set(!shared.breaker.is_open(), shared.breaker.report());
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+    }
+}
+
+/// The symbols of each connection, kept stable across re-discoveries: a delisted symbol
+/// leaves its connection, a new one joins the first connection with room, or a new
+/// connection.
+struct Groups {
+    per_connection: usize,
+    lists: Vec<(Vec<String>, watch::Sender<Vec<String>>)>,
+}
+
+impl Groups {
+    fn new(per_connection: usize) -> Self {
+        Self {
+            per_connection: per_connection.max(1),
+            lists: Vec::new(),
+        }
+    }
+
+    /// Applies the new full list; returns the connections to spawn (index, their list).
+    fn assign(&mut self, natives: &[String]) -> Vec<(usize, watch::Receiver<Vec<String>>)> {
+        let wanted: std::collections::HashSet<&str> = natives.iter().map(String::as_str).collect();
+        let mut held = std::collections::HashSet::new();
+        for (list, tx) in &mut self.lists {
+            let before = list.len();
+            list.retain(|n| wanted.contains(n.as_str()));
+            held.extend(list.iter().cloned());
+            if list.len() != before {
+                tx.send_replace(list.clone());
+            }
+        }
+        let mut changed = vec![false; self.lists.len()];
+        let mut spawned = Vec::new();
+        for n in natives.iter().filter(|n| !held.contains(*n)) {
+            let slot = self
+                .lists
+                .iter()
+                .position(|(l, _)| !l.is_empty() && l.len() < self.per_connection);
+            match slot {
+                Some(i) => {
+                    self.lists[i].0.push(n.clone());
+                    changed[i] = true;
+                }
+                None => {
+                    let (tx, rx) = watch::channel(Vec::new());
+                    self.lists.push((vec![n.clone()], tx));
+                    changed.push(false);
+                    spawned.push((self.lists.len() - 1, rx));
+                }
+            }
+        }
+        for (i, (list, tx)) in self.lists.iter().enumerate() {
+            if changed.get(i).copied().unwrap_or(false) {
+                tx.send_replace(list.clone());
+            }
+        }
+        for (i, rx) in &mut spawned {
+            // The new connection's starting list, seen as its current value.
+            let list = self.lists[*i].0.clone();
+            self.lists[*i].1.send_replace(list);
+            rx.mark_unchanged();
+        }
+        // Emptied connections end (they see an empty list); drop them from the table.
+        spawned
+    }
+
+    fn close(&mut self) {
+        self.lists.clear();
+    }
+}
+
+/// Periodic re-discovery: listings, delistings and symbols crossing the volume bounds are
+/// subscribed or unsubscribed without a restart (each changed connection rotates onto its
+/// new list, make-before-break).
+struct Rediscovery {
+    adapter: Arc<dyn exchange::Adapter>,
+    http: reqwest::Client,
+    rest_url: String,
+    config: IngestConfig,
+    symbols: Arc<RwLock<Arc<SymbolTable>>>,
+    shared: Arc<Shared>,
+    health: Health,
+    stop: CancellationToken,
+    connections: TaskTracker,
+    component: spreadagg_runtime::Component,
+}
+
+impl Rediscovery {
+    async fn run(self, groups: &mut Groups) {
+        let ex = self.adapter.id().as_str();
+        if self.config.rediscover_every_s == 0 {
+            return self.stop.cancelled().await;
+        }
+        let every = Duration::from_secs(self.config.rediscover_every_s);
+        loop {
+            let jitter = Backoff::new(every / 10, every / 10).next_delay();
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = tokio::time::sleep(every - every / 20 + jitter) => {}
+            }
+            let selection = match discovery::discover(
+                self.adapter.as_ref(),
+                &self.http,
+                &self.rest_url,
+                &self.config,
+            )
+            .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    metrics::counter!("spreadagg_ingest_discovery_errors_total", "exchange" => ex)
+                        .increment(1);
+                    tracing::warn!(exchange = ex, error = %e, "re-discovery failed; keeping the current symbols");
+                    continue;
+                }
+            };
+            if selection.is_empty() {
+                tracing::warn!(
+                    exchange = ex,
+                    "re-discovery selected nothing; keeping the current symbols"
+                );
+                continue;
+            }
+            let natives = {
+                let mut guard = self
+                    .symbols
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut table = SymbolTable::clone(&guard);
+                let natives = intern(&mut table, &selection);
+                *guard = Arc::new(table);
+                natives
+            };
+            report_selection(ex, &selection, &self.component);
+            for spawn in groups.assign(&natives) {
+                spawn_connection(
+                    &self.connections,
+                    &self.shared,
+                    &self.health,
+                    &self.stop,
+                    spawn,
+                );
+            }
+            tracing::info!(
+                exchange = ex,
+                symbols = natives.len(),
+                "re-discovery applied"
+            );
+        }
+    }
+}
 
 /// How often discovery is retried when it selects nothing (a listing may appear later).
 const EMPTY_SELECTION_RETRY: Duration = Duration::from_secs(60);
@@ -273,14 +556,11 @@ async fn discover_until_selected(
     component: &spreadagg_runtime::Component,
     stop: &CancellationToken,
 ) -> Option<discovery::Selection> {
-    use backon::BackoffBuilder;
     let ex = adapter.id().as_str();
-    let mut backoff = backon::ExponentialBuilder::new()
-        .with_min_delay(Duration::from_millis(config.backoff_min_ms))
-        .with_max_delay(Duration::from_millis(config.backoff_max_ms))
-        .with_jitter()
-        .without_max_times()
-        .build();
+    let mut backoff = Backoff::new(
+        Duration::from_millis(config.backoff_min_ms),
+        Duration::from_millis(config.backoff_max_ms),
+    );
     loop {
         let delay = match discovery::discover(adapter, http, rest_url, config).await {
             Ok(s) if !s.is_empty() => return Some(s),
@@ -296,9 +576,7 @@ async fn discover_until_selected(
             Err(e) => {
                 metrics::counter!("spreadagg_ingest_discovery_errors_total", "exchange" => ex)
                     .increment(1);
-                let delay = backoff
-                    .next()
-                    .unwrap_or(Duration::from_millis(config.backoff_max_ms));
+                let delay = backoff.next_delay();
                 tracing::warn!(exchange = ex, error = %e, retry_ms = delay.as_millis() as u64, "discovery failed");
                 component.set(false, json!({"state": "retrying", "error": e.to_string()}));
                 delay

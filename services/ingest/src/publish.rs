@@ -1,116 +1,380 @@
-//! The publishing side of an ingestor: events from every connection, encoded as `spreadagg.v1`
-//! protobufs and published with a `Nats-Msg-Id` derived from the exchange's own ids, so a
-//! repeat (a reconnect replaying the last book, or an active-active replica) is stored once.
+//! The publishing side of an ingestor: events from the [`Conflator`], encoded as
+//! `spreadagg.v1` protobufs and published with a `Nats-Msg-Id` derived from the exchange's own
+//! ids, so a repeat (a rotation's overlap, a reconnect replaying the last book, or an
+//! active-active replica) is stored once.
+//!
+//! The publisher never gives up on a message while the role runs: during a broker outage its
+//! in-flight window waits and retries, and the conflator upstream keeps memory bounded. On
+//! shutdown it flushes until `abandon` fires (the drain deadline); whatever is still
+//! unacknowledged then is counted as dropped and logged.
 
-use prost::Message as _;
+use std::fmt::Write as _;
+use std::sync::{Arc, RwLock};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::encoding::{WireType, encode_key, encode_varint};
 use serde_json::json;
 use spreadagg_bus::{Bus, OutMessage};
-use spreadagg_model::{ExchangeId, subjects};
+use spreadagg_model::ExchangeId;
+use spreadagg_model::formulas::book_spread_pct;
 use spreadagg_runtime::Component;
-use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use crate::exchange::Event;
+use crate::conflate::Conflator;
+use crate::event::{Event, Print, Quote};
+use crate::symbols::{SymbolEntry, SymbolTable};
 
-/// Publishes until every connection has hung up (the channel closes), then flushes.
+/// Events taken from the conflator per round.
+const BATCH: usize = 256;
+/// Payload arena: messages are encoded into one buffer and split off it, so a message costs
+/// no allocation of its own.
+const ARENA_BYTES: usize = 64 * 1024;
+
+/// Publishes until the conflator is closed and empty, then flushes (or gives up at
+/// `abandon`, counting what is lost).
 pub(crate) async fn run(
     exchange: ExchangeId,
     bus: Bus,
     max_in_flight: usize,
-    mut events: mpsc::Receiver<Event>,
+    source: Arc<Conflator>,
+    symbols: Arc<RwLock<Arc<SymbolTable>>>,
     component: Component,
+    abandon: CancellationToken,
 ) {
     let ex = exchange.as_str();
-    let mut publisher = bus.publisher(max_in_flight);
+    let mut publisher = bus.publisher(max_in_flight).retry_forever();
+    let mut encoder = Encoder::new(exchange);
+    let published_ticks =
+        metrics::counter!("spreadagg_ingest_events_total", "exchange" => ex, "kind" => "tick");
+    let published_trades =
+        metrics::counter!("spreadagg_ingest_events_total", "exchange" => ex, "kind" => "trade");
+    let unknown = metrics::counter!("spreadagg_ingest_dropped_total", "exchange" => ex, "kind" => "any", "reason" => "unknown_symbol_id");
+    let lost = metrics::counter!("spreadagg_ingest_dropped_total", "exchange" => ex, "kind" => "any", "reason" => "shutdown_unacknowledged");
     component.set(true, json!({"state": "publishing", "bus": bus.kind()}));
     let mut published: u64 = 0;
-    while let Some(event) = events.recv().await {
-        let msg = encode(exchange, &event);
-        match publisher.publish(msg).await {
-            // Sent; its acknowledgement is awaited later, and a failure comes back then.
-            Ok(()) => published += 1,
-            Err(failed) => {
-                metrics::counter!("spreadagg_ingest_dropped_total", "exchange" => ex, "kind" => "any", "reason" => "publish_failed").increment(1);
-                tracing::warn!(exchange = ex, error = %failed, "publish failed after retries; event dropped");
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut abandoned = 0usize;
+    'outer: loop {
+        let more = tokio::select! {
+            more = source.take(BATCH, &mut batch) => more,
+            () = abandon.cancelled() => false,
+        };
+        if !more && batch.is_empty() {
+            break;
+        }
+        let table = symbols
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut events = batch.drain(..);
+        while let Some(event) = events.next() {
+            let Some(msg) = encoder.encode(&table, &event) else {
+                unknown.increment(1);
+                continue;
+            };
+            let is_tick = matches!(event, Event::Quote(_));
+            tokio::select! {
+                r = publisher.publish(msg) => {
+                    if let Err(failed) = r {
+                        // Not with retry_forever; kept so a change of policy cannot go silent.
+                        lost.increment(1);
+                        tracing::warn!(exchange = ex, error = %failed, "publish failed; message dropped");
+                    }
+                }
+                () = abandon.cancelled() => {
+                    // This one and the rest of the batch never went out.
+                    abandoned += 1 + events.len();
+                    break 'outer;
+                }
+            }
+            if is_tick {
+                published_ticks.increment(1);
+            } else {
+                published_trades.increment(1);
+            }
+            published += 1;
+            if published.is_multiple_of(4096) {
+                let (quotes, trades) = source.depth();
+                component.set(true, json!({"state": "publishing", "bus": bus.kind(), "published": published, "pending_ticks": quotes, "pending_trades": trades, "in_flight": publisher.in_flight()}));
             }
         }
-        metrics::gauge!("spreadagg_ingest_queue_depth", "exchange" => ex).set(events.len() as f64);
-        if published.is_multiple_of(1000) {
-            component.set(true, json!({"state": "publishing", "bus": bus.kind(), "published": published, "queue_depth": events.len(), "in_flight": publisher.in_flight()}));
+        if !more {
+            break;
         }
     }
-    if let Err(failed) = publisher.flush().await {
-        tracing::warn!(exchange = ex, error = %failed, "final flush failed; event dropped");
+    if abandoned == 0 {
+        tokio::select! {
+            r = publisher.flush() => if let Err(failed) = r {
+                lost.increment(1);
+                tracing::warn!(exchange = ex, error = %failed, "final flush failed; message dropped");
+            },
+            () = abandon.cancelled() => {}
+        }
     }
-    component.set(false, json!({"state": "stopped", "published": published}));
+    // What the deadline cut off: unacknowledged publishes, the unsent rest of the batch, and
+    // whatever the conflator still holds.
+    abandoned += publisher.abandon();
+    source.close();
+    let mut rest = Vec::new();
+    while !rest.is_empty() || source.take(usize::MAX, &mut rest).await {
+        abandoned += rest.len();
+        rest.clear();
+    }
+    if abandoned > 0 {
+        lost.increment(abandoned as u64);
+        tracing::warn!(
+            exchange = ex,
+            lost = abandoned,
+            "drain deadline reached with messages unacknowledged; they are lost"
+        );
+    }
+    component.set(
+        false,
+        json!({"state": "stopped", "published": published, "lost_at_shutdown": abandoned}),
+    );
 }
 
-/// The bus message for an event: subject, message id and protobuf payload.
-pub fn encode(exchange: ExchangeId, event: &Event) -> OutMessage {
-    match event {
-        Event::Tick(t) => OutMessage {
-            subject: subjects::tick(exchange, &t.symbol),
-            // The exchange's update id identifies a book state; without one (seq 0) only the
-            // receive time can tell ticks apart.
-            msg_id: if t.seq == 0 {
-                format!("tick:{exchange}:{}:r{}", t.symbol, t.recv_ts_ns)
-            } else {
-                // With the exchange's time where it sends one: an update id that restarts
-                // after maintenance then cannot make a new tick look like an old one.
-                format!(
-                    "tick:{exchange}:{}:{}:{}",
-                    t.symbol, t.seq, t.exchange_ts_ns
-                )
+/// Encodes events into bus messages. Payloads are written field by field (the protobuf wire
+/// format of `spreadagg.v1.Tick` / `Trade`, zero values omitted as proto3 does) straight from
+/// the interned names, into a shared arena.
+#[derive(Debug)]
+pub struct Encoder {
+    exchange: ExchangeId,
+    arena: BytesMut,
+    id: String,
+}
+
+impl Encoder {
+    pub fn new(exchange: ExchangeId) -> Self {
+        Self {
+            exchange,
+            arena: BytesMut::with_capacity(ARENA_BYTES),
+            id: String::with_capacity(96),
+        }
+    }
+
+    /// The bus message for an event; `None` when its symbol id is not in `table`.
+    pub fn encode(&mut self, table: &SymbolTable, event: &Event) -> Option<OutMessage> {
+        let entry = table.get(event.symbol())?;
+        Some(match event {
+            Event::Quote(q) => OutMessage {
+                subject: entry.tick_subject.clone(),
+                msg_id: self.tick_id(entry, q),
+                payload: self.tick_payload(entry, q),
             },
-            payload: t.encode_to_vec().into(),
-        },
-        Event::Trade(t) => OutMessage {
-            subject: subjects::trade(exchange, &t.symbol),
-            msg_id: format!("trade:{exchange}:{}:{}", t.symbol, t.trade_id),
-            payload: t.encode_to_vec().into(),
-        },
+            Event::Print(p) => OutMessage {
+                subject: entry.trade_subject.clone(),
+                msg_id: self.trade_id(entry, p),
+                payload: self.trade_payload(entry, p),
+            },
+        })
+    }
+
+    /// `tick:<exchange>:<symbol>:<seq>:<exchange_ts>`: the exchange's update id identifies a
+    /// book state, with the exchange's time so an update id that restarts after maintenance
+    /// cannot make a new tick look like an old one. Without an update id (seq 0) only the
+    /// receive time can tell ticks apart.
+    fn tick_id(&mut self, entry: &SymbolEntry, q: &Quote) -> String {
+        self.id.clear();
+        let ex = self.exchange.as_str();
+        let sym = entry.symbol.as_str();
+        if q.seq == 0 {
+            let _ = write!(self.id, "tick:{ex}:{sym}:r{}", q.recv_ts_ns);
+        } else {
+            let _ = write!(self.id, "tick:{ex}:{sym}:{}:{}", q.seq, q.exchange_ts_ns);
+        }
+        self.id.clone()
+    }
+
+    fn trade_id(&mut self, entry: &SymbolEntry, p: &Print) -> String {
+        self.id.clear();
+        let _ = write!(
+            self.id,
+            "trade:{}:{}:{}",
+            self.exchange.as_str(),
+            entry.symbol.as_str(),
+            p.trade_id
+        );
+        self.id.clone()
+    }
+
+    fn reserve(&mut self, n: usize) {
+        if self.arena.capacity() - self.arena.len() < n {
+            self.arena = BytesMut::with_capacity(ARENA_BYTES.max(n));
+        }
+    }
+
+    fn tick_payload(&mut self, entry: &SymbolEntry, q: &Quote) -> Bytes {
+        let ex = self.exchange.as_str();
+        let sym = entry.symbol.as_str();
+        self.reserve(ex.len() + sym.len() + 96);
+        let b = &mut self.arena;
+        put_str(1, ex, b);
+        put_str(2, sym, b);
+        put_f64(3, q.bid_px, b);
+        put_f64(4, q.bid_qty, b);
+        put_f64(5, q.ask_px, b);
+        put_f64(6, q.ask_qty, b);
+        put_f64(7, book_spread_pct(q.bid_px, q.ask_px), b);
+        put_i64(8, q.exchange_ts_ns, b);
+        put_i64(9, q.recv_ts_ns, b);
+        put_u64(10, q.seq, b);
+        self.arena.split().freeze()
+    }
+
+    fn trade_payload(&mut self, entry: &SymbolEntry, p: &Print) -> Bytes {
+        let ex = self.exchange.as_str();
+        let sym = entry.symbol.as_str();
+        self.reserve(ex.len() + sym.len() + p.trade_id.len() + 96);
+        let b = &mut self.arena;
+        put_str(1, ex, b);
+        put_str(2, sym, b);
+        put_f64(3, p.price, b);
+        put_f64(4, p.qty, b);
+        put_u64(5, u64::from(p.side as i32 as u32), b);
+        put_str(6, &p.trade_id, b);
+        put_i64(7, p.exchange_ts_ns, b);
+        put_i64(8, p.recv_ts_ns, b);
+        self.arena.split().freeze()
+    }
+}
+
+fn put_str(tag: u32, s: &str, b: &mut BytesMut) {
+    if !s.is_empty() {
+        encode_key(tag, WireType::LengthDelimited, b);
+        encode_varint(s.len() as u64, b);
+        b.put_slice(s.as_bytes());
+    }
+}
+
+fn put_f64(tag: u32, v: f64, b: &mut BytesMut) {
+    if v.to_bits() != 0 {
+        encode_key(tag, WireType::SixtyFourBit, b);
+        b.put_f64_le(v);
+    }
+}
+
+fn put_i64(tag: u32, v: i64, b: &mut BytesMut) {
+    if v != 0 {
+        encode_key(tag, WireType::Varint, b);
+        // int64 is a plain two's-complement varint on the wire.
+        encode_varint(v as u64, b);
+    }
+}
+
+fn put_u64(tag: u32, v: u64, b: &mut BytesMut) {
+    if v != 0 {
+        encode_key(tag, WireType::Varint, b);
+        encode_varint(v, b);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use spreadagg_model::wire::{Tick, Trade};
+    use prost::Message as _;
+    use spreadagg_model::wire::{Side, Tick, Trade};
 
     use super::*;
+    use crate::symbols::SymbolId;
 
-    fn tick(seq: u64, exchange_ts_ns: i64, recv_ts_ns: i64) -> Event {
-        Event::Tick(Tick {
-            exchange: "okx".into(),
-            symbol: "BTC-USDT".into(),
-            seq,
+    fn table() -> SymbolTable {
+        SymbolTable::from_pairs(ExchangeId::Okx, [("BTC-USDT", "BTC-USDT")])
+    }
+
+    fn quote(seq: u64, exchange_ts_ns: i64, recv_ts_ns: i64) -> Event {
+        Event::Quote(Quote {
+            symbol: SymbolId(0),
+            bid_px: 101.0,
+            bid_qty: 2.0,
+            ask_px: 101.5,
+            ask_qty: 0.25,
             exchange_ts_ns,
             recv_ts_ns,
-            ..Tick::default()
+            seq,
         })
     }
 
     #[test]
-    fn message_ids_identify_exchange_updates() {
-        let id = |e: &Event| encode(ExchangeId::Okx, e).msg_id;
-        // The same update received twice (reconnect replay, or a second replica) is one id.
-        assert_eq!(id(&tick(7, 1_000, 1)), id(&tick(7, 1_000, 2)));
-        // An update id reused after an exchange restart, at another time, is another id.
-        assert_ne!(id(&tick(7, 1_000, 1)), id(&tick(7, 9_000, 2)));
-        // Without an update id only the receive time tells ticks apart.
-        assert_ne!(id(&tick(0, 0, 1)), id(&tick(0, 0, 2)));
-        let trade = Event::Trade(Trade {
-            exchange: "okx".into(),
-            symbol: "BTC-USDT".into(),
+    fn payloads_decode_as_the_contract_messages() {
+        let mut enc = Encoder::new(ExchangeId::Okx);
+        let msg = enc
+            .encode(&table(), &quote(7, 1_597_026_383_085_000_000, -5))
+            .expect("known symbol");
+        let tick = Tick::decode(msg.payload).expect("a Tick");
+        assert_eq!(
+            tick,
+            Tick {
+                exchange: "okx".into(),
+                symbol: "BTC-USDT".into(),
+                bid_px: 101.0,
+                bid_qty: 2.0,
+                ask_px: 101.5,
+                ask_qty: 0.25,
+                book_spread_pct: book_spread_pct(101.0, 101.5),
+                exchange_ts_ns: 1_597_026_383_085_000_000,
+                recv_ts_ns: -5,
+                seq: 7,
+            }
+        );
+        assert_eq!(msg.subject, "md.tick.okx.BTC-USDT");
+        let print = Event::Print(Print {
+            symbol: SymbolId(0),
+            price: 42219.9,
+            qty: 0.12,
+            side: Side::Sell,
             trade_id: "130639474".into(),
-            ..Trade::default()
+            exchange_ts_ns: 1,
+            recv_ts_ns: 2,
         });
-        let msg = encode(ExchangeId::Okx, &trade);
+        let msg = enc.encode(&table(), &print).expect("known symbol");
         assert_eq!(
             (msg.subject.as_str(), msg.msg_id.as_str()),
             ("md.trade.okx.BTC-USDT", "trade:okx:BTC-USDT:130639474")
         );
+        let trade = Trade::decode(msg.payload).expect("a Trade");
+        assert_eq!(trade.side(), Side::Sell);
         assert_eq!(
-            encode(ExchangeId::Okx, &tick(1, 1, 1)).subject,
-            "md.tick.okx.BTC-USDT"
+            (trade.price, trade.qty, trade.trade_id.as_str()),
+            (42219.9, 0.12, "130639474")
         );
+        assert_eq!((trade.exchange_ts_ns, trade.recv_ts_ns), (1, 2));
+        // Byte for byte what prost writes.
+        assert_eq!(
+            enc.encode(&table(), &quote(7, 3, 4))
+                .expect("known")
+                .payload
+                .as_ref(),
+            Tick::decode(
+                enc.encode(&table(), &quote(7, 3, 4))
+                    .expect("known")
+                    .payload
+            )
+            .expect("tick")
+            .encode_to_vec()
+        );
+    }
+
+    #[test]
+    fn message_ids_identify_exchange_updates() {
+        let mut enc = Encoder::new(ExchangeId::Okx);
+        let t = table();
+        let mut id = |e: &Event| enc.encode(&t, e).expect("known").msg_id;
+        // The same update received twice (rotation overlap, or a second replica) is one id.
+        assert_eq!(id(&quote(7, 1_000, 1)), id(&quote(7, 1_000, 2)));
+        assert_eq!(id(&quote(7, 1_000, 1)), "tick:okx:BTC-USDT:7:1000");
+        // An update id reused after an exchange restart, at another time, is another id.
+        assert_ne!(id(&quote(7, 1_000, 1)), id(&quote(7, 9_000, 2)));
+        // Without an update id only the receive time tells ticks apart.
+        assert_ne!(id(&quote(0, 0, 1)), id(&quote(0, 0, 2)));
+    }
+
+    #[test]
+    fn an_unknown_symbol_id_is_refused() {
+        let mut enc = Encoder::new(ExchangeId::Okx);
+        let mut e = quote(1, 1, 1);
+        if let Event::Quote(q) = &mut e {
+            q.symbol = SymbolId(5);
+        }
+        assert!(enc.encode(&table(), &e).is_none());
     }
 }

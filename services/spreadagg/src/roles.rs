@@ -218,7 +218,10 @@ fn spawn_ingest(
     health: &Health,
     stop: &CancellationToken,
 ) {
-    tracing::info!(exchange = ?config.exchange, "ingest starting");
+    tracing::info!(
+        exchange = config.exchange.map_or("none", |e| e.as_str()),
+        "ingest starting"
+    );
     spawn_role(
         roles,
         "ingest",

@@ -1,52 +1,86 @@
-//! Exchange adapters: what differs between exchanges, and nothing else. Each adapter knows its
-//! endpoints, its instrument and volume REST shapes, how to subscribe within its limits, its
-//! keep-alive, and how to turn its frames into [`Event`]s. Connection handling, backoff,
-//! watchdogs and publishing are shared (`crate::connection`, `crate::publish`).
+//! The exchange contract: what differs between exchanges, and nothing else.
 //!
+//! An [`Adapter`] is the exchange's static side: endpoints, limits, the REST shapes discovery
+//! reads, and [`Adapter::plan`], the async step that prepares one connection (most exchanges
+//! just name their URL; KuCoin first asks REST for a token and a server). The plan carries a
+//! [`Session`]: per-connection, mutable protocol state that sees every frame (text or binary),
+//! may answer with frames of its own (HTX pongs), builds the subscribe requests and matches
+//! their acks, and turns market data into [`Event`]s.
+//!
+//! Connection handling (backoff, breaker, watchdogs, ack timeouts, rotation) and publishing
+//! are shared (`crate::connection`, `crate::publish`); decompression is in `crate::codec`.
 //! Adapters are registered in one place: [`adapter`].
 
 pub mod binance;
 pub mod okx;
+mod parse;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use spreadagg_model::wire::{Tick, Trade};
+use futures_util::future::BoxFuture;
 use spreadagg_model::{ExchangeId, Symbol};
+
+pub use crate::event::{Event, Print, Quote};
+pub use crate::symbols::{SymbolId, SymbolTable};
+pub(crate) use parse::{SeqGate, malformed, num, print, quote};
 
 /// One tradable instrument as the exchange lists it, mapped to the canonical symbol.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Instrument {
-    /// The exchange's own spelling (`BTCUSDT`, `BTC-USDT`).
+    /// The exchange's own spelling, exactly as its WebSocket frames carry it (`BTCUSDT`,
+    /// `BTC-USDT`, `btcusdt`).
     pub native: String,
     pub symbol: Symbol,
     /// Listed and trading now.
     pub trading: bool,
 }
 
-/// Native spelling -> canonical symbol, built from the exchange's own instrument list.
-pub type SymbolMap = HashMap<String, Symbol>;
-
-/// A normalised market-data event.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    Tick(Tick),
-    Trade(Trade),
+/// A frame from the exchange, as the WebSocket delivered it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame<'a> {
+    Text(&'a str),
+    Binary(&'a [u8]),
 }
 
-/// What a frame was, besides any events it carried.
+/// A frame for the exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+/// One subscribe request: its id (which the session matches acks against), the native
+/// symbols it covers, and the frame to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub id: u64,
+    pub natives: Vec<String>,
+    pub frame: Outgoing,
+}
+
+/// What a frame was, besides any events and replies it produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
     /// Market data (events were appended).
     Data,
-    /// A subscription was acknowledged.
-    Ack,
-    /// The answer to our keep-alive.
-    Pong,
-    /// The exchange reported an error (bad subscription, rate limit); the session goes on.
+    /// Every topic of this request is confirmed.
+    Subscribed(u64),
+    /// The exchange refused a request (the request is `None` when the refusal names none; it
+    /// then times out like an unanswered one).
+    Refused {
+        request: Option<u64>,
+        reason: String,
+    },
+    /// The answer to our keep-alive, or a server ping we answered.
+    KeepAlive,
+    /// The exchange reported an error unrelated to a request; the session goes on.
     ExchangeError(String),
-    /// The exchange asked us to reconnect (maintenance, forced rotation).
-    Reconnect(String),
+    /// The exchange announced that it will close this connection soon (maintenance, maximum
+    /// age): open a successor now, then close this one.
+    Rotate(String),
+    /// The exchange is closing this connection now.
+    Closing(String),
     /// A frame we understand and do not need.
     Ignored,
 }
@@ -54,7 +88,7 @@ pub enum Control {
 /// Why a frame or REST body was rejected. Counted under its label, never a panic.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ParseError {
-    #[error("not JSON of the expected shape: {0}")]
+    #[error("not of the expected shape: {0}")]
     Malformed(String),
     #[error("unknown symbol {0}")]
     UnknownSymbol(String),
@@ -64,6 +98,10 @@ pub enum ParseError {
     BadQuote(#[from] spreadagg_model::formulas::QuoteError),
     #[error("exchange answered with an error: {0}")]
     Exchange(String),
+    #[error("decompression: {0}")]
+    Decompress(#[from] crate::codec::CodecError),
+    #[error("update {seq} is not newer than {last}")]
+    OutOfOrder { seq: u64, last: u64 },
 }
 
 impl ParseError {
@@ -75,24 +113,113 @@ impl ParseError {
             ParseError::BadNumber(_) => "bad_number",
             ParseError::BadQuote(q) => q.label(),
             ParseError::Exchange(_) => "exchange_error",
+            ParseError::Decompress(c) => c.label(),
+            ParseError::OutOfOrder { .. } => "out_of_order",
         }
     }
 }
 
-/// A keep-alive the client must send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientPing {
-    pub text: String,
-    pub every: Duration,
+/// The exchange's connection and subscription caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Symbols one connection carries (within its per-connection topic cap).
+    pub symbols_per_connection: usize,
+    /// Pause between two subscribe requests (inbound message-rate limits).
+    pub subscribe_pacing: Duration,
+    /// The exchange closes a connection at this age; we rotate before it.
+    pub max_connection_age: Option<Duration>,
 }
 
-/// The per-exchange part of ingestion.
+/// Everything one connection needs from the exchange, prepared by [`Adapter::plan`].
+pub struct Plan {
+    /// The WebSocket URL to dial, query included.
+    pub url: String,
+    pub session: Box<dyn Session>,
+    /// How often [`Session::keepalive`] is asked for a frame.
+    pub keepalive_every: Option<Duration>,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("url", &self.url)
+            .field("keepalive_every", &self.keepalive_every)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a connection could not be planned (a REST bootstrap failed).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct PlanError(pub String);
+
+/// What [`Adapter::plan`] may use.
+#[derive(Debug, Clone)]
+pub struct PlanContext<'a> {
+    pub http: &'a reqwest::Client,
+    /// REST scheme and host (`--rest-url` or the exchange's).
+    pub rest_url: &'a str,
+    /// `--ws-url`, when given: it replaces the exchange's (or the bootstrap's) endpoint.
+    pub ws_url: Option<&'a str>,
+}
+
+/// The per-connection protocol state machine. One per WebSocket connection; never shared.
+pub trait Session: Send {
+    /// The subscribe requests for these native symbols, batched within the exchange's
+    /// per-request caps; request ids come from `next_id`, which the caller keeps unique per
+    /// connection.
+    fn subscribe(&mut self, natives: &[String], next_id: &mut u64) -> Vec<Request>;
+
+    /// One frame: events go to `out.events`, frames to send back to `out.replies`.
+    ///
+    /// # Errors
+    /// When the frame is malformed or carries unusable data; the caller counts and drops it,
+    /// and the session goes on.
+    fn on_frame(
+        &mut self,
+        frame: Frame<'_>,
+        symbols: &SymbolTable,
+        recv_ts_ns: i64,
+        out: &mut Output,
+    ) -> Result<Control, ParseError>;
+
+    /// Whether subscribe requests may go out yet (KuCoin: only after its `welcome`). Asked
+    /// again after every frame.
+    fn ready_to_subscribe(&self) -> bool {
+        true
+    }
+
+    /// The client keep-alive frame, asked for every [`Plan::keepalive_every`].
+    fn keepalive(&mut self) -> Option<Outgoing> {
+        None
+    }
+
+    /// The connection gave up waiting for this request's ack: drop what is kept for it.
+    fn forget(&mut self, _request: u64) {}
+}
+
+/// What one frame produced. Reused across frames, so the hot path allocates nothing.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub events: Vec<Event>,
+    pub replies: Vec<Outgoing>,
+}
+
+impl Output {
+    pub fn clear(&mut self) {
+        self.events.clear();
+        self.replies.clear();
+    }
+}
+
+/// The exchange's static side.
 pub trait Adapter: Send + Sync + 'static {
     fn id(&self) -> ExchangeId;
     /// The public WebSocket endpoint, as the exchange documents it.
     fn default_ws_url(&self) -> &'static str;
     /// REST scheme and host.
     fn default_rest_url(&self) -> &'static str;
+    fn limits(&self) -> Limits;
     /// Path (and query) of the instrument list.
     fn instruments_path(&self) -> &'static str;
     /// Path (and query) of the 24 h tickers with quote volume.
@@ -107,27 +234,22 @@ pub trait Adapter: Send + Sync + 'static {
     /// # Errors
     /// When the body is not the documented shape.
     fn parse_volumes(&self, body: &str) -> Result<HashMap<String, f64>, ParseError>;
-    /// How many symbols one connection carries (within the exchange's stream caps).
-    fn symbols_per_connection(&self) -> usize;
-    /// The subscribe frames for these native symbols, batched within the exchange's
-    /// per-request limits.
-    fn subscribe_frames(&self, natives: &[String]) -> Vec<String>;
-    /// Pause between subscribe frames (inbound message-rate limits).
-    fn subscribe_pacing(&self) -> Duration;
-    /// The keep-alive the client sends, if the exchange wants one (server pings are
-    /// answered by the WebSocket layer).
-    fn client_ping(&self) -> Option<ClientPing>;
-    /// Parses one text frame, appending any events to `out`.
-    ///
-    /// # Errors
-    /// When the frame is malformed or carries unusable data; the caller counts and drops it.
-    fn parse(
-        &self,
-        text: &str,
-        symbols: &SymbolMap,
-        recv_ts_ns: i64,
-        out: &mut Vec<Event>,
-    ) -> Result<Control, ParseError>;
+    /// A fresh session for one connection.
+    fn session(&self) -> Box<dyn Session>;
+    /// How often the client sends a keep-alive, when the exchange wants one.
+    fn keepalive_every(&self) -> Option<Duration>;
+
+    /// Prepares one connection. The default dials `--ws-url` or the documented endpoint;
+    /// exchanges with a REST bootstrap override it (it runs again before every connect).
+    fn plan<'a>(&'a self, ctx: PlanContext<'a>) -> BoxFuture<'a, Result<Plan, PlanError>> {
+        Box::pin(async move {
+            Ok(Plan {
+                url: ctx.ws_url.unwrap_or(self.default_ws_url()).to_owned(),
+                session: self.session(),
+                keepalive_every: self.keepalive_every(),
+            })
+        })
+    }
 }
 
 /// The registry: the adapter for an exchange, if one is built.
@@ -137,42 +259,4 @@ pub fn adapter(id: ExchangeId) -> Option<Box<dyn Adapter>> {
         ExchangeId::Okx => Some(Box::new(okx::Okx)),
         _ => None,
     }
-}
-
-/// Parses a decimal string as the exchanges send prices and sizes.
-pub(crate) fn num(s: &str) -> Result<f64, ParseError> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() => Ok(v),
-        _ => Err(ParseError::BadNumber(s.to_owned())),
-    }
-}
-
-/// Builds a validated tick.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn tick(
-    exchange: ExchangeId,
-    symbol: &Symbol,
-    (bid_px, bid_qty): (f64, f64),
-    (ask_px, ask_qty): (f64, f64),
-    exchange_ts_ns: i64,
-    recv_ts_ns: i64,
-    seq: u64,
-) -> Result<Tick, ParseError> {
-    spreadagg_model::formulas::validate_quote(bid_px, bid_qty, ask_px, ask_qty)?;
-    Ok(Tick {
-        exchange: exchange.as_str().to_owned(),
-        symbol: symbol.as_str().to_owned(),
-        bid_px,
-        bid_qty,
-        ask_px,
-        ask_qty,
-        book_spread_pct: spreadagg_model::formulas::book_spread_pct(bid_px, ask_px),
-        exchange_ts_ns,
-        recv_ts_ns,
-        seq,
-    })
-}
-
-pub(crate) fn malformed(e: impl std::fmt::Display) -> ParseError {
-    ParseError::Malformed(e.to_string())
 }

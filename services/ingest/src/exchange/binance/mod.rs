@@ -5,19 +5,23 @@
 //! Raw streams at `wss://stream.binance.com:9443/ws`; `<sym>@bookTicker` for best bid/ask (no
 //! event time on spot; `u` is the book update id) and `<sym>@trade`. The server pings every
 //! 20 s and expects a pong within 60 s (answered by the WebSocket layer). At most 1024 streams
-//! per connection and 5 incoming messages per second; a `serverShutdown` event announces
-//! maintenance.
+//! per connection and 5 incoming messages per second; connections are closed after 24 h, and a
+//! `serverShutdown` event announces maintenance.
+//!
+//! Subscribe `{"method":"SUBSCRIBE","params":["btcusdt@bookTicker"],"id":1}` is answered
+//! `{"result":null,"id":1}`, or `{"error":{"code":2,"msg":".."},"id":1}` when refused.
 
 mod wire;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use spreadagg_model::wire::{Side, Trade};
+use spreadagg_model::wire::Side;
 use spreadagg_model::{ExchangeId, Symbol, time::ms_to_ns};
 
 use super::{
-    Adapter, ClientPing, Control, Event, Instrument, ParseError, SymbolMap, malformed, num, tick,
+    Adapter, Control, Event, Frame, Instrument, Limits, Outgoing, Output, ParseError, Request,
+    SeqGate, Session, SymbolTable, malformed, num, print, quote,
 };
 
 /// Streams per SUBSCRIBE request; small enough for any frame-size limit.
@@ -40,6 +44,15 @@ impl Adapter for Binance {
 
     fn default_rest_url(&self) -> &'static str {
         "https://api.binance.com"
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            symbols_per_connection: SYMBOLS_PER_CONNECTION,
+            // 5 incoming messages per second is the limit; stay under it.
+            subscribe_pacing: Duration::from_millis(250),
+            max_connection_age: Some(Duration::from_secs(24 * 60 * 60)),
+        }
     }
 
     fn instruments_path(&self) -> &'static str {
@@ -74,82 +87,93 @@ impl Adapter for Binance {
             .collect())
     }
 
-    fn symbols_per_connection(&self) -> usize {
-        SYMBOLS_PER_CONNECTION
+    fn session(&self) -> Box<dyn Session> {
+        Box::new(BinanceSession::default())
     }
 
-    fn subscribe_frames(&self, natives: &[String]) -> Vec<String> {
-        let streams: Vec<String> = natives
-            .iter()
-            .flat_map(|n| {
-                let lower = n.to_ascii_lowercase();
-                [format!("{lower}@bookTicker"), format!("{lower}@trade")]
-            })
-            .collect();
-        streams
-            .chunks(STREAMS_PER_REQUEST)
-            .enumerate()
-            .map(|(i, chunk)| {
-                serde_json::json!({"method": "SUBSCRIBE", "params": chunk, "id": i + 1}).to_string()
+    fn keepalive_every(&self) -> Option<Duration> {
+        // The server pings; the WebSocket layer answers.
+        None
+    }
+}
+
+/// One Binance connection: acks come back by request id.
+#[derive(Debug, Default)]
+pub struct BinanceSession {
+    seq: SeqGate,
+}
+
+impl Session for BinanceSession {
+    fn subscribe(&mut self, natives: &[String], next_id: &mut u64) -> Vec<Request> {
+        natives
+            .chunks(STREAMS_PER_REQUEST / 2)
+            .map(|chunk| {
+                let params: Vec<String> = chunk
+                    .iter()
+                    .flat_map(|n| {
+                        let lower = n.to_ascii_lowercase();
+                        [format!("{lower}@bookTicker"), format!("{lower}@trade")]
+                    })
+                    .collect();
+                let id = *next_id;
+                *next_id += 1;
+                Request {
+                    id,
+                    natives: chunk.to_vec(),
+                    frame: Outgoing::Text(
+                        serde_json::json!({"method": "SUBSCRIBE", "params": params, "id": id})
+                            .to_string(),
+                    ),
+                }
             })
             .collect()
     }
 
-    fn subscribe_pacing(&self) -> Duration {
-        // 5 incoming messages per second is the limit; stay under it.
-        Duration::from_millis(250)
-    }
-
-    fn client_ping(&self) -> Option<ClientPing> {
-        None
-    }
-
-    fn parse(
-        &self,
-        text: &str,
-        symbols: &SymbolMap,
+    fn on_frame(
+        &mut self,
+        frame: Frame<'_>,
+        symbols: &SymbolTable,
         recv_ts_ns: i64,
-        out: &mut Vec<Event>,
+        out: &mut Output,
     ) -> Result<Control, ParseError> {
+        let Frame::Text(text) = frame else {
+            return Err(malformed("binary frame"));
+        };
         let f: wire::Frame<'_> = serde_json::from_str(text).map_err(malformed)?;
-        if let Some(err) = f.error {
-            return Ok(Control::ExchangeError(format!(
-                "code {}: {}",
-                err.code, err.msg
-            )));
-        }
-        if f.id.is_some() {
-            return Ok(Control::Ack);
+        if f.id.is_some() || f.error.is_some() {
+            let request = f.id.as_ref().and_then(serde_json::Value::as_u64);
+            return Ok(match (f.error, request) {
+                (Some(err), request) => Control::Refused {
+                    request,
+                    reason: format!("code {}: {}", err.code, err.msg),
+                },
+                (None, Some(id)) => Control::Subscribed(id),
+                (None, None) => Control::Ignored,
+            });
         }
         match f.e.as_deref() {
             Some("trade") => {
                 let native = f.s.as_deref().ok_or_else(|| malformed("trade without s"))?;
                 let symbol = symbols
-                    .get(native)
+                    .lookup(native)
                     .ok_or_else(|| ParseError::UnknownSymbol(native.to_owned()))?;
                 let (Some(t), Some(p), Some(q), Some(ts), Some(m)) =
                     (f.t, f.p, f.q, f.trade_time, f.m)
                 else {
                     return Err(malformed("trade without t, p, q, T or m"));
                 };
-                let (price, qty) = (num(&p)?, num(&q)?);
-                if price <= 0.0 || qty <= 0.0 {
-                    return Err(ParseError::BadNumber(format!("{p} x {q}")));
-                }
-                out.push(Event::Trade(Trade {
-                    exchange: ExchangeId::Binance.as_str().to_owned(),
-                    symbol: symbol.as_str().to_owned(),
-                    price,
-                    qty,
+                out.events.push(Event::Print(print(
+                    symbol,
+                    (num(&p)?, num(&q)?),
                     // `m`: the buyer is the maker, so the taker sold.
-                    side: if m { Side::Sell } else { Side::Buy }.into(),
-                    trade_id: t.to_string(),
-                    exchange_ts_ns: ms_to_ns(ts),
+                    if m { Side::Sell } else { Side::Buy },
+                    t.to_string(),
+                    ms_to_ns(ts),
                     recv_ts_ns,
-                }));
+                )?));
                 Ok(Control::Data)
             }
-            Some("serverShutdown") => Ok(Control::Reconnect("serverShutdown event".into())),
+            Some("serverShutdown") => Ok(Control::Rotate("serverShutdown event".into())),
             Some(_) => Ok(Control::Ignored),
             None => {
                 // bookTicker carries no event type: u, s, b, B, a, A.
@@ -159,17 +183,18 @@ impl Adapter for Binance {
                     return Err(malformed("neither a bookTicker, a trade nor a response"));
                 };
                 let symbol = symbols
-                    .get(native.as_ref())
+                    .lookup(&native)
                     .ok_or_else(|| ParseError::UnknownSymbol(native.into_owned()))?;
-                out.push(Event::Tick(tick(
-                    ExchangeId::Binance,
+                let q = quote(
                     symbol,
                     (num(&b)?, num(&bq)?),
                     (num(&a)?, num(&aq)?),
                     0,
                     recv_ts_ns,
                     u,
-                )?));
+                )?;
+                self.seq.admit(symbol, u)?;
+                out.events.push(Event::Quote(q));
                 Ok(Control::Data)
             }
         }

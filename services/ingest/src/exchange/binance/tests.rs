@@ -1,19 +1,26 @@
-//! Binance parser tests on frames shaped exactly as Binance documents them.
+//! Binance session tests on frames shaped exactly as Binance documents them.
 
 use super::*;
-use crate::exchange::{Adapter, Control, Event, ParseError, SymbolMap};
+use crate::exchange::{Control, Event, ParseError, SymbolId};
 
-fn symbols() -> SymbolMap {
-    let mut m = SymbolMap::new();
-    m.insert("BNBUSDT".into(), "BNB-USDT".parse().expect("symbol"));
-    m.insert("BNBBTC".into(), "BNB-BTC".parse().expect("symbol"));
-    m
+fn symbols() -> SymbolTable {
+    SymbolTable::from_pairs(
+        ExchangeId::Binance,
+        [("BNBUSDT", "BNB-USDT"), ("BNBBTC", "BNB-BTC")],
+    )
+}
+
+fn parse_with(
+    session: &mut BinanceSession,
+    text: &str,
+) -> (Result<Control, ParseError>, Vec<Event>) {
+    let mut out = Output::default();
+    let r = session.on_frame(Frame::Text(text), &symbols(), 42, &mut out);
+    (r, out.events)
 }
 
 fn parse(text: &str) -> (Result<Control, ParseError>, Vec<Event>) {
-    let mut out = Vec::new();
-    let r = Binance.parse(text, &symbols(), 42, &mut out);
-    (r, out)
+    parse_with(&mut BinanceSession::default(), text)
 }
 
 #[test]
@@ -22,13 +29,10 @@ fn book_ticker_as_documented() {
         r#"{"u":400900217,"s":"BNBUSDT","b":"25.35190000","B":"31.21000000","a":"25.36520000","A":"40.66000000"}"#,
     );
     assert_eq!(r, Ok(Control::Data));
-    let Event::Tick(t) = &out[0] else {
-        panic!("not a tick: {out:?}")
+    let Event::Quote(t) = &out[0] else {
+        panic!("not a quote: {out:?}")
     };
-    assert_eq!(
-        (t.exchange.as_str(), t.symbol.as_str()),
-        ("binance", "BNB-USDT")
-    );
+    assert_eq!(t.symbol, SymbolId(0), "BNB-USDT");
     assert_eq!(
         (t.bid_px, t.bid_qty, t.ask_px, t.ask_qty),
         (25.3519, 31.21, 25.3652, 40.66)
@@ -37,7 +41,18 @@ fn book_ticker_as_documented() {
         (t.seq, t.exchange_ts_ns, t.recv_ts_ns),
         (400_900_217, 0, 42)
     );
-    assert!((t.book_spread_pct - (25.3652 - 25.3519) / 25.3652 * 100.0).abs() < 1e-12);
+}
+
+#[test]
+fn an_older_update_id_is_dropped() {
+    let mut s = BinanceSession::default();
+    let frame =
+        |u: u64| format!(r#"{{"u":{u},"s":"BNBUSDT","b":"25.3","B":"1","a":"25.4","A":"1"}}"#);
+    assert_eq!(parse_with(&mut s, &frame(10)).0, Ok(Control::Data));
+    let (r, out) = parse_with(&mut s, &frame(9));
+    assert_eq!(r.map_err(|e| e.label()), Err("out_of_order"));
+    assert!(out.is_empty());
+    assert_eq!(parse_with(&mut s, &frame(11)).0, Ok(Control::Data));
 }
 
 #[test]
@@ -46,35 +61,39 @@ fn trade_as_documented_maps_m_to_the_taker_side() {
         r#"{"e":"trade","E":1672515782136,"s":"BNBBTC","t":12345,"p":"0.001","q":"100","T":1672515782136,"m":true,"M":true}"#,
     );
     assert_eq!(r, Ok(Control::Data));
-    let Event::Trade(t) = &out[0] else {
+    let Event::Print(t) = &out[0] else {
         panic!("not a trade: {out:?}")
     };
     assert_eq!(
-        (t.symbol.as_str(), t.price, t.qty, t.trade_id.as_str()),
-        ("BNB-BTC", 0.001, 100.0, "12345")
+        (t.symbol, t.price, t.qty, t.trade_id.as_str()),
+        (SymbolId(1), 0.001, 100.0, "12345")
     );
-    assert_eq!(t.side(), Side::Sell, "m=true: buyer is maker, taker sold");
+    assert_eq!(t.side, Side::Sell, "m=true: buyer is maker, taker sold");
     assert_eq!(t.exchange_ts_ns, 1_672_515_782_136_000_000);
     let (_, out) =
         parse(r#"{"e":"trade","E":1,"s":"BNBBTC","t":1,"p":"1","q":"1","T":1,"m":false,"M":true}"#);
-    let Event::Trade(t) = &out[0] else {
+    let Event::Print(t) = &out[0] else {
         panic!("not a trade")
     };
-    assert_eq!(t.side(), Side::Buy);
+    assert_eq!(t.side, Side::Buy);
 }
 
 #[test]
 fn responses_and_events() {
-    assert_eq!(parse(r#"{"result":null,"id":1}"#).0, Ok(Control::Ack));
+    assert_eq!(
+        parse(r#"{"result":null,"id":1}"#).0,
+        Ok(Control::Subscribed(1))
+    );
     assert_eq!(
         parse(r#"{"error":{"code":2,"msg":"Invalid request: unknown variant"},"id":3}"#).0,
-        Ok(Control::ExchangeError(
-            "code 2: Invalid request: unknown variant".into()
-        ))
+        Ok(Control::Refused {
+            request: Some(3),
+            reason: "code 2: Invalid request: unknown variant".into()
+        })
     );
     assert!(matches!(
         parse(r#"{"e":"serverShutdown","E":1}"#).0,
-        Ok(Control::Reconnect(_))
+        Ok(Control::Rotate(_))
     ));
 }
 
@@ -118,6 +137,14 @@ fn malformed_and_unusable_frames_are_named() {
         );
         assert!(out.is_empty(), "{frame}");
     }
+    let mut out = Output::default();
+    assert_eq!(
+        BinanceSession::default()
+            .on_frame(Frame::Binary(b"\x00\x01"), &symbols(), 1, &mut out)
+            .map_err(|e| e.label()),
+        Err("malformed"),
+        "Binance sends no binary data frames"
+    );
 }
 
 #[test]
@@ -144,12 +171,20 @@ fn discovery_bodies() {
 }
 
 #[test]
-fn subscriptions_are_batched_and_lowercase() {
+fn subscriptions_are_batched_lowercase_and_numbered() {
     let natives: Vec<String> = (0..120).map(|i| format!("S{i}USDT")).collect();
-    let frames = Binance.subscribe_frames(&natives);
-    assert_eq!(frames.len(), 3, "240 streams in requests of 100");
-    let first: serde_json::Value = serde_json::from_str(&frames[0]).expect("json");
+    let mut next_id = 7;
+    let requests = BinanceSession::default().subscribe(&natives, &mut next_id);
+    assert_eq!(requests.len(), 3, "240 streams in requests of 100");
+    assert_eq!(next_id, 10);
+    assert_eq!(requests.iter().map(|r| r.id).collect::<Vec<_>>(), [7, 8, 9]);
+    assert_eq!(requests[0].natives.len(), 50);
+    let Outgoing::Text(text) = &requests[0].frame else {
+        panic!("a text frame")
+    };
+    let first: serde_json::Value = serde_json::from_str(text).expect("json");
     assert_eq!(first["method"], "SUBSCRIBE");
+    assert_eq!(first["id"], 7);
     assert_eq!(first["params"][0], "s0usdt@bookTicker");
     assert_eq!(first["params"][1], "s0usdt@trade");
     assert_eq!(first["params"].as_array().map(Vec::len), Some(100));

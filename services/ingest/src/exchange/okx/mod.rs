@@ -6,17 +6,22 @@
 //! tick-by-tick (levels `[px, sz, "0", numOrders]`), `trades` the public trades. The client
 //! keeps the connection alive with a text `ping` (answer `pong`) when idle, since OKX closes a
 //! connection silent for 30 s; a `notice` event (64008) announces a service upgrade.
+//!
+//! Subscribe `{"id":"7","op":"subscribe","args":[{"channel":"bbo-tbt","instId":"BTC-USDT"},..]}`
+//! is answered with one `{"id":"7","event":"subscribe","arg":{..},"connId":".."}` per argument,
+//! or `{"id":"7","event":"error","code":"60018","msg":".."}`.
 
 mod wire;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use spreadagg_model::wire::{Side, Trade};
+use spreadagg_model::wire::Side;
 use spreadagg_model::{ExchangeId, Symbol, time::ms_to_ns};
 
 use super::{
-    Adapter, ClientPing, Control, Event, Instrument, ParseError, SymbolMap, malformed, num, tick,
+    Adapter, Control, Event, Frame, Instrument, Limits, Outgoing, Output, ParseError, Request,
+    SeqGate, Session, SymbolTable, malformed, num, print, quote,
 };
 
 /// Args per subscribe request.
@@ -54,6 +59,14 @@ impl Adapter for Okx {
         "https://www.okx.com"
     }
 
+    fn limits(&self) -> Limits {
+        Limits {
+            symbols_per_connection: SYMBOLS_PER_CONNECTION,
+            subscribe_pacing: Duration::from_millis(100),
+            max_connection_age: None,
+        }
+    }
+
     fn instruments_path(&self) -> &'static str {
         "/api/v5/public/instruments?instType=SPOT"
     }
@@ -89,45 +102,73 @@ impl Adapter for Okx {
             .collect())
     }
 
-    fn symbols_per_connection(&self) -> usize {
-        SYMBOLS_PER_CONNECTION
+    fn session(&self) -> Box<dyn Session> {
+        Box::new(OkxSession::default())
     }
 
-    fn subscribe_frames(&self, natives: &[String]) -> Vec<String> {
-        let args: Vec<serde_json::Value> = natives
-            .iter()
-            .flat_map(|n| {
-                [
-                    serde_json::json!({"channel": "bbo-tbt", "instId": n}),
-                    serde_json::json!({"channel": "trades", "instId": n}),
-                ]
+    fn keepalive_every(&self) -> Option<Duration> {
+        Some(Duration::from_secs(20))
+    }
+}
+
+/// One OKX connection: each argument of a request is acked on its own, echoing the request's
+/// id; the request is confirmed when every argument is.
+#[derive(Debug, Default)]
+pub struct OkxSession {
+    /// Request id -> arguments not yet acked.
+    unacked: HashMap<u64, usize>,
+    seq: SeqGate,
+}
+
+impl Session for OkxSession {
+    fn subscribe(&mut self, natives: &[String], next_id: &mut u64) -> Vec<Request> {
+        natives
+            .chunks(ARGS_PER_REQUEST / 2)
+            .map(|chunk| {
+                let args: Vec<serde_json::Value> = chunk
+                    .iter()
+                    .flat_map(|n| {
+                        [
+                            serde_json::json!({"channel": "bbo-tbt", "instId": n}),
+                            serde_json::json!({"channel": "trades", "instId": n}),
+                        ]
+                    })
+                    .collect();
+                let id = *next_id;
+                *next_id += 1;
+                self.unacked.insert(id, args.len());
+                Request {
+                    id,
+                    natives: chunk.to_vec(),
+                    frame: Outgoing::Text(
+                        serde_json::json!({"id": id.to_string(), "op": "subscribe", "args": args})
+                            .to_string(),
+                    ),
+                }
             })
-            .collect();
-        args.chunks(ARGS_PER_REQUEST)
-            .map(|chunk| serde_json::json!({"op": "subscribe", "args": chunk}).to_string())
             .collect()
     }
 
-    fn subscribe_pacing(&self) -> Duration {
-        Duration::from_millis(100)
+    fn keepalive(&mut self) -> Option<Outgoing> {
+        Some(Outgoing::Text("ping".into()))
     }
 
-    fn client_ping(&self) -> Option<ClientPing> {
-        Some(ClientPing {
-            text: "ping".into(),
-            every: Duration::from_secs(20),
-        })
+    fn forget(&mut self, request: u64) {
+        self.unacked.remove(&request);
     }
 
-    fn parse(
-        &self,
-        text: &str,
-        symbols: &SymbolMap,
+    fn on_frame(
+        &mut self,
+        frame: Frame<'_>,
+        symbols: &SymbolTable,
         recv_ts_ns: i64,
-        out: &mut Vec<Event>,
+        out: &mut Output,
     ) -> Result<Control, ParseError> {
+        let Frame::Text(text) = frame else {
+            return Err(malformed("binary frame"));
+        };
         if text == "pong" {
-            return Ok(Control::Pong);
+            return Ok(Control::KeepAlive);
         }
         let env: wire::Envelope<'_> = serde_json::from_str(text).map_err(malformed)?;
         if let Some(event) = env.event.as_deref() {
@@ -138,10 +179,34 @@ impl Adapter for Okx {
                     env.msg.as_deref().unwrap_or("")
                 )
             };
-            return Ok(match event {
-                "subscribe" | "unsubscribe" => Control::Ack,
-                "error" => Control::ExchangeError(detail()),
-                "notice" => Control::Reconnect(detail()),
+            let request = env.id.as_deref().and_then(|i| i.parse::<u64>().ok());
+            return Ok(match (event, request) {
+                ("subscribe", Some(id)) => match self.unacked.get_mut(&id) {
+                    Some(left) if *left > 1 => {
+                        *left -= 1;
+                        Control::Ignored
+                    }
+                    Some(_) => {
+                        self.unacked.remove(&id);
+                        Control::Subscribed(id)
+                    }
+                    None => Control::Ignored,
+                },
+                ("subscribe" | "unsubscribe", _) => Control::Ignored,
+                ("error", request) => {
+                    if let Some(id) = request {
+                        self.unacked.remove(&id);
+                    }
+                    if request.is_some() {
+                        Control::Refused {
+                            request,
+                            reason: detail(),
+                        }
+                    } else {
+                        Control::ExchangeError(detail())
+                    }
+                }
+                ("notice", _) => Control::Rotate(detail()),
                 _ => Control::Ignored,
             });
         }
@@ -149,7 +214,7 @@ impl Adapter for Okx {
             .arg
             .ok_or_else(|| malformed("neither an event nor a push"))?;
         let symbol = symbols
-            .get(arg.inst_id.as_ref())
+            .lookup(arg.inst_id.as_ref())
             .ok_or_else(|| ParseError::UnknownSymbol(arg.inst_id.to_string()))?;
         match arg.channel.as_ref() {
             "bbo-tbt" => {
@@ -167,15 +232,16 @@ impl Adapter for Okx {
                             }
                         };
                     let seq = u64::try_from(d.seq_id).unwrap_or(0);
-                    out.push(Event::Tick(tick(
-                        ExchangeId::Okx,
+                    let q = quote(
                         symbol,
                         level(bid)?,
                         level(ask)?,
                         ms_to_ns(ts_ms(&d.ts)?),
                         recv_ts_ns,
                         seq,
-                    )?));
+                    )?;
+                    self.seq.admit(symbol, seq)?;
+                    out.events.push(Event::Quote(q));
                 }
                 Ok(Control::Data)
             }
@@ -183,25 +249,19 @@ impl Adapter for Okx {
                 let push: wire::Push<wire::TradeData<'_>> =
                     serde_json::from_str(text).map_err(malformed)?;
                 for d in push.data {
-                    let (price, qty) = (num(&d.px)?, num(&d.sz)?);
-                    if price <= 0.0 || qty <= 0.0 {
-                        return Err(ParseError::BadNumber(format!("{} x {}", d.px, d.sz)));
-                    }
                     let side = match d.side.as_ref() {
                         "buy" => Side::Buy,
                         "sell" => Side::Sell,
                         other => return Err(malformed(format!("trade side {other:?}"))),
                     };
-                    out.push(Event::Trade(Trade {
-                        exchange: ExchangeId::Okx.as_str().to_owned(),
-                        symbol: symbol.as_str().to_owned(),
-                        price,
-                        qty,
-                        side: side.into(),
-                        trade_id: d.trade_id.into_owned(),
-                        exchange_ts_ns: ms_to_ns(ts_ms(&d.ts)?),
+                    out.events.push(Event::Print(print(
+                        symbol,
+                        (num(&d.px)?, num(&d.sz)?),
+                        side,
+                        d.trade_id.into_owned(),
+                        ms_to_ns(ts_ms(&d.ts)?),
                         recv_ts_ns,
-                    }));
+                    )?));
                 }
                 Ok(Control::Data)
             }

@@ -1,18 +1,20 @@
-//! OKX parser tests on frames shaped exactly as OKX documents them.
+//! OKX session tests on frames shaped exactly as OKX documents them.
 
 use super::*;
-use crate::exchange::{Adapter, Control, Event, ParseError, SymbolMap};
+use crate::exchange::{Control, Event, ParseError, SymbolId};
 
-fn symbols() -> SymbolMap {
-    let mut m = SymbolMap::new();
-    m.insert("BTC-USDT".into(), "BTC-USDT".parse().expect("symbol"));
-    m
+fn symbols() -> SymbolTable {
+    SymbolTable::from_pairs(ExchangeId::Okx, [("BTC-USDT", "BTC-USDT")])
+}
+
+fn parse_with(session: &mut OkxSession, text: &str) -> (Result<Control, ParseError>, Vec<Event>) {
+    let mut out = Output::default();
+    let r = session.on_frame(Frame::Text(text), &symbols(), 7, &mut out);
+    (r, out.events)
 }
 
 fn parse(text: &str) -> (Result<Control, ParseError>, Vec<Event>) {
-    let mut out = Vec::new();
-    let r = Okx.parse(text, &symbols(), 7, &mut out);
-    (r, out)
+    parse_with(&mut OkxSession::default(), text)
 }
 
 #[test]
@@ -21,13 +23,10 @@ fn bbo_tbt_as_documented() {
         r#"{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data":[{"asks":[["8476.98","415","0","13"]],"bids":[["8476.97","256","0","12"]],"ts":"1597026383085","seqId":123456}]}"#,
     );
     assert_eq!(r, Ok(Control::Data));
-    let Event::Tick(t) = &out[0] else {
-        panic!("not a tick: {out:?}")
+    let Event::Quote(t) = &out[0] else {
+        panic!("not a quote: {out:?}")
     };
-    assert_eq!(
-        (t.exchange.as_str(), t.symbol.as_str()),
-        ("okx", "BTC-USDT")
-    );
+    assert_eq!(t.symbol, SymbolId(0));
     assert_eq!(
         (t.bid_px, t.bid_qty, t.ask_px, t.ask_qty),
         (8476.97, 256.0, 8476.98, 415.0)
@@ -44,11 +43,11 @@ fn trades_as_documented() {
         r#"{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT","tradeId":"130639474","px":"42219.9","sz":"0.12060306","side":"buy","ts":"1630048897897","count":"3"}]}"#,
     );
     assert_eq!(r, Ok(Control::Data));
-    let Event::Trade(t) = &out[0] else {
+    let Event::Print(t) = &out[0] else {
         panic!("not a trade: {out:?}")
     };
     assert_eq!(
-        (t.price, t.qty, t.trade_id.as_str(), t.side()),
+        (t.price, t.qty, t.trade_id.as_str(), t.side),
         (42219.9, 0.120_603_06, "130639474", Side::Buy)
     );
     assert_eq!(t.exchange_ts_ns, 1_630_048_897_897_000_000);
@@ -56,10 +55,38 @@ fn trades_as_documented() {
 
 #[test]
 fn keepalive_acks_errors_and_notices() {
-    assert_eq!(parse("pong").0, Ok(Control::Pong));
+    let mut s = OkxSession::default();
+    assert_eq!(parse_with(&mut s, "pong").0, Ok(Control::KeepAlive));
+    assert_eq!(s.keepalive(), Some(Outgoing::Text("ping".into())));
+    // One request of one symbol: two arguments, each acked on its own with the request's id.
+    let mut next_id = 4;
+    let requests = s.subscribe(&["BTC-USDT".to_owned()], &mut next_id);
+    assert_eq!(requests.len(), 1);
+    let ack = |channel: &str| {
+        format!(
+            r#"{{"id":"4","event":"subscribe","arg":{{"channel":"{channel}","instId":"BTC-USDT"}},"connId":"a4d3ae55"}}"#
+        )
+    };
     assert_eq!(
-        parse(r#"{"event":"subscribe","arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"connId":"a4d3ae55"}"#).0,
-        Ok(Control::Ack)
+        parse_with(&mut s, &ack("bbo-tbt")).0,
+        Ok(Control::Ignored),
+        "half acked"
+    );
+    assert_eq!(
+        parse_with(&mut s, &ack("trades")).0,
+        Ok(Control::Subscribed(4))
+    );
+    assert_eq!(
+        parse_with(&mut s, &ack("trades")).0,
+        Ok(Control::Ignored),
+        "a repeated ack confirms nothing more"
+    );
+    assert_eq!(
+        parse(r#"{"id":"9","event":"error","code":"60018","msg":"Wrong URL or channel:bbo-tbt,instId:FOO-USDT doesn't exist.","connId":"a4d3ae55"}"#).0,
+        Ok(Control::Refused {
+            request: Some(9),
+            reason: "code 60018: Wrong URL or channel:bbo-tbt,instId:FOO-USDT doesn't exist.".into()
+        })
     );
     assert_eq!(
         parse(r#"{"event":"error","code":"60012","msg":"Invalid request","connId":"a4d3ae55"}"#).0,
@@ -67,12 +94,27 @@ fn keepalive_acks_errors_and_notices() {
     );
     assert!(matches!(
         parse(r#"{"event":"notice","code":"64008","msg":"The connection will soon be closed for a service upgrade.","connId":"a4d3ae55"}"#).0,
-        Ok(Control::Reconnect(_))
+        Ok(Control::Rotate(_))
     ));
     assert_eq!(
         parse(r#"{"event":"channel-conn-count","channel":"bbo-tbt","connCount":"2","connId":"a"}"#)
             .0,
         Ok(Control::Ignored)
+    );
+}
+
+#[test]
+fn an_older_seq_id_is_dropped() {
+    let mut s = OkxSession::default();
+    let frame = |seq: u64| {
+        format!(
+            r#"{{"arg":{{"channel":"bbo-tbt","instId":"BTC-USDT"}},"data":[{{"asks":[["2","1","0","1"]],"bids":[["1","1","0","1"]],"ts":"1","seqId":{seq}}}]}}"#
+        )
+    };
+    assert_eq!(parse_with(&mut s, &frame(5)).0, Ok(Control::Data));
+    assert_eq!(
+        parse_with(&mut s, &frame(5)).0.map_err(|e| e.label()),
+        Err("out_of_order")
     );
 }
 
@@ -148,12 +190,17 @@ fn discovery_bodies() {
 }
 
 #[test]
-fn subscriptions_are_batched() {
+fn subscriptions_are_batched_with_ids() {
     let natives: Vec<String> = (0..60).map(|i| format!("S{i}-USDT")).collect();
-    let frames = Okx.subscribe_frames(&natives);
-    assert_eq!(frames.len(), 2, "120 args in requests of 100");
-    let first: serde_json::Value = serde_json::from_str(&frames[0]).expect("json");
+    let mut next_id = 1;
+    let requests = OkxSession::default().subscribe(&natives, &mut next_id);
+    assert_eq!(requests.len(), 2, "120 args in requests of 100");
+    let Outgoing::Text(text) = &requests[0].frame else {
+        panic!("a text frame")
+    };
+    let first: serde_json::Value = serde_json::from_str(text).expect("json");
     assert_eq!(first["op"], "subscribe");
+    assert_eq!(first["id"], "1");
     assert_eq!(
         first["args"][0],
         serde_json::json!({"channel": "bbo-tbt", "instId": "S0-USDT"})

@@ -42,6 +42,9 @@ pub(super) struct Ticker<'a> {
 /// push for a channel argument. The `data` is read in a second pass, by channel.
 #[derive(Debug, Deserialize)]
 pub(super) struct Envelope<'a> {
+    /// Echo of the request's `id`, on acks and errors.
+    #[serde(borrow)]
+    pub id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub event: Option<Cow<'a, str>>,
     #[serde(borrow)]

@@ -1,0 +1,313 @@
+//! The buffer between an exchange's sockets and its publisher, with the policy the design asks
+//! for when the bus is slower than the feed, or gone: quotes conflate per symbol (the latest
+//! wins, each replaced one is counted) and trades queue in a bounded FIFO (when it is full the
+//! new trade is dropped and counted). Memory is bounded either way: one slot per interned
+//! symbol plus `trade_capacity` trades.
+//!
+//! Sockets never wait here (an exchange drops a client that does not read); the publisher
+//! takes batches and waits when there is nothing. A quote keeps its exchange ids, so when the
+//! bus returns the latest quote of every symbol goes out with its original message id.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+
+use metrics::{Counter, Gauge};
+use spreadagg_model::ExchangeId;
+use tokio::sync::Notify;
+
+use crate::event::{Event, Print, Quote};
+use crate::symbols::MAX_SYMBOLS;
+
+#[derive(Debug, Default)]
+struct State {
+    /// The latest unpublished quote per symbol id.
+    slots: Vec<Option<Quote>>,
+    /// Symbols with a quote in their slot, in the order they first became pending; each at
+    /// most once, so it is bounded by the slot count.
+    pending: VecDeque<u32>,
+    trades: VecDeque<Print>,
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Meters {
+    conflated: Counter,
+    trades_dropped: Counter,
+    quotes_dropped: Counter,
+    trades_closed: Counter,
+    unknown_symbol: Counter,
+    pending_quotes: Gauge,
+    pending_trades: Gauge,
+}
+
+/// See the module documentation. Shared by every connection of one ingestor.
+#[derive(Debug)]
+pub struct Conflator {
+    state: Mutex<State>,
+    wake: Notify,
+    trade_capacity: usize,
+    meters: Meters,
+}
+
+/// What [`Conflator::push`] did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// A quote replaced an unpublished quote of the same symbol.
+    Conflated,
+    /// Dropped: the trade buffer is full, the symbol id is out of range, or intake closed.
+    Dropped,
+}
+
+impl Conflator {
+    pub fn new(exchange: ExchangeId, trade_capacity: usize) -> Self {
+        let ex = exchange.as_str();
+        Self {
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            trade_capacity: trade_capacity.max(1),
+            meters: Meters {
+                conflated: metrics::counter!("spreadagg_ingest_conflated_total", "exchange" => ex),
+                trades_dropped: metrics::counter!("spreadagg_ingest_dropped_total", "exchange" => ex, "kind" => "trade", "reason" => "buffer_full"),
+                quotes_dropped: metrics::counter!("spreadagg_ingest_dropped_total", "exchange" => ex, "kind" => "tick", "reason" => "closed"),
+                trades_closed: metrics::counter!("spreadagg_ingest_dropped_total", "exchange" => ex, "kind" => "trade", "reason" => "closed"),
+                unknown_symbol: metrics::counter!("spreadagg_ingest_dropped_total", "exchange" => ex, "kind" => "tick", "reason" => "symbol_out_of_range"),
+                pending_quotes: metrics::gauge!("spreadagg_ingest_pending", "exchange" => ex, "kind" => "tick"),
+                pending_trades: metrics::gauge!("spreadagg_ingest_pending", "exchange" => ex, "kind" => "trade"),
+            },
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every critical section leaves the state consistent, so a poisoned lock is usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes an event from a socket; never waits.
+    pub fn push(&self, event: Event) -> Pushed {
+        let m = &self.meters;
+        let (pushed, dropped_as) = {
+            let mut s = self.lock();
+            let is_quote = matches!(event, Event::Quote(_));
+            if s.closed {
+                let counter = if is_quote {
+                    &m.quotes_dropped
+                } else {
+                    &m.trades_closed
+                };
+                (Pushed::Dropped, Some(counter))
+            } else {
+                match event {
+                    Event::Quote(q) => {
+                        let i = q.symbol.index();
+                        if i >= MAX_SYMBOLS {
+                            (Pushed::Dropped, Some(&m.unknown_symbol))
+                        } else {
+                            if i >= s.slots.len() {
+                                s.slots.resize(i + 1, None);
+                            }
+                            if s.slots[i].replace(q).is_some() {
+                                (Pushed::Conflated, None)
+                            } else {
+                                s.pending.push_back(q.symbol.0);
+                                (Pushed::Queued, None)
+                            }
+                        }
+                    }
+                    Event::Print(p) if s.trades.len() >= self.trade_capacity => {
+                        drop(p);
+                        (Pushed::Dropped, Some(&m.trades_dropped))
+                    }
+                    Event::Print(p) => {
+                        s.trades.push_back(p);
+                        (Pushed::Queued, None)
+                    }
+                }
+            }
+        };
+        match (pushed, dropped_as) {
+            (Pushed::Queued, _) => self.wake.notify_one(),
+            (Pushed::Conflated, _) => m.conflated.increment(1),
+            (Pushed::Dropped, Some(counter)) => counter.increment(1),
+            (Pushed::Dropped, None) => {}
+        }
+        pushed
+    }
+
+    /// Waits for events and moves up to `max` of them into `out` (trades first, in order, then
+    /// the pending quotes oldest first). Returns false once intake is closed and everything
+    /// has been taken.
+    pub async fn take(&self, max: usize, out: &mut Vec<Event>) -> bool {
+        loop {
+            {
+                let mut s = self.lock();
+                let State {
+                    slots,
+                    pending,
+                    trades,
+                    closed,
+                } = &mut *s;
+                let max = max.max(1);
+                while out.len() < max {
+                    let Some(p) = trades.pop_front() else { break };
+                    out.push(Event::Print(p));
+                }
+                while out.len() < max {
+                    let Some(i) = pending.pop_front() else { break };
+                    if let Some(q) = slots.get_mut(i as usize).and_then(Option::take) {
+                        out.push(Event::Quote(q));
+                    }
+                }
+                self.meters.pending_quotes.set(pending.len() as f64);
+                self.meters.pending_trades.set(trades.len() as f64);
+                if !out.is_empty() {
+                    return true;
+                }
+                if *closed {
+                    return false;
+                }
+            }
+            self.wake.notified().await;
+        }
+    }
+
+    /// Stops intake: later pushes are dropped (counted); `take` returns what is left, then false.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_one();
+    }
+
+    /// Quotes and trades waiting, for `/health`.
+    pub fn depth(&self) -> (usize, usize) {
+        let s = self.lock();
+        (s.pending.len(), s.trades.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use spreadagg_model::wire::Side;
+
+    use super::*;
+    use crate::symbols::SymbolId;
+
+    fn quote(symbol: u32, seq: u64) -> Event {
+        Event::Quote(Quote {
+            symbol: SymbolId(symbol),
+            bid_px: 1.0,
+            bid_qty: 1.0,
+            ask_px: 2.0,
+            ask_qty: 1.0,
+            exchange_ts_ns: 0,
+            recv_ts_ns: 0,
+            seq,
+        })
+    }
+
+    fn trade(id: u32) -> Event {
+        Event::Print(Print {
+            symbol: SymbolId(0),
+            price: 1.0,
+            qty: 1.0,
+            side: Side::Buy,
+            trade_id: id.to_string(),
+            exchange_ts_ns: 0,
+            recv_ts_ns: 0,
+        })
+    }
+
+    fn seqs(events: &[Event]) -> Vec<(u32, u64)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Quote(q) => Some((q.symbol.0, q.seq)),
+                Event::Print(_) => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_latest_quote_wins_and_trades_keep_their_order() {
+        let c = Conflator::new(ExchangeId::Okx, 3);
+        assert_eq!(c.push(quote(1, 1)), Pushed::Queued);
+        assert_eq!(c.push(quote(0, 1)), Pushed::Queued);
+        assert_eq!(c.push(quote(1, 2)), Pushed::Conflated);
+        assert_eq!(c.push(quote(1, 3)), Pushed::Conflated);
+        for id in 0..4 {
+            let expected = if id < 3 {
+                Pushed::Queued
+            } else {
+                Pushed::Dropped
+            };
+            assert_eq!(c.push(trade(id)), expected, "trade {id}");
+        }
+        assert_eq!(c.depth(), (2, 3));
+        let mut out = Vec::new();
+        assert!(c.take(100, &mut out).await);
+        let trades: Vec<&str> = out
+            .iter()
+            .filter_map(|e| match e {
+                Event::Print(p) => Some(p.trade_id.as_str()),
+                Event::Quote(_) => None,
+            })
+            .collect();
+        assert_eq!(trades, ["0", "1", "2"], "trades in order, none conflated");
+        assert_eq!(
+            seqs(&out),
+            [(1, 3), (0, 1)],
+            "one quote per symbol, the latest, in first-pending order"
+        );
+        assert_eq!(c.depth(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn take_respects_its_batch_and_drains_after_close() {
+        let c = Conflator::new(ExchangeId::Okx, 10);
+        for s in 0..5 {
+            c.push(quote(s, 1));
+        }
+        let mut out = Vec::new();
+        assert!(c.take(2, &mut out).await);
+        assert_eq!(out.len(), 2);
+        c.close();
+        assert_eq!(c.push(quote(9, 1)), Pushed::Dropped, "closed to intake");
+        out.clear();
+        assert!(c.take(10, &mut out).await);
+        assert_eq!(seqs(&out), [(2, 1), (3, 1), (4, 1)]);
+        out.clear();
+        assert!(!c.take(10, &mut out).await, "closed and empty");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_publisher_is_woken() {
+        let c = std::sync::Arc::new(Conflator::new(ExchangeId::Okx, 10));
+        let taker = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                c.take(10, &mut out).await;
+                out.len()
+            })
+        };
+        tokio::task::yield_now().await;
+        c.push(quote(0, 1));
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), taker)
+            .await
+            .expect("woken")
+            .expect("no panic");
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn an_out_of_range_symbol_is_dropped_not_grown() {
+        let c = Conflator::new(ExchangeId::Okx, 10);
+        let mut q = quote(0, 1);
+        if let Event::Quote(q) = &mut q {
+            q.symbol = SymbolId(u32::MAX);
+        }
+        assert_eq!(c.push(q), Pushed::Dropped);
+        assert_eq!(c.depth(), (0, 0));
+    }
+}

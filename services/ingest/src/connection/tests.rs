@@ -1,0 +1,341 @@
+//! The connection layer against a local WebSocket server that speaks OKX's framing and
+//! misbehaves on purpose: silent links, stalls with pings answered, garbage, refused and
+//! unanswered subscriptions, unreachable ports, and rotation.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use spreadagg_model::ExchangeId;
+use spreadagg_runtime::Health;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::*;
+use crate::event::Event;
+use crate::exchange::okx::Okx;
+
+/// How the fake server treats a connection.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Never answers anything, never sends.
+    Silent,
+    /// Acks subscriptions and answers pings, but sends no market data.
+    Stall,
+    /// Acks and streams a quote every 50 ms (seq rising across connections).
+    Stream,
+    /// Refuses the first `n` subscribe requests of the server's life, then acts like Stream.
+    RefuseFirst(usize),
+    /// Ignores the first `n` subscribe requests, then acts like Stream.
+    IgnoreFirst(usize),
+    /// Sends garbage between quotes.
+    Garbage,
+}
+
+struct Server {
+    url: String,
+    accepted: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
+    subscribes: Arc<AtomicUsize>,
+}
+
+fn bbo(seq: usize) -> String {
+    format!(
+        r#"{{"arg":{{"channel":"bbo-tbt","instId":"BTC-USDT"}},"data":[{{"asks":[["101.5","1","0","1"]],"bids":[["101.0","2","0","1"]],"ts":"{}","seqId":{seq}}}]}}"#,
+        1_700_000_000_000u64 + seq as u64
+    )
+}
+
+async fn server(mode: Mode) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("ws://{}/ws/v5/public", listener.local_addr().expect("addr"));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let open = Arc::new(AtomicUsize::new(0));
+    let subscribes = Arc::new(AtomicUsize::new(0));
+    let seq = Arc::new(AtomicUsize::new(1));
+    let (a, o, subs) = (accepted.clone(), open.clone(), subscribes.clone());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            a.fetch_add(1, Ordering::SeqCst);
+            let (o, subs, seq) = (o.clone(), subs.clone(), seq.clone());
+            tokio::spawn(async move {
+                let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                o.fetch_add(1, Ordering::SeqCst);
+                let (mut tx, mut rx) = ws.split();
+                let mut streaming = false;
+                let mut tick = tokio::time::interval(Duration::from_millis(50));
+                loop {
+                    tokio::select! {
+                        m = rx.next() => {
+                            let Some(Ok(m)) = m else { break };
+                            let Message::Text(t) = m else { continue };
+                            if mode == Mode::Silent {
+                                continue;
+                            }
+                            if t.as_str() == "ping" {
+                                if tx.send(Message::text("pong")).await.is_err() { break }
+                                continue;
+                            }
+                            let Ok(req) = serde_json::from_str::<serde_json::Value>(t.as_str()) else { continue };
+                            if req["op"] != "subscribe" { continue }
+                            let n = subs.fetch_add(1, Ordering::SeqCst);
+                            let id = req["id"].as_str().unwrap_or("").to_owned();
+                            match mode {
+                                Mode::RefuseFirst(k) if n < k => {
+                                    let e = serde_json::json!({"id": id, "event": "error", "code": "60018", "msg": "refused on purpose", "connId": "t"});
+                                    if tx.send(Message::text(e.to_string())).await.is_err() { break }
+                                    continue;
+                                }
+                                Mode::IgnoreFirst(k) if n < k => continue,
+                                _ => {}
+                            }
+                            for arg in req["args"].as_array().into_iter().flatten() {
+                                let ack = serde_json::json!({"id": id, "event": "subscribe", "arg": arg, "connId": "t"});
+                                if tx.send(Message::text(ack.to_string())).await.is_err() { return }
+                            }
+                            streaming = mode != Mode::Stall;
+                        }
+                        _ = tick.tick(), if streaming => {
+                            if mode == Mode::Garbage {
+                                for g in [Message::text("{not json"), Message::binary(vec![0u8, 1, 2]), Message::text(r#"{"event":"error","code":"60012","msg":"x","connId":"t"}"#)] {
+                                    if tx.send(g).await.is_err() { break }
+                                }
+                            }
+                            let s = seq.fetch_add(1, Ordering::SeqCst);
+                            if tx.send(Message::text(bbo(s))).await.is_err() { break }
+                        }
+                    }
+                }
+                o.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    Server {
+        url,
+        accepted,
+        open,
+        subscribes,
+    }
+}
+
+fn settings() -> ConnectionSettings {
+    ConnectionSettings {
+        connect_timeout: Duration::from_secs(2),
+        stale_after: Duration::from_secs(1),
+        data_stale_after: Duration::from_millis(1500),
+        ack_timeout: Duration::from_millis(500),
+        backoff_min: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(50),
+        rotate_after: None,
+        rotate_margin: Duration::ZERO,
+        handover_timeout: Duration::from_secs(5),
+    }
+}
+
+struct Fixture {
+    shared: Arc<Shared>,
+    health: Health,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    _natives: watch::Sender<Vec<String>>,
+}
+
+fn start(url: &str, settings: ConnectionSettings) -> Fixture {
+    // reqwest is built without a default TLS provider; the binary installs ring, so do tests.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let table = SymbolTable::from_pairs(ExchangeId::Okx, [("BTC-USDT", "BTC-USDT")]);
+    let shared = Arc::new(Shared {
+        adapter: Arc::new(Okx),
+        settings,
+        http: reqwest::Client::new(),
+        rest_url: "http://127.0.0.1:9".into(),
+        ws_url: Some(url.to_owned()),
+        symbols: Arc::new(RwLock::new(Arc::new(table))),
+        sink: Arc::new(Conflator::new(ExchangeId::Okx, 100)),
+        breaker: Breaker::new(
+            ExchangeId::Okx,
+            3,
+            Duration::from_millis(300),
+            Duration::from_secs(1),
+        ),
+        attempts: AttemptLimiter::new(Duration::from_millis(10)),
+    });
+    let health = Health::new();
+    let stop = CancellationToken::new();
+    let (tx, rx) = watch::channel(vec!["BTC-USDT".to_owned()]);
+    let task = tokio::spawn(
+        Connection {
+            shared: shared.clone(),
+            index: 0,
+            natives: rx,
+            component: health.register("test.conn"),
+            stop: stop.clone(),
+        }
+        .run(),
+    );
+    Fixture {
+        shared,
+        health,
+        stop,
+        task,
+        _natives: tx,
+    }
+}
+
+impl Fixture {
+    /// The next quotes' update ids, within `within`.
+    async fn seqs(&self, n: usize, within: Duration) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut seqs = Vec::new();
+        let deadline = tokio::time::Instant::now() + within;
+        while seqs.len() < n {
+            out.clear();
+            match tokio::time::timeout_at(deadline, self.shared.sink.take(n, &mut out)).await {
+                Ok(_) => seqs.extend(out.iter().filter_map(|e| match e {
+                    Event::Quote(q) => Some(q.seq),
+                    Event::Print(_) => None,
+                })),
+                Err(_) => panic!("only {seqs:?} within {within:?}; {}", self.health.report()),
+            }
+        }
+        seqs
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("stops")
+            .expect("no panic");
+    }
+}
+
+#[tokio::test]
+async fn a_silent_link_is_recycled_by_the_link_watchdog() {
+    let s = server(Mode::Silent).await;
+    let f = start(&s.url, settings());
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(
+        s.accepted.load(Ordering::SeqCst) >= 2,
+        "silent link not recycled: {} connections",
+        s.accepted.load(Ordering::SeqCst)
+    );
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn a_stall_with_pings_answered_is_recycled_by_the_data_watchdog() {
+    let s = server(Mode::Stall).await;
+    let mut settings = settings();
+    // The link stays alive: the server answers every ping.
+    settings.stale_after = Duration::from_secs(60);
+    let f = start(&s.url, settings);
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    assert!(
+        s.accepted.load(Ordering::SeqCst) >= 2,
+        "stalled feed not recycled: {} connections",
+        s.accepted.load(Ordering::SeqCst)
+    );
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_is_counted_and_the_session_goes_on() {
+    let s = server(Mode::Garbage).await;
+    let f = start(&s.url, settings());
+    let seqs = f.seqs(5, Duration::from_secs(5)).await;
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(
+        s.accepted.load(Ordering::SeqCst),
+        1,
+        "bad frames must not end the session"
+    );
+    assert!(f.health.is_ready(), "{}", f.health.report());
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_subscription_is_retried_until_it_holds() {
+    let s = server(Mode::RefuseFirst(2)).await;
+    // Quiet while waiting to resubscribe: not the link watchdog's business here.
+    let mut settings = settings();
+    settings.stale_after = Duration::from_secs(60);
+    let f = start(&s.url, settings);
+    f.seqs(3, Duration::from_secs(10)).await;
+    assert!(
+        s.subscribes.load(Ordering::SeqCst) >= 3,
+        "refused twice, then accepted"
+    );
+    assert_eq!(
+        s.accepted.load(Ordering::SeqCst),
+        1,
+        "retried on the same connection"
+    );
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn an_unanswered_subscription_times_out_and_is_sent_again() {
+    let s = server(Mode::IgnoreFirst(1)).await;
+    // Quiet while waiting to resubscribe: not the link watchdog's business here.
+    let mut settings = settings();
+    settings.stale_after = Duration::from_secs(60);
+    let f = start(&s.url, settings);
+    f.seqs(3, Duration::from_secs(10)).await;
+    assert!(s.subscribes.load(Ordering::SeqCst) >= 2);
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_exchange_opens_the_breaker_which_gates_attempts() {
+    // A port with nothing listening: bind, learn the port, close.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let f = start(&format!("ws://127.0.0.1:{port}/ws"), settings());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !f.shared.breaker.is_open() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "breaker never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!f.health.is_ready());
+    assert_eq!(f.health.report()["components"]["test.conn"]["ready"], false);
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn rotation_opens_the_new_connection_before_closing_the_old() {
+    let s = server(Mode::Stream).await;
+    let mut settings = settings();
+    settings.rotate_after = Some(Duration::from_millis(1500));
+    let f = start(&s.url, settings);
+    // Across several rotations the quotes keep coming, and at some point two connections
+    // are open at once (the overlap).
+    let mut max_open = 0;
+    let mut seqs = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline {
+        max_open = max_open.max(s.open.load(Ordering::SeqCst));
+        seqs.extend(f.seqs(1, Duration::from_secs(2)).await);
+    }
+    assert!(
+        s.accepted.load(Ordering::SeqCst) >= 3,
+        "rotated at least twice"
+    );
+    assert_eq!(max_open, 2, "make before break");
+    assert!(s.open.load(Ordering::SeqCst) <= 2);
+    let rotations = f.health.report()["components"]["test.conn"]["detail"]["rotations"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(rotations >= 2, "{}", f.health.report());
+    f.stop().await;
+}
