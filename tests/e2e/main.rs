@@ -3,6 +3,8 @@
 
 mod embedded;
 mod isolation;
+mod outage;
 mod pipeline;
 mod recovery;
+mod replicas;
 mod support;

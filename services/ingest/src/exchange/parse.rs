@@ -67,6 +67,58 @@ pub(crate) fn malformed(e: impl std::fmt::Display) -> ParseError {
     ParseError::Malformed(e.to_string())
 }
 
+/// A cursor over a frame in one exact, documented layout: the hot path's fast parse. It
+/// accepts only byte-for-byte literals between values and strings without escapes, so
+/// anything else (other field order, whitespace, escapes) makes it return `None` and the
+/// caller falls back to the general serde parser. It never accepts what serde would reject
+/// with a different meaning: it is an optimisation, not a second grammar.
+pub(crate) struct Layout<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Layout<'a> {
+    pub(crate) fn new(text: &'a str) -> Self {
+        Self { rest: text }
+    }
+
+    /// Consumes exactly `lit`.
+    pub(crate) fn lit(&mut self, lit: &str) -> Option<()> {
+        self.rest = self.rest.strip_prefix(lit)?;
+        Some(())
+    }
+
+    /// The text up to the next `"` (consumed), if it has no escape.
+    pub(crate) fn until_quote(&mut self) -> Option<&'a str> {
+        let end = self.rest.find('"')?;
+        let (value, rest) = self.rest.split_at(end);
+        if value.contains('\\') {
+            return None;
+        }
+        self.rest = &rest[1..];
+        Some(value)
+    }
+
+    /// An unsigned integer (digits only, at most 19 of them).
+    pub(crate) fn uint(&mut self) -> Option<u64> {
+        let end = self
+            .rest
+            .bytes()
+            .position(|b| !b.is_ascii_digit())
+            .unwrap_or(self.rest.len());
+        if end == 0 || end > 19 {
+            return None;
+        }
+        let (digits, rest) = self.rest.split_at(end);
+        self.rest = rest;
+        digits.parse().ok()
+    }
+
+    /// True when nothing is left.
+    pub(crate) fn done(&self) -> bool {
+        self.rest.is_empty()
+    }
+}
+
 /// The last update id seen per symbol on one connection: an update not newer than the last
 /// one is stale (a replay, or out of order) and is dropped. Ids of 0 (none sent) pass.
 #[derive(Debug, Default)]
@@ -113,6 +165,26 @@ mod tests {
         assert!(g.admit(a, 4).is_err(), "older");
         assert!(g.admit(a, 6).is_ok());
         assert!(g.admit(a, 0).is_ok(), "no id: nothing to compare");
+    }
+
+    #[test]
+    fn the_layout_cursor_takes_only_the_exact_shape() {
+        let mut l = Layout::new(r#"{"u":42,"s":"BTCUSDT"}"#);
+        assert_eq!(l.lit(r#"{"u":"#), Some(()));
+        assert_eq!(l.uint(), Some(42));
+        assert_eq!(l.lit(r#","s":""#), Some(()));
+        assert_eq!(l.until_quote(), Some("BTCUSDT"));
+        assert_eq!(l.lit("}"), Some(()));
+        assert!(l.done());
+        assert_eq!(
+            Layout::new(r#"a\"b""#).until_quote(),
+            None,
+            "escapes fall back"
+        );
+        assert_eq!(Layout::new("12345678901234567890").uint(), None, "too long");
+        assert_eq!(Layout::new("x").uint(), None);
+        assert_eq!(Layout::new("abc").until_quote(), None, "unterminated");
+        assert_eq!(Layout::new("ab").lit("abc"), None);
     }
 
     #[test]

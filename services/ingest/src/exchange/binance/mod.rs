@@ -20,8 +20,8 @@ use spreadagg_model::wire::Side;
 use spreadagg_model::{ExchangeId, Symbol, time::ms_to_ns};
 
 use super::{
-    Adapter, Control, Event, Frame, Instrument, Limits, Outgoing, Output, ParseError, Request,
-    SeqGate, Session, SymbolTable, malformed, num, print, quote,
+    Adapter, Control, Event, Frame, Instrument, Layout, Limits, Outgoing, Output, ParseError,
+    Request, SeqGate, Session, SymbolTable, malformed, num, print, quote,
 };
 
 /// Streams per SUBSCRIBE request; small enough for any frame-size limit.
@@ -139,6 +139,9 @@ impl Session for BinanceSession {
         let Frame::Text(text) = frame else {
             return Err(malformed("binary frame"));
         };
+        if let Some(fields) = book_ticker_layout(text) {
+            return self.book_ticker(fields, symbols, recv_ts_ns, out);
+        }
         let f: wire::Frame<'_> = serde_json::from_str(text).map_err(malformed)?;
         if f.id.is_some() || f.error.is_some() {
             let request = f.id.as_ref().and_then(serde_json::Value::as_u64);
@@ -182,22 +185,58 @@ impl Session for BinanceSession {
                 else {
                     return Err(malformed("neither a bookTicker, a trade nor a response"));
                 };
-                let symbol = symbols
-                    .lookup(&native)
-                    .ok_or_else(|| ParseError::UnknownSymbol(native.into_owned()))?;
-                let q = quote(
-                    symbol,
-                    (num(&b)?, num(&bq)?),
-                    (num(&a)?, num(&aq)?),
-                    0,
-                    recv_ts_ns,
-                    u,
-                )?;
-                self.seq.admit(symbol, u)?;
-                out.events.push(Event::Quote(q));
-                Ok(Control::Data)
+                self.book_ticker((u, &native, &b, &bq, &a, &aq), symbols, recv_ts_ns, out)
             }
         }
+    }
+}
+
+/// `u, s, b, B, a, A` of a bookTicker.
+type BookTickerFields<'a> = (u64, &'a str, &'a str, &'a str, &'a str, &'a str);
+
+/// The bookTicker exactly as Binance lays it out
+/// (`{"u":400900217,"s":"BNBUSDT","b":"25.35190000","B":"31.21000000","a":"25.36520000","A":"40.66000000"}`),
+/// read without a JSON parser; `None` for any other layout, which then goes through serde.
+fn book_ticker_layout(text: &str) -> Option<BookTickerFields<'_>> {
+    let mut l = Layout::new(text);
+    l.lit(r#"{"u":"#)?;
+    let u = l.uint()?;
+    l.lit(r#","s":""#)?;
+    let s = l.until_quote()?;
+    l.lit(r#","b":""#)?;
+    let b = l.until_quote()?;
+    l.lit(r#","B":""#)?;
+    let bq = l.until_quote()?;
+    l.lit(r#","a":""#)?;
+    let a = l.until_quote()?;
+    l.lit(r#","A":""#)?;
+    let aq = l.until_quote()?;
+    l.lit("}")?;
+    l.done().then_some((u, s, b, bq, a, aq))
+}
+
+impl BinanceSession {
+    fn book_ticker(
+        &mut self,
+        (u, native, b, bq, a, aq): BookTickerFields<'_>,
+        symbols: &SymbolTable,
+        recv_ts_ns: i64,
+        out: &mut Output,
+    ) -> Result<Control, ParseError> {
+        let symbol = symbols
+            .lookup(native)
+            .ok_or_else(|| ParseError::UnknownSymbol(native.to_owned()))?;
+        let q = quote(
+            symbol,
+            (num(b)?, num(bq)?),
+            (num(a)?, num(aq)?),
+            0,
+            recv_ts_ns,
+            u,
+        )?;
+        self.seq.admit(symbol, u)?;
+        out.events.push(Event::Quote(q));
+        Ok(Control::Data)
     }
 }
 

@@ -44,6 +44,27 @@ fn book_ticker_as_documented() {
 }
 
 #[test]
+fn the_fast_layout_and_the_general_parser_agree() {
+    let documented = r#"{"u":400900217,"s":"BNBUSDT","b":"25.35190000","B":"31.21000000","a":"25.36520000","A":"40.66000000"}"#;
+    assert!(
+        book_ticker_layout(documented).is_some(),
+        "the documented layout is the fast one"
+    );
+    // The same fields in another order, or with whitespace, take the serde path.
+    let reordered = r#"{"s":"BNBUSDT","u":400900217,"b":"25.35190000","B":"31.21000000","a":"25.36520000","A":"40.66000000"}"#;
+    let spaced = r#"{"u": 400900217, "s": "BNBUSDT", "b": "25.35190000", "B": "31.21000000", "a": "25.36520000", "A": "40.66000000"}"#;
+    let escaped = r#"{"u":400900217,"s":"BNB\u0055SDT","b":"25.35190000","B":"31.21000000","a":"25.36520000","A":"40.66000000"}"#;
+    let fast = parse(documented);
+    for other in [reordered, spaced, escaped] {
+        assert!(book_ticker_layout(other).is_none(), "{other}");
+        assert_eq!(parse(other), fast, "{other}");
+    }
+    // A trailing field, or a truncated frame, is not the fast layout either.
+    assert!(book_ticker_layout(&documented.replace('}', r#","x":1}"#)).is_none());
+    assert!(book_ticker_layout(&documented[..documented.len() - 1]).is_none());
+}
+
+#[test]
 fn an_older_update_id_is_dropped() {
     let mut s = BinanceSession::default();
     let frame =

@@ -20,8 +20,8 @@ use spreadagg_model::wire::Side;
 use spreadagg_model::{ExchangeId, Symbol, time::ms_to_ns};
 
 use super::{
-    Adapter, Control, Event, Frame, Instrument, Limits, Outgoing, Output, ParseError, Request,
-    SeqGate, Session, SymbolTable, malformed, num, print, quote,
+    Adapter, Control, Event, Frame, Instrument, Layout, Limits, Outgoing, Output, ParseError,
+    Request, SeqGate, Session, SymbolTable, malformed, num, print, quote,
 };
 
 /// Args per subscribe request.
@@ -170,6 +170,22 @@ impl Session for OkxSession {
         if text == "pong" {
             return Ok(Control::KeepAlive);
         }
+        if let Some(f) = bbo_layout(text) {
+            let symbol = symbols
+                .lookup(f.inst_id)
+                .ok_or_else(|| ParseError::UnknownSymbol(f.inst_id.to_owned()))?;
+            let q = quote(
+                symbol,
+                (num(f.bid_px)?, num(f.bid_sz)?),
+                (num(f.ask_px)?, num(f.ask_sz)?),
+                ms_to_ns(ts_ms(f.ts)?),
+                recv_ts_ns,
+                f.seq_id,
+            )?;
+            self.seq.admit(symbol, f.seq_id)?;
+            out.events.push(Event::Quote(q));
+            return Ok(Control::Data);
+        }
         let env: wire::Envelope<'_> = serde_json::from_str(text).map_err(malformed)?;
         if let Some(event) = env.event.as_deref() {
             let detail = || {
@@ -268,6 +284,56 @@ impl Session for OkxSession {
             _ => Ok(Control::Ignored),
         }
     }
+}
+
+/// The fields of a one-level `bbo-tbt` push.
+struct BboFields<'a> {
+    inst_id: &'a str,
+    ask_px: &'a str,
+    ask_sz: &'a str,
+    bid_px: &'a str,
+    bid_sz: &'a str,
+    ts: &'a str,
+    seq_id: u64,
+}
+
+/// A `bbo-tbt` push exactly as OKX lays it out
+/// (`{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data":[{"asks":[["8476.98","415","0","13"]],"bids":[["8476.97","256","0","12"]],"ts":"1597026383085","seqId":123456}]}`),
+/// read without a JSON parser; `None` for any other layout, which then goes through serde.
+fn bbo_layout(text: &str) -> Option<BboFields<'_>> {
+    let mut l = Layout::new(text);
+    l.lit(r#"{"arg":{"channel":"bbo-tbt","instId":""#)?;
+    let inst_id = l.until_quote()?;
+    l.lit(r#"},"data":[{"asks":[[""#)?;
+    let ask_px = l.until_quote()?;
+    l.lit(r#",""#)?;
+    let ask_sz = l.until_quote()?;
+    l.lit(r#",""#)?;
+    l.until_quote()?;
+    l.lit(r#",""#)?;
+    l.until_quote()?;
+    l.lit(r#"]],"bids":[[""#)?;
+    let bid_px = l.until_quote()?;
+    l.lit(r#",""#)?;
+    let bid_sz = l.until_quote()?;
+    l.lit(r#",""#)?;
+    l.until_quote()?;
+    l.lit(r#",""#)?;
+    l.until_quote()?;
+    l.lit(r#"]],"ts":""#)?;
+    let ts = l.until_quote()?;
+    l.lit(r#","seqId":"#)?;
+    let seq_id = l.uint()?;
+    l.lit("}]}")?;
+    l.done().then_some(BboFields {
+        inst_id,
+        ask_px,
+        ask_sz,
+        bid_px,
+        bid_sz,
+        ts,
+        seq_id,
+    })
 }
 
 #[cfg(test)]

@@ -104,6 +104,28 @@ fn keepalive_acks_errors_and_notices() {
 }
 
 #[test]
+fn the_fast_layout_and_the_general_parser_agree() {
+    let documented = r#"{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data":[{"asks":[["8476.98","415","0","13"]],"bids":[["8476.97","256","0","12"]],"ts":"1597026383085","seqId":123456}]}"#;
+    assert!(
+        bbo_layout(documented).is_some(),
+        "the documented layout is the fast one"
+    );
+    let fast = parse(documented);
+    assert_eq!(fast.0, Ok(Control::Data));
+    let others = [
+        // Fields in another order, whitespace, two levels, an unknown extra field.
+        r#"{"arg":{"instId":"BTC-USDT","channel":"bbo-tbt"},"data":[{"asks":[["8476.98","415","0","13"]],"bids":[["8476.97","256","0","12"]],"ts":"1597026383085","seqId":123456}]}"#,
+        r#"{"arg": {"channel": "bbo-tbt", "instId": "BTC-USDT"}, "data": [{"asks": [["8476.98", "415", "0", "13"]], "bids": [["8476.97", "256", "0", "12"]], "ts": "1597026383085", "seqId": 123456}]}"#,
+        r#"{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data":[{"bids":[["8476.97","256","0","12"]],"asks":[["8476.98","415","0","13"]],"ts":"1597026383085","seqId":123456}]}"#,
+        r#"{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data":[{"asks":[["8476.98","415","0","13"]],"bids":[["8476.97","256","0","12"]],"ts":"1597026383085","seqId":123456,"x":1}]}"#,
+    ];
+    for other in others {
+        assert!(bbo_layout(other).is_none(), "{other}");
+        assert_eq!(parse(other), fast, "{other}");
+    }
+}
+
+#[test]
 fn an_older_seq_id_is_dropped() {
     let mut s = OkxSession::default();
     let frame = |seq: u64| {

@@ -1,0 +1,238 @@
+//! Load harness: the ingestor's acknowledged tick rate into a real nats-server against a bare
+//! async-nats publisher on the same server, in the same run.
+//!
+//! `scripts/bench-ingest` runs it (release build). A feed process (this binary with `--feed`)
+//! serves Binance's REST discovery and `bookTicker` frames for `SYMBOLS` symbols as fast as
+//! the socket is read. Rounds alternate: the bare publisher publishes `bookTicker`-sized
+//! `Tick` payloads on the same subjects with a unique `Nats-Msg-Id` and the same in-flight
+//! window; then the ingest role (Binance adapter, JetStream bus) runs against the feed. Each
+//! round reports acknowledged messages per second (the stream's last sequence over the round)
+//! and this process's CPU time per acknowledged message (the feed runs in its own process,
+//! nats-server in its own).
+
+use std::collections::VecDeque;
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use spreadagg_bus::{Bus, StreamSettings};
+use spreadagg_ingest::IngestConfig;
+use spreadagg_model::ExchangeId;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+const SYMBOLS: usize = 100;
+const ROUND: Duration = Duration::from_secs(8);
+const ROUNDS: usize = 3;
+const IN_FLIGHT: usize = 1024;
+
+fn native(i: usize) -> String {
+    format!("S{i}USDT")
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if args.get(1).map(String::as_str) == Some("--feed") {
+        return rt.block_on(feed());
+    }
+    rt.block_on(harness(&args[0]))
+}
+
+/// Serves discovery on one port and the WebSocket feed on another; prints both.
+async fn feed() -> Result<(), Box<dyn std::error::Error>> {
+    let http = TcpListener::bind("127.0.0.1:0").await?;
+    let ws = TcpListener::bind("127.0.0.1:0").await?;
+    println!("{} {}", http.local_addr()?, ws.local_addr()?);
+    std::io::stdout().flush()?;
+    let symbols: Vec<serde_json::Value> = (0..SYMBOLS)
+        .map(|i| serde_json::json!({"symbol": native(i), "status": "TRADING", "baseAsset": format!("S{i}"), "quoteAsset": "USDT"}))
+        .collect();
+    let body = serde_json::json!({"symbols": symbols}).to_string();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = http.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = tcp.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = tcp.write_all(head.as_bytes()).await;
+                let _ = tcp.write_all(body.as_bytes()).await;
+            });
+        }
+    });
+    while let Ok((tcp, _)) = ws.accept().await {
+        tokio::spawn(async move {
+            let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+                return;
+            };
+            let (mut tx, mut rx) = ws.split();
+            // Ack the subscribe requests as they come, then stream.
+            let mut u: u64 = 1;
+            let mut i = 0usize;
+            loop {
+                tokio::select! {
+                    biased;
+                    m = rx.next() => match m {
+                        Some(Ok(Message::Text(t))) => {
+                            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap_or_default();
+                            let ack = serde_json::json!({"result": null, "id": v["id"]});
+                            if tx.send(Message::text(ack.to_string())).await.is_err() { return }
+                        }
+                        Some(Ok(_)) => {}
+                        _ => return,
+                    },
+                    r = tx.feed(Message::text(format!(
+                        r#"{{"u":{u},"s":"{}","b":"25.35190000","B":"31.21000000","a":"25.36520000","A":"40.66000000"}}"#,
+                        native(i)
+                    ))) => {
+                        if r.is_err() { return }
+                        u += 1;
+                        i = (i + 1) % SYMBOLS;
+                        if u.is_multiple_of(64) && tx.flush().await.is_err() { return }
+                    }
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+fn cpu_seconds() -> f64 {
+    // utime + stime of this process, in clock ticks (100 per second on Linux).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (tick(11) + tick(12)) / 100.0
+}
+
+async fn last_seq(bus: &Bus) -> u64 {
+    bus.stream_state("MD_TICKS").await.map_or(0, |s| s.last_seq)
+}
+
+struct Round {
+    rate: f64,
+    cpu_us: f64,
+}
+
+async fn measure<F: std::future::Future<Output = ()>>(bus: &Bus, run: F) -> Round {
+    tokio::pin!(run);
+    // Warm up a second, then measure.
+    let _ = tokio::time::timeout(Duration::from_secs(1), &mut run).await;
+    let (seq0, cpu0, t0) = (last_seq(bus).await, cpu_seconds(), Instant::now());
+    let _ = tokio::time::timeout(ROUND, &mut run).await;
+    let (seq1, cpu1, dt) = (last_seq(bus).await, cpu_seconds(), t0.elapsed());
+    let n = seq1.saturating_sub(seq0).max(1) as f64;
+    Round {
+        rate: n / dt.as_secs_f64(),
+        cpu_us: (cpu1 - cpu0) * 1e6 / n,
+    }
+}
+
+async fn bare(url: &str, stop: CancellationToken) {
+    let Ok(client) = async_nats::connect(url).await else {
+        return;
+    };
+    let js = async_nats::jetstream::new(client);
+    let payload = bytes::Bytes::from(vec![0x0au8; 90]);
+    let mut pending = VecDeque::new();
+    let mut n: u64 = 0;
+    while !stop.is_cancelled() {
+        if pending.len() >= IN_FLIGHT
+            && let Some(f) = pending.pop_front()
+        {
+            let _ = f.await;
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("bare:{n}").as_str());
+        let subject = format!("md.tick.binance.S{}-USDT", n % SYMBOLS as u64);
+        match js
+            .publish_with_headers(subject, headers, payload.clone())
+            .await
+        {
+            Ok(f) => pending.push_back(f),
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+        n += 1;
+    }
+}
+
+async fn harness(me: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = spreadagg_testkit::NatsServer::start()?;
+    let url = server.url();
+    let mut feed = tokio::process::Command::new(me)
+        .arg("--feed")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut line = String::new();
+    {
+        use tokio::io::AsyncBufReadExt;
+        let out = feed.stdout.take().ok_or("feed stdout")?;
+        tokio::io::BufReader::new(out).read_line(&mut line).await?;
+    }
+    let mut parts = line.split_whitespace();
+    let (rest, ws) = (
+        parts.next().ok_or("feed address")?.to_owned(),
+        parts.next().ok_or("feed address")?.to_owned(),
+    );
+    let settings = StreamSettings::default();
+    let bus = Bus::connect(&url, &settings).await?;
+    println!("symbols {SYMBOLS}, in-flight {IN_FLIGHT}, rounds of {ROUND:?}");
+    let mut ratios = Vec::new();
+    for round in 1..=ROUNDS {
+        let stop = CancellationToken::new();
+        let b = measure(&bus, bare(&url, stop.clone())).await;
+        stop.cancel();
+        let stop = CancellationToken::new();
+        let config = IngestConfig {
+            exchange: Some(ExchangeId::Binance),
+            symbols: (0..SYMBOLS)
+                .map(|i| format!("S{i}-USDT").parse().expect("symbol"))
+                .collect(),
+            ws_url: Some(format!("ws://{ws}/ws")),
+            rest_url: Some(format!("http://{rest}")),
+            max_in_flight: IN_FLIGHT,
+            rediscover_every_s: 0,
+            ..IngestConfig::default()
+        };
+        let ingest_bus = Bus::connect(&url, &settings).await?;
+        let health = spreadagg_runtime::Health::new();
+        let task = tokio::spawn(spreadagg_ingest::run(
+            config,
+            ingest_bus,
+            health,
+            stop.clone(),
+        ));
+        let i = measure(&bus, async {
+            std::future::pending::<()>().await;
+        })
+        .await;
+        stop.cancel();
+        let _ = task.await;
+        let ratio = i.rate / b.rate;
+        ratios.push(ratio);
+        println!(
+            "round {round}: bare {:.0} acked/s ({:.2} µs CPU each), ingest {:.0} acked ticks/s ({:.2} µs CPU each), ratio {ratio:.2}",
+            b.rate, b.cpu_us, i.rate, i.cpu_us
+        );
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!("median ratio {:.2}", ratios[ratios.len() / 2]);
+    let _ = feed.kill().await;
+    Ok(())
+}
