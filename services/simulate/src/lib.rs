@@ -1,11 +1,11 @@
-//! The simulator role (`spreadagg simulate`): serves the Binance spot and OKX v5 public
-//! market-data protocols on local ports, exactly as the exchanges document them, so that any
+//! The simulator role (`spreadagg simulate`): serves the Binance spot, OKX v5 and HTX spot
+//! public market-data protocols on local ports, exactly as the exchanges document them, so that any
 //! ingest client (ours or anyone's) can connect to it instead of the real exchange.
 //!
 //! Every exchange quotes from one shared random-walk market (`market.rs`), so a symbol moves
 //! together across exchanges and cross-exchange spreads look real: a few basis points,
 //! mean-reverting, occasionally wide. Each exchange has its own module with its wire encoding,
-//! WebSocket session and REST routes (`binance.rs`, `okx.rs`), and its own listener: exchanges
+//! WebSocket session and REST routes (`binance.rs`, `okx.rs`, `exchange/htx/`), and its own listener: exchanges
 //! never share a port (MEXC will reuse Binance's REST paths).
 //!
 //! Everything is owned and bounded: every task is on the simulator's [`TaskTracker`] and ends
@@ -15,6 +15,7 @@
 //! read is dropped.
 
 mod binance;
+mod exchange;
 mod format;
 mod market;
 mod okx;
@@ -36,7 +37,8 @@ use crate::market::{Board, Model, Universe, now_us};
 use crate::ws::{ExchangeCtx, MAX_SESSIONS};
 
 /// The exchanges whose protocols the simulator speaks.
-pub const SIMULATED_EXCHANGES: [ExchangeId; 2] = [ExchangeId::Binance, ExchangeId::Okx];
+pub const SIMULATED_EXCHANGES: [ExchangeId; 3] =
+    [ExchangeId::Binance, ExchangeId::Okx, ExchangeId::Htx];
 
 /// Most symbols one simulator serves; each costs a few hundred bytes and its share of the
 /// market's events.
@@ -49,14 +51,14 @@ const EVENTS_PER_SYMBOL: usize = 128;
 const EVENT_BUFFER_BOUNDS: (usize, usize) = (1_024, 65_536);
 
 /// Configuration of the simulator. Every field has a default, so an empty file (or none)
-/// simulates Binance and OKX on free local ports.
+/// simulates Binance, OKX and HTX on free local ports.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimConfig {
     /// Address every exchange's listener binds to. Default `127.0.0.1`; `0.0.0.0` serves other
     /// hosts too (the endpoints then name the loopback address).
     pub host: IpAddr,
-    /// Exchanges to serve, by id. Default `["binance", "okx"]`; any other id is refused with
+    /// Exchanges to serve, by id. Default: every simulated exchange ([`SIMULATED_EXCHANGES`]); any other id is refused with
     /// "not simulated yet" until its protocol is added.
     #[serde(
         serialize_with = "exchange_list::serialize",
@@ -171,7 +173,7 @@ impl SimConfig {
 /// Why the simulator could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    #[error("exchange {0} is not simulated yet (the simulator serves binance and okx)")]
+    #[error("exchange {0} is not simulated yet (the simulator serves binance, okx and htx)")]
     NotSimulated(ExchangeId),
     #[error("invalid simulator configuration: {0}")]
     InvalidConfig(String),
@@ -279,6 +281,7 @@ impl Simulator {
             let (router, ws_path) = match exchange {
                 ExchangeId::Binance => (binance::router(ctx), "/ws"),
                 ExchangeId::Okx => (okx::router(ctx), "/ws/v5/public"),
+                ExchangeId::Htx => (exchange::htx::router(ctx), exchange::htx::WS_PATH),
                 other => return Err(SimError::NotSimulated(other)),
             };
             let at = advertised(local);
@@ -405,7 +408,7 @@ mod tests {
         ] {
             assert!(c.symbols.iter().any(|x| x == s), "{s}");
         }
-        assert_eq!(c.exchanges, vec![ExchangeId::Binance, ExchangeId::Okx]);
+        assert_eq!(c.exchanges, SIMULATED_EXCHANGES.to_vec());
         assert_eq!((c.update_interval_ms, c.binance_ping_interval_s), (100, 20));
     }
 

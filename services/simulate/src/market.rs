@@ -119,6 +119,11 @@ fn venue(exchange: ExchangeId) -> Venue {
             spread_factor: 1.4,
             basis_std_bps: 2.0,
         },
+        ExchangeId::Htx => Venue {
+            volume_share: 0.15,
+            spread_factor: 1.6,
+            basis_std_bps: 2.5,
+        },
         _ => Venue {
             volume_share: 0.2,
             spread_factor: 1.8,

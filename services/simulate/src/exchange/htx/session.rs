@@ -1,0 +1,311 @@
+//! One HTX WebSocket connection: server pings answered by pongs, one topic per subscribe
+//! request, and gzip-compressed pushes.
+//!
+//! HTX pings every 5 s with `{"ping":<ms>}` and disconnects a client that has not answered
+//! `{"pong":<the same number>}` for two pings; a pong echoing any other number does not count.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::Message;
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+
+use super::wire;
+use crate::market::{MarketEvent, Universe, now_us};
+use crate::ws::{self, End, ExchangeCtx, RateWindow, SessionMetrics, Socket};
+
+/// How often the server pings.
+pub(crate) const PING_EVERY: Duration = Duration::from_secs(5);
+/// A ping unanswered this long (two ping periods) ends the connection.
+pub(crate) const PONG_DEADLINE: Duration = Duration::from_secs(10);
+/// Topics one connection may hold.
+pub(crate) const MAX_TOPICS: usize = 300;
+/// Subscribe/unsubscribe requests per connection per second.
+pub(crate) const MAX_REQUESTS_PER_SECOND: usize = 50;
+/// Pings remembered while unanswered (more than the deadline allows).
+const MAX_OUTSTANDING: usize = 4;
+/// Longest request id echoed back.
+const MAX_ID_LEN: usize = 64;
+/// Longest topic echoed in an error.
+const MAX_ECHO: usize = 128;
+
+/// A topic we publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Bbo,
+    Trades,
+}
+
+impl Kind {
+    const fn flag(self) -> u8 {
+        match self {
+            Kind::Bbo => 1,
+            Kind::Trades => 2,
+        }
+    }
+}
+
+fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// One connection's protocol state; [`run`] does the I/O.
+#[derive(Debug)]
+pub(crate) struct Session {
+    universe: Arc<Universe>,
+    /// Per symbol: subscribed kinds (`Kind::flag` bits).
+    wants: Vec<u8>,
+    topics: usize,
+    requests: RateWindow,
+    /// Pings sent and not yet answered: (number, sent at), oldest first.
+    outstanding: VecDeque<(u64, Instant)>,
+}
+
+impl Session {
+    pub(crate) fn new(universe: Arc<Universe>) -> Self {
+        let wants = vec![0; universe.instruments.len()];
+        Self {
+            universe,
+            wants,
+            topics: 0,
+            requests: RateWindow::new(MAX_REQUESTS_PER_SECOND, Duration::from_secs(1)),
+            outstanding: VecDeque::new(),
+        }
+    }
+
+    /// Records a ping about to be sent and returns its frame.
+    pub(crate) fn ping(&mut self, now: Instant) -> String {
+        let n = u64::try_from(now_us() / 1_000).unwrap_or(0);
+        // Two pings within one millisecond would share a number; keep them distinct.
+        let n = match self.outstanding.back() {
+            Some(&(last, _)) if last >= n => last + 1,
+            _ => n,
+        };
+        if self.outstanding.len() >= MAX_OUTSTANDING {
+            self.outstanding.pop_front();
+        }
+        self.outstanding.push_back((n, now));
+        wire::ping(n)
+    }
+
+    /// When the oldest unanswered ping expires.
+    pub(crate) fn pong_due(&self) -> Option<Instant> {
+        self.outstanding.front().map(|&(_, at)| at + PONG_DEADLINE)
+    }
+
+    /// A pong for an outstanding ping clears it and every older one.
+    fn pong(&mut self, n: u64) -> bool {
+        match self.outstanding.iter().position(|&(p, _)| p == n) {
+            Some(i) => {
+                self.outstanding.drain(..=i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Answers one client message. Returns the frames to send and the label of a refusal.
+    pub(crate) fn handle(
+        &mut self,
+        text: &str,
+        now: Instant,
+    ) -> (Vec<String>, Option<&'static str>) {
+        let ts = now_us() / 1_000;
+        let Ok(Value::Object(msg)) = serde_json::from_str::<Value>(text) else {
+            return (
+                vec![wire::error(None, "bad-request", "invalid json", ts)],
+                Some("invalid_json"),
+            );
+        };
+        if let Some(p) = msg.get("pong") {
+            // Only the number of an outstanding ping counts; anything else is ignored.
+            return match p.as_u64() {
+                Some(n) if self.pong(n) => (Vec::new(), None),
+                _ => (Vec::new(), Some("stray_pong")),
+            };
+        }
+        let id = match msg.get("id") {
+            None => None,
+            Some(Value::String(s)) => Some(cut(s, MAX_ID_LEN)),
+            Some(_) => {
+                return (
+                    vec![wire::error(None, "bad-request", "invalid id", ts)],
+                    Some("bad_id"),
+                );
+            }
+        };
+        let (topic, subscribe) = match (msg.get("sub"), msg.get("unsub")) {
+            (Some(Value::String(t)), None) => (t.as_str(), true),
+            (None, Some(Value::String(t))) => (t.as_str(), false),
+            _ => {
+                return (
+                    vec![wire::error(id, "bad-request", "invalid request", ts)],
+                    Some("invalid_request"),
+                );
+            }
+        };
+        if !self.requests.allow(now) {
+            return (
+                vec![wire::error(
+                    id,
+                    "too-many-requests",
+                    "too many requests",
+                    ts,
+                )],
+                Some("too_many_requests"),
+            );
+        }
+        let Some((symbol, kind)) = self.parse_topic(topic) else {
+            let msg = format!("invalid topic {}", cut(topic, MAX_ECHO));
+            return (
+                vec![wire::error(id, "bad-request", &msg, ts)],
+                Some("invalid_topic"),
+            );
+        };
+        let Some(wants) = self.wants.get_mut(symbol) else {
+            return (Vec::new(), Some("invalid_topic"));
+        };
+        let had = *wants & kind.flag() != 0;
+        if subscribe {
+            if !had {
+                if self.topics >= MAX_TOPICS {
+                    let msg = format!("subscription limit exceeded: {MAX_TOPICS} topics");
+                    return (
+                        vec![wire::error(id, "bad-request", &msg, ts)],
+                        Some("too_many_topics"),
+                    );
+                }
+                *wants |= kind.flag();
+                self.topics += 1;
+            }
+            (vec![wire::subbed(id, topic, ts)], None)
+        } else {
+            if had {
+                *wants &= !kind.flag();
+                self.topics = self.topics.saturating_sub(1);
+            }
+            (vec![wire::unsubbed(id, topic, ts)], None)
+        }
+    }
+
+    fn parse_topic(&self, topic: &str) -> Option<(usize, Kind)> {
+        let rest = topic.strip_prefix("market.")?;
+        let (sym, kind) = if let Some(s) = rest.strip_suffix(".bbo") {
+            (s, Kind::Bbo)
+        } else {
+            (rest.strip_suffix(".trade.detail")?, Kind::Trades)
+        };
+        Some((self.universe.by_stream(sym)?, kind))
+    }
+
+    /// The frame for a market event this connection listens to.
+    pub(crate) fn encode(&self, event: &MarketEvent) -> Option<String> {
+        let now_ms = now_us() / 1_000;
+        match event {
+            MarketEvent::Quote(q) => {
+                let wants = self.wants.get(q.symbol).copied().unwrap_or(0);
+                let inst = self.universe.instruments.get(q.symbol)?;
+                (wants & Kind::Bbo.flag() != 0).then(|| wire::bbo(inst, q, now_ms))
+            }
+            MarketEvent::Trade(t) => {
+                let wants = self.wants.get(t.symbol).copied().unwrap_or(0);
+                let inst = self.universe.instruments.get(t.symbol)?;
+                (wants & Kind::Trades.flag() != 0).then(|| wire::trade(inst, t, now_ms))
+            }
+        }
+    }
+}
+
+/// Serves one connection until it ends, then records why.
+pub(crate) async fn run<S: Socket>(
+    mut socket: S,
+    ctx: Arc<ExchangeCtx>,
+    mut session: Session,
+    mut events: broadcast::Receiver<MarketEvent>,
+) {
+    let metrics = SessionMetrics::open(ctx.exchange);
+    let end = serve(&mut socket, &ctx, &mut session, &mut events, &metrics).await;
+    match end {
+        End::Shutdown | End::MarketClosed => {
+            ws::close(&mut socket, None, 1001, "server shutdown").await;
+        }
+        End::PongTimeout => ws::close(&mut socket, None, 1000, "pong timeout").await,
+        End::ClientClosed
+        | End::RateLimited
+        | End::SocketError
+        | End::SlowClient
+        | End::Idle
+        | End::NoSubscription
+        | End::MaxLifetime => {}
+    }
+    metrics.ended(end);
+}
+
+async fn send<S: Socket>(socket: &mut S, ctx: &ExchangeCtx, text: &str) -> Result<(), End> {
+    ws::send(socket, wire::gzip(text), &ctx.stop).await
+}
+
+async fn serve<S: Socket>(
+    socket: &mut S,
+    ctx: &ExchangeCtx,
+    session: &mut Session,
+    events: &mut broadcast::Receiver<MarketEvent>,
+    metrics: &SessionMetrics,
+) -> End {
+    let mut pings = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            () = ctx.stop.cancelled() => return End::Shutdown,
+            () = ws::sleep_until_opt(session.pong_due()) => return End::PongTimeout,
+            _ = pings.tick() => {
+                let frame = session.ping(Instant::now());
+                if let Err(end) = send(socket, ctx, &frame).await {
+                    return end;
+                }
+            }
+            frame = socket.next() => {
+                let text = match frame {
+                    None | Some(Ok(Message::Close(_))) => return End::ClientClosed,
+                    Some(Err(_)) => return End::SocketError,
+                    Some(Ok(Message::Text(t))) => t.as_str().to_owned(),
+                    Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                };
+                let (frames, rejected) = session.handle(&text, Instant::now());
+                if let Some(why) = rejected {
+                    metrics.rejected(why);
+                }
+                for f in frames {
+                    if let Err(end) = send(socket, ctx, &f).await {
+                        return end;
+                    }
+                }
+            }
+            event = events.recv() => match event {
+                Ok(event) => {
+                    if let Some(frame) = session.encode(&event)
+                        && let Err(end) = send(socket, ctx, &frame).await
+                    {
+                        return end;
+                    }
+                }
+                Err(RecvError::Lagged(skipped)) => metrics.lagged(skipped),
+                Err(RecvError::Closed) => return End::MarketClosed,
+            },
+        }
+    }
+}

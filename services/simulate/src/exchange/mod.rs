@@ -1,0 +1,3 @@
+//! Simulated exchanges, one folder each.
+
+pub(crate) mod htx;
