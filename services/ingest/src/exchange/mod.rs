@@ -12,6 +12,7 @@
 //! Adapters are registered in one place: [`adapter`].
 
 pub mod binance;
+pub mod kucoin;
 pub mod okx;
 mod parse;
 
@@ -257,6 +258,7 @@ pub fn adapter(id: ExchangeId) -> Option<Box<dyn Adapter>> {
     match id {
         ExchangeId::Binance => Some(Box::new(binance::Binance)),
         ExchangeId::Okx => Some(Box::new(okx::Okx)),
+        ExchangeId::Kucoin => Some(Box::new(kucoin::Kucoin)),
         _ => None,
     }
 }
