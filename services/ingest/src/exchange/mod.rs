@@ -13,6 +13,7 @@
 
 pub mod binance;
 pub mod htx;
+pub mod kucoin;
 pub mod okx;
 mod parse;
 
@@ -259,6 +260,7 @@ pub fn adapter(id: ExchangeId) -> Option<Box<dyn Adapter>> {
         ExchangeId::Binance => Some(Box::new(binance::Binance)),
         ExchangeId::Okx => Some(Box::new(okx::Okx)),
         ExchangeId::Htx => Some(Box::new(htx::Htx)),
+        ExchangeId::Kucoin => Some(Box::new(kucoin::Kucoin)),
         _ => None,
     }
 }
