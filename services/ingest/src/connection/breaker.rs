@@ -72,6 +72,10 @@ impl Breaker {
     /// Waits until an attempt may start; `None` when `stop` fires first.
     pub async fn admit(&self, stop: &CancellationToken) -> Option<Admission> {
         loop {
+            // Registered before the state is read, so a change in between is not missed.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let wait_until = {
                 let mut s = self.lock();
                 match *s {
@@ -98,7 +102,6 @@ impl Breaker {
                     State::HalfOpen { probing: true, .. } => None,
                 }
             };
-            let changed = self.changed.notified();
             tokio::select! {
                 () = stop.cancelled() => return None,
                 () = changed => {}

@@ -194,8 +194,14 @@ impl Connection {
                 Step::SuccessorReport(Some(report)) => {
                     if let Some(next) = successor.as_mut() {
                         match report {
-                            Report::Subscribed { .. } => next.subscribed = true,
-                            Report::Delivered => next.delivered = true,
+                            Report::Subscribed { .. } => {
+                                next.subscribed = true;
+                                self.shared.breaker.success();
+                            }
+                            Report::Delivered => {
+                                next.delivered = true;
+                                self.shared.breaker.success();
+                            }
                             Report::Rotate(reason) => {
                                 rotate_reason.get_or_insert(format!("announced: {reason}"));
                             }
@@ -253,6 +259,7 @@ impl Connection {
                     }
                     rotate_reason = Some("symbols changed".into());
                     if let Some(next) = successor.take() {
+                        self.shared.breaker.release(next.admission);
                         next.stop().await;
                     }
                 }
