@@ -5,12 +5,19 @@
 //! [`PublishFailed`], message included. The message given to a `publish` that reports an
 //! earlier failure is still sent. Nothing is dropped silently.
 //!
-//! Every method is cancellation-safe: a message stays queued until its acknowledgement
-//! arrives, so a caller that stops waiting (a shutdown deadline) can count what is left with
-//! [`Publisher::abandon`].
+//! Every method is cancellation-safe: an acknowledgement being awaited is kept (the future is
+//! stored, not consumed), and a message stays queued until its acknowledgement arrives, so a
+//! caller may stop waiting at any point (an idle select, a shutdown deadline) and lose nothing;
+//! what is left can be counted with [`Publisher::abandon`]. A caller with nothing to send
+//! should wait on [`Publisher::settle`] meanwhile, so failures are retried without waiting
+//! for the window to fill.
 
 use std::collections::VecDeque;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
 use std::time::{Duration, Instant};
+
+use metrics::Counter;
 
 use crate::jetstream::PendingAck;
 use crate::{Bus, BusError, OutMessage, PubAck};
@@ -27,29 +34,49 @@ pub struct PublishFailed {
     pub error: BusError,
 }
 
-#[derive(Debug)]
+type AckFuture = Pin<Box<dyn Future<Output = Result<PubAck, BusError>> + Send>>;
+
 enum Pending {
-    Done(Result<PubAck, BusError>),
-    JetStream(PendingAck),
+    Done(Option<Result<PubAck, BusError>>),
+    JetStream(AckFuture),
 }
 
 impl Pending {
-    async fn wait(self) -> Result<PubAck, BusError> {
+    fn from_ack(ack: PendingAck) -> Self {
+        Pending::JetStream(ack.into_future())
+    }
+
+    /// Resumable: dropping this future mid-wait keeps the acknowledgement being awaited.
+    /// Once it has answered, the slot reads as "send again" (`Done(None)`), so a caller that
+    /// stops waiting between a failure and its retry gets the message republished, and a
+    /// finished future is never polled again.
+    async fn wait(&mut self) -> Result<PubAck, BusError> {
         match self {
-            Pending::Done(r) => r,
-            Pending::JetStream(p) => p.await,
+            Pending::Done(r) => r.take().unwrap_or(Err(BusError::Closed)),
+            Pending::JetStream(f) => {
+                let result = f.as_mut().await;
+                *self = Pending::Done(None);
+                result
+            }
         }
     }
+}
+
+struct Meters {
+    published: Counter,
+    duplicates: Counter,
+    failed: Counter,
+    retries: Counter,
 }
 
 /// See the module documentation.
 pub struct Publisher {
     bus: Bus,
     max_in_flight: usize,
-    /// Oldest first. `None`: the acknowledgement was being awaited when a caller gave up
-    /// waiting, so the message is sent again (same id) when settled.
-    in_flight: VecDeque<(OutMessage, Option<Pending>)>,
+    /// Oldest first, each with its acknowledgement being awaited.
+    in_flight: VecDeque<(OutMessage, Pending)>,
     retry_for: Option<Duration>,
+    meters: Meters,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -68,6 +95,12 @@ impl Publisher {
             max_in_flight: max_in_flight.max(1),
             in_flight: VecDeque::new(),
             retry_for: Some(RETRY_FOR),
+            meters: Meters {
+                published: metrics::counter!("spreadagg_bus_published_total"),
+                duplicates: metrics::counter!("spreadagg_bus_publish_duplicates_total"),
+                failed: metrics::counter!("spreadagg_bus_publish_failed_total"),
+                retries: metrics::counter!("spreadagg_bus_publish_retries_total"),
+            },
         }
     }
 
@@ -102,9 +135,22 @@ impl Publisher {
                 break;
             }
         }
-        let pending = self.start(&msg).await;
-        self.in_flight.push_back((msg, Some(pending)));
+        // Only the bus is borrowed across the await (the publisher itself is not `Sync`).
+        let pending = Self::start_on(&self.bus, &msg).await;
+        self.in_flight.push_back((msg, pending));
         failed.map_or(Ok(()), Err)
+    }
+
+    /// Waits for the oldest outstanding acknowledgement (retrying it as `publish` would);
+    /// pending for ever when nothing is in flight. For a caller with nothing to send.
+    ///
+    /// # Errors
+    /// That publish failed for good; the message is returned.
+    pub async fn settle(&mut self) -> Result<(), PublishFailed> {
+        if self.in_flight.is_empty() {
+            return std::future::pending().await;
+        }
+        self.settle_oldest().await
     }
 
     /// Waits for every outstanding acknowledgement.
@@ -123,16 +169,12 @@ impl Publisher {
         self.in_flight.len()
     }
 
-    async fn start(&self, msg: &OutMessage) -> Pending {
-        Self::start_on(&self.bus, msg).await
-    }
-
     async fn start_on(bus: &Bus, msg: &OutMessage) -> Pending {
         match bus {
-            Bus::InProc(b) => Pending::Done(b.publish(msg)),
+            Bus::InProc(b) => Pending::Done(Some(b.publish(msg))),
             Bus::JetStream(b) => match b.publish(msg).await {
-                Ok(p) => Pending::JetStream(p),
-                Err(e) => Pending::Done(Err(e)),
+                Ok(p) => Pending::from_ack(p),
+                Err(e) => Pending::Done(Some(Err(e))),
             },
         }
     }
@@ -142,6 +184,7 @@ impl Publisher {
             bus,
             in_flight,
             retry_for,
+            meters,
             ..
         } = self;
         let Some((msg, pending)) = in_flight.front_mut() else {
@@ -150,29 +193,26 @@ impl Publisher {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(50);
         let mut retried = false;
-        let mut result = match pending.take() {
-            Some(p) => p.wait().await,
-            // A caller stopped waiting for this one earlier: ask again.
-            None => Err(BusError::Closed),
-        };
         loop {
+            // Cancelled here, the pending acknowledgement (or the retry just started) stays.
+            let result = pending.wait().await;
             match result {
                 Ok(ack) => {
                     if ack.duplicate {
-                        metrics::counter!("spreadagg_bus_publish_duplicates_total").increment(1);
+                        meters.duplicates.increment(1);
                     }
-                    metrics::counter!("spreadagg_bus_published_total").increment(1);
+                    meters.published.increment(1);
                     in_flight.pop_front();
                     return Ok(());
                 }
                 Err(error) if retry_for.is_some_and(|d| started.elapsed() >= d) => {
-                    metrics::counter!("spreadagg_bus_publish_failed_total").increment(1);
+                    meters.failed.increment(1);
                     let message = msg.clone();
                     in_flight.pop_front();
                     return Err(PublishFailed { message, error });
                 }
                 Err(error) => {
-                    metrics::counter!("spreadagg_bus_publish_retries_total").increment(1);
+                    meters.retries.increment(1);
                     tracing::debug!(%error, subject = %msg.subject, "publish failed; retrying");
                     // The first retry goes at once: after an outage, the messages queued behind
                     // this one failed together, and the connection is usually back by now.
@@ -182,7 +222,7 @@ impl Publisher {
                         backoff = (backoff * 2).min(Duration::from_secs(1));
                     }
                     retried = true;
-                    result = Self::start_on(bus, msg).await.wait().await;
+                    *pending = Self::start_on(bus, msg).await;
                 }
             }
         }

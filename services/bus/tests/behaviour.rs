@@ -233,6 +233,36 @@ async fn publisher_pipelines_and_flushes(f: Fixture) {
     assert_eq!((state.messages, state.last_seq), (200, 200));
 }
 
+/// A caller that keeps abandoning its wait for acknowledgements (an idle loop selecting on
+/// `settle` against new work) loses nothing and stores nothing twice.
+async fn settling_is_cancellation_safe(f: Fixture) {
+    let mut p = f.bus.publisher(8);
+    let mut settled = 0;
+    for i in 0..300 {
+        p.publish(msg("md.tick.okx.XRP-USDT", &format!("c-{i}"), "x"))
+            .await
+            .expect("publish");
+        // Give up on the wait at once, or after a moment, alternately.
+        let wait = if i % 2 == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_micros(200)
+        };
+        if let Ok(r) = tokio::time::timeout(wait, p.settle()).await {
+            r.expect("settled");
+            settled += 1;
+        }
+    }
+    p.flush().await.expect("flush");
+    assert_eq!(p.in_flight(), 0);
+    let state = f.bus.stream_state("MD_TICKS").await.expect("state");
+    assert_eq!(
+        (state.messages, state.last_seq),
+        (300, 300),
+        "every message stored once ({settled} settled early)"
+    );
+}
+
 async fn subjects_without_a_stream_are_refused(f: Fixture) {
     let err = f.bus.publish(&msg("elsewhere.x", "e", "x")).await;
     assert!(err.is_err(), "publish to an uncaptured subject must fail");
@@ -325,6 +355,7 @@ suite! {
     live_subscriptions_see_only_new_messages,
     max_ack_pending_pauses_delivery,
     publisher_pipelines_and_flushes,
+    settling_is_cancellation_safe,
     subjects_without_a_stream_are_refused,
     oversized_payloads_are_refused,
     messages_read_back_by_sequence,

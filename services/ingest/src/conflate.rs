@@ -59,6 +59,18 @@ pub enum Pushed {
     Dropped,
 }
 
+/// `new` is an earlier update of the exchange than `pending`: a lower update id, or with no
+/// ids, an earlier exchange time. Where neither tells, the later arrival wins.
+fn older(new: &Quote, pending: &Quote) -> bool {
+    if new.seq != 0 && pending.seq != 0 {
+        new.seq < pending.seq && new.exchange_ts_ns <= pending.exchange_ts_ns
+    } else if new.exchange_ts_ns != 0 && pending.exchange_ts_ns != 0 {
+        new.exchange_ts_ns < pending.exchange_ts_ns
+    } else {
+        false
+    }
+}
+
 impl Conflator {
     pub fn new(exchange: ExchangeId, trade_capacity: usize) -> Self {
         let ex = exchange.as_str();
@@ -108,11 +120,20 @@ impl Conflator {
                             if i >= s.slots.len() {
                                 s.slots.resize(i + 1, None);
                             }
-                            if s.slots[i].replace(q).is_some() {
-                                (Pushed::Conflated, None)
-                            } else {
-                                s.pending.push_back(q.symbol.0);
-                                (Pushed::Queued, None)
+                            match &mut s.slots[i] {
+                                // Two connections overlap while rotating: the later of the
+                                // two updates stays, whichever arrived last.
+                                Some(pending) => {
+                                    if !older(&q, pending) {
+                                        *pending = q;
+                                    }
+                                    (Pushed::Conflated, None)
+                                }
+                                slot @ None => {
+                                    *slot = Some(q);
+                                    s.pending.push_back(q.symbol.0);
+                                    (Pushed::Queued, None)
+                                }
                             }
                         }
                     }
@@ -226,6 +247,36 @@ mod tests {
                 Event::Print(_) => None,
             })
             .collect()
+    }
+
+    #[tokio::test]
+    async fn an_earlier_update_arriving_late_does_not_replace_a_later_one() {
+        // Rotation overlap: the new connection is ahead of the old one.
+        let c = Conflator::new(ExchangeId::Okx, 3);
+        assert_eq!(c.push(quote(0, 7)), Pushed::Queued);
+        assert_eq!(
+            c.push(quote(0, 5)),
+            Pushed::Conflated,
+            "counted as replaced"
+        );
+        let mut out = Vec::new();
+        assert!(c.take(10, &mut out).await);
+        assert_eq!(seqs(&out), vec![(0, 7)], "the later update stays");
+        // Without ids, exchange times decide.
+        let at = |ts: i64| {
+            Event::Quote(Quote {
+                exchange_ts_ns: ts,
+                ..match quote(1, 0) {
+                    Event::Quote(q) => q,
+                    Event::Print(_) => unreachable!(),
+                }
+            })
+        };
+        c.push(at(200));
+        c.push(at(100));
+        let mut out = Vec::new();
+        assert!(c.take(10, &mut out).await);
+        assert!(matches!(out.as_slice(), [Event::Quote(q)] if q.exchange_ts_ns == 200));
     }
 
     #[tokio::test]

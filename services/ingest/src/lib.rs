@@ -15,6 +15,7 @@ pub(crate) mod connection;
 pub mod discovery;
 pub mod event;
 pub mod exchange;
+mod groups;
 pub mod publish;
 pub mod symbols;
 
@@ -34,6 +35,7 @@ use crate::conflate::Conflator;
 use crate::connection::breaker::Breaker;
 use crate::connection::pacing::{AttemptLimiter, Backoff};
 use crate::connection::{Connection, ConnectionSettings, Shared};
+use crate::groups::Groups;
 use crate::symbols::SymbolTable;
 
 /// This replica's share of the symbols: `index` of `count` (`--shard I/N`).
@@ -194,6 +196,27 @@ impl IngestConfig {
             if v == 0 {
                 return Err(IngestError::Config(format!("{name} must be > 0")));
             }
+        }
+        // A successor needs time to connect and subscribe (three ack timeouts) before the old
+        // connection's age or margin runs out.
+        let handover = self.ack_timeout_s.saturating_mul(3);
+        if self.rotate_after_s != 0 && self.rotate_after_s <= handover {
+            return Err(IngestError::Config(format!(
+                "rotate_after_s must be 0 (the exchange's maximum age) or more than 3 x ack_timeout_s ({handover}), got {}",
+                self.rotate_after_s
+            )));
+        }
+        if self.rotate_margin_s <= handover || self.rotate_margin_s > 6 * 3600 {
+            return Err(IngestError::Config(format!(
+                "rotate_margin_s must be more than 3 x ack_timeout_s ({handover}) and at most 21600, got {}",
+                self.rotate_margin_s
+            )));
+        }
+        if self.rediscover_every_s != 0 && self.rediscover_every_s < 10 {
+            return Err(IngestError::Config(format!(
+                "rediscover_every_s must be 0 (off) or at least 10, got {}",
+                self.rediscover_every_s
+            )));
         }
         if self.backoff_min_ms == 0 || self.backoff_min_ms > self.backoff_max_ms {
             return Err(IngestError::Config(
@@ -391,74 +414,6 @@ async fn watch_breaker(
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-    }
-}
-
-/// The symbols of each connection, kept stable across re-discoveries: a delisted symbol
-/// leaves its connection, a new one joins the first connection with room, or a new
-/// connection.
-struct Groups {
-    per_connection: usize,
-    lists: Vec<(Vec<String>, watch::Sender<Vec<String>>)>,
-}
-
-impl Groups {
-    fn new(per_connection: usize) -> Self {
-        Self {
-            per_connection: per_connection.max(1),
-            lists: Vec::new(),
-        }
-    }
-
-    /// Applies the new full list; returns the connections to spawn (index, their list).
-    fn assign(&mut self, natives: &[String]) -> Vec<(usize, watch::Receiver<Vec<String>>)> {
-        let wanted: std::collections::HashSet<&str> = natives.iter().map(String::as_str).collect();
-        let mut held = std::collections::HashSet::new();
-        for (list, tx) in &mut self.lists {
-            let before = list.len();
-            list.retain(|n| wanted.contains(n.as_str()));
-            held.extend(list.iter().cloned());
-            if list.len() != before {
-                tx.send_replace(list.clone());
-            }
-        }
-        let mut changed = vec![false; self.lists.len()];
-        let mut spawned = Vec::new();
-        for n in natives.iter().filter(|n| !held.contains(*n)) {
-            let slot = self
-                .lists
-                .iter()
-                .position(|(l, _)| !l.is_empty() && l.len() < self.per_connection);
-            match slot {
-                Some(i) => {
-                    self.lists[i].0.push(n.clone());
-                    changed[i] = true;
-                }
-                None => {
-                    let (tx, rx) = watch::channel(Vec::new());
-                    self.lists.push((vec![n.clone()], tx));
-                    changed.push(false);
-                    spawned.push((self.lists.len() - 1, rx));
-                }
-            }
-        }
-        for (i, (list, tx)) in self.lists.iter().enumerate() {
-            if changed.get(i).copied().unwrap_or(false) {
-                tx.send_replace(list.clone());
-            }
-        }
-        for (i, rx) in &mut spawned {
-            // The new connection's starting list, seen as its current value.
-            let list = self.lists[*i].0.clone();
-            self.lists[*i].1.send_replace(list);
-            rx.mark_unchanged();
-        }
-        // Emptied connections end (they see an empty list); drop them from the table.
-        spawned
-    }
-
-    fn close(&mut self) {
-        self.lists.clear();
     }
 }
 

@@ -55,9 +55,17 @@ pub(crate) async fn run(
     let mut batch = Vec::with_capacity(BATCH);
     let mut abandoned = 0usize;
     'outer: loop {
-        let more = tokio::select! {
-            more = source.take(BATCH, &mut batch) => more,
-            () = abandon.cancelled() => false,
+        // While nothing new comes, the acknowledgements in flight are settled (and failed ones
+        // republished) instead of waiting for the window to fill.
+        let more = loop {
+            tokio::select! {
+                more = source.take(BATCH, &mut batch) => break more,
+                r = publisher.settle() => if let Err(failed) = r {
+                    lost.increment(1);
+                    tracing::warn!(exchange = ex, error = %failed, "publish failed; message dropped");
+                },
+                () = abandon.cancelled() => break false,
+            }
         };
         if !more && batch.is_empty() {
             break;

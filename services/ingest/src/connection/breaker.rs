@@ -3,7 +3,10 @@
 //! Closed: attempts go ahead; `threshold` failed sessions in a row (ended before any
 //! subscription was confirmed or any data arrived) open it. Open: no attempt starts until the
 //! cool-down has passed. Half-open: one probe goes ahead, the others wait; its success closes
-//! the breaker, its failure opens it again with twice the cool-down (up to a cap).
+//! the breaker, its failure opens it again with twice the cool-down (up to a cap). Each probe
+//! carries the epoch of the half-open period it was admitted in, so the late outcome of an
+//! earlier probe cannot decide a later period. A session that proved itself and later ends
+//! changes nothing: its success was recorded when it proved itself.
 //! Its state is a gauge (`spreadagg_ingest_breaker_state`: 0 closed, 1 half-open, 2 open) and
 //! part of `/health`.
 
@@ -18,15 +21,26 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
-    Closed { failures: u32 },
-    Open { until: Instant, cooldown: Duration },
-    HalfOpen { probing: bool, cooldown: Duration },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+        cooldown: Duration,
+    },
+    HalfOpen {
+        probing: bool,
+        cooldown: Duration,
+        epoch: u64,
+    },
 }
 
 /// See the module documentation.
 #[derive(Debug)]
 pub struct Breaker {
     state: Mutex<State>,
+    /// Half-open periods so far; the epoch of the current one.
+    epochs: std::sync::atomic::AtomicU64,
     changed: Notify,
     threshold: u32,
     cooldown: Duration,
@@ -39,7 +53,8 @@ pub struct Breaker {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
     Normal,
-    Probe,
+    /// The probe of the half-open period with this epoch.
+    Probe(u64),
 }
 
 impl Breaker {
@@ -52,6 +67,7 @@ impl Breaker {
         let ex = exchange.as_str();
         let b = Self {
             state: Mutex::new(State::Closed { failures: 0 }),
+            epochs: std::sync::atomic::AtomicU64::new(0),
             changed: Notify::new(),
             threshold: threshold.max(1),
             cooldown,
@@ -81,22 +97,29 @@ impl Breaker {
                 match *s {
                     State::Closed { .. } => return Some(Admission::Normal),
                     State::Open { until, cooldown } if Instant::now() >= until => {
+                        let epoch = self
+                            .epochs
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                            + 1;
                         *s = State::HalfOpen {
                             probing: true,
                             cooldown,
+                            epoch,
                         };
                         self.gauge.set(1.0);
-                        return Some(Admission::Probe);
+                        return Some(Admission::Probe(epoch));
                     }
                     State::HalfOpen {
                         probing: false,
                         cooldown,
+                        epoch,
                     } => {
                         *s = State::HalfOpen {
                             probing: true,
                             cooldown,
+                            epoch,
                         };
-                        return Some(Admission::Probe);
+                        return Some(Admission::Probe(epoch));
                     }
                     State::Open { until, .. } => Some(until),
                     State::HalfOpen { probing: true, .. } => None,
@@ -138,11 +161,14 @@ impl Breaker {
                     None
                 }
             }
-            // The probe failed: open again, for longer.
-            State::HalfOpen { cooldown, .. } if admission == Admission::Probe => {
+            // This period's probe failed: open again, for longer.
+            State::HalfOpen {
+                cooldown, epoch, ..
+            } if admission == Admission::Probe(epoch) => {
                 Some((cooldown * 2).min(self.max_cooldown))
             }
-            // Failures of attempts admitted before the breaker opened change nothing.
+            // Failures of attempts admitted before the breaker opened (or of an earlier
+            // period's probe) change nothing.
             State::HalfOpen { .. } | State::Open { .. } => None,
         };
         if let Some(cooldown) = open_for {
@@ -163,10 +189,15 @@ impl Breaker {
     /// An admitted probe ended without an outcome (the role stopped): let another probe go.
     pub fn release(&self, admission: Admission) {
         let mut s = self.lock();
-        if let (Admission::Probe, State::HalfOpen { cooldown, .. }) = (admission, *s) {
+        if let State::HalfOpen {
+            cooldown, epoch, ..
+        } = *s
+            && admission == Admission::Probe(epoch)
+        {
             *s = State::HalfOpen {
                 probing: false,
                 cooldown,
+                epoch,
             };
             self.changed.notify_waiters();
         }
@@ -215,7 +246,7 @@ mod tests {
         assert!(b.is_open());
         assert_eq!(b.report()["state"], "open");
         let started = Instant::now();
-        assert_eq!(b.admit(&stop).await, Some(Admission::Probe));
+        assert!(matches!(b.admit(&stop).await, Some(Admission::Probe(_))));
         assert!(
             started.elapsed() >= Duration::from_secs(10),
             "attempts wait out the cool-down"
@@ -229,16 +260,28 @@ mod tests {
         for _ in 0..3 {
             b.failure(Admission::Normal);
         }
-        assert_eq!(b.admit(&stop).await, Some(Admission::Probe));
+        let Some(probe) = b.admit(&stop).await else {
+            panic!("a probe is admitted after the cool-down");
+        };
         // A second attempt waits while the probe is out.
         let second = tokio::time::timeout(Duration::from_secs(30), b.admit(&stop)).await;
         assert!(second.is_err(), "only one probe at a time");
         // The probe fails: open again, for twice as long.
-        b.failure(Admission::Probe);
+        b.failure(probe);
         assert!(b.is_open());
         let started = Instant::now();
-        assert_eq!(b.admit(&stop).await, Some(Admission::Probe));
+        let Some(second_probe) = b.admit(&stop).await else {
+            panic!("a probe is admitted after the longer cool-down");
+        };
         assert!(started.elapsed() >= Duration::from_secs(20));
+        assert_ne!(
+            probe, second_probe,
+            "each half-open period has its own epoch"
+        );
+        // The first probe's late outcome does not decide the second period.
+        b.failure(probe);
+        b.release(probe);
+        assert_eq!(b.report()["state"], "half_open");
         b.success();
         assert_eq!(b.report()["state"], "closed");
         assert_eq!(b.admit(&stop).await, Some(Admission::Normal));

@@ -31,6 +31,7 @@ use crate::conflate::Conflator;
 use crate::exchange::Adapter;
 use crate::symbols::SymbolTable;
 use breaker::{Admission, Breaker};
+
 use pacing::{AttemptLimiter, Backoff};
 use session::{Ended, Report};
 
@@ -85,24 +86,100 @@ impl Shared {
     }
 }
 
-/// A running session, owned by its connection.
+/// A session proven this long before it ends resets the connection's backoff; one that keeps
+/// dying sooner (a subscription that holds for seconds, then a drop) keeps backing off.
+const STABLE_UPTIME: Duration = Duration::from_secs(30);
+/// How long a stopped session may take to close before its task is aborted; shutdown and
+/// rotation never wait on a peer that does not read.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// A running attempt, owned by its connection: waiting for the breaker and the attempt
+/// limiter, then a session. The supervisor never waits for admission itself, so a serving
+/// session's reports are handled while its successor queues.
 struct Running {
     generation: u64,
     cancel: CancellationToken,
     handle: JoinHandle<Ended>,
     reports: mpsc::Receiver<Report>,
     started: Instant,
-    admission: Admission,
+    /// Admitted by the breaker and connecting.
+    admitted: bool,
+    /// Every subscribe request confirmed.
     subscribed: bool,
-    delivered: bool,
+    /// When it first subscribed or delivered data.
+    proven_at: Option<Instant>,
 }
 
 impl Running {
+    fn subscribed_or_delivered(&self) -> bool {
+        self.proven_at.is_some()
+    }
+
+    /// Cancels the session and waits (at most [`STOP_GRACE`]) for it to close.
     async fn stop(self) {
         self.cancel.cancel();
         drop(self.reports);
-        let _ = self.handle.await;
+        let mut handle = self.handle;
+        if tokio::time::timeout(STOP_GRACE, &mut handle).await.is_err() {
+            handle.abort();
+        }
     }
+}
+
+/// Settles the breaker for one attempt however its task ends (returns, is aborted, panics):
+/// a proven session changes nothing (its success was recorded when it proved itself), one
+/// cancelled before an outcome releases its probe, any other counts as a failure.
+struct Settle {
+    shared: Arc<Shared>,
+    admission: Admission,
+    outcome: Option<bool>,
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        match self.outcome {
+            Some(true) => {}
+            Some(false) => self.shared.breaker.failure(self.admission),
+            None => self.shared.breaker.release(self.admission),
+        }
+    }
+}
+
+/// One attempt: admission, then a session, then the breaker's verdict.
+async fn attempt(
+    shared: Arc<Shared>,
+    natives: Vec<String>,
+    reports: mpsc::Sender<Report>,
+    cancel: CancellationToken,
+) -> Ended {
+    let cancelled = || Ended {
+        reason: "cancelled".into(),
+        proven: false,
+        cancelled: true,
+    };
+    let Some(admission) = shared.breaker.admit(&cancel).await else {
+        return cancelled();
+    };
+    let mut settle = Settle {
+        shared: shared.clone(),
+        admission,
+        outcome: None,
+    };
+    if !shared.attempts.acquire(&cancel).await {
+        return cancelled();
+    }
+    if reports.send(Report::Admitted).await.is_err() {
+        return cancelled();
+    }
+    let ended = session::run(shared.clone(), natives, reports, cancel).await;
+    settle.outcome = if ended.proven {
+        Some(true)
+    } else if ended.cancelled {
+        None
+    } else {
+        Some(false)
+    };
+    ended
 }
 
 /// One connection: a group of symbols kept subscribed for as long as the role runs.
@@ -129,10 +206,12 @@ enum Step {
 impl Connection {
     pub(crate) async fn run(mut self) {
         let ex = self.shared.adapter.id().as_str();
-        let mut backoff = Backoff::new(
-            self.shared.settings.backoff_min,
-            self.shared.settings.backoff_max,
-        );
+        let settings = self.shared.settings.clone();
+        let mut backoff = Backoff::new(settings.backoff_min, settings.backoff_max);
+        // Failed rotations back off too, so a successor that cannot subscribe is not
+        // retried in a tight loop while the old session serves.
+        let mut rotation_backoff = Backoff::new(settings.backoff_min, settings.backoff_max);
+        let mut rotate_not_before: Option<Instant> = None;
         let mut generation = 0u64;
         let mut current: Option<Running> = None;
         let mut successor: Option<Running> = None;
@@ -167,52 +246,29 @@ impl Connection {
                 Step::Stop => break,
                 Step::Start => {
                     start_at = None;
-                    match self.start(&natives, &mut generation).await {
-                        Some(r) => current = Some(r),
-                        None => break,
-                    }
+                    current = Some(self.start(&natives, &mut generation));
                 }
                 Step::Report(Some(report)) => {
-                    if let Some(cur) = current.as_mut() {
-                        match report {
-                            Report::Subscribed { .. } => {
-                                cur.subscribed = true;
-                                self.shared.breaker.success();
-                                backoff.reset();
-                            }
-                            Report::Delivered => {
-                                cur.delivered = true;
-                                self.shared.breaker.success();
-                                backoff.reset();
-                            }
-                            Report::Rotate(reason) => {
-                                rotate_reason.get_or_insert(format!("announced: {reason}"));
-                            }
-                        }
+                    if let Some(cur) = current.as_mut()
+                        && let Some(reason) = self.on_report(cur, report)
+                    {
+                        rotate_reason.get_or_insert(reason);
                     }
                 }
                 Step::SuccessorReport(Some(report)) => {
-                    if let Some(next) = successor.as_mut() {
-                        match report {
-                            Report::Subscribed { .. } => {
-                                next.subscribed = true;
-                                self.shared.breaker.success();
-                            }
-                            Report::Delivered => {
-                                next.delivered = true;
-                                self.shared.breaker.success();
-                            }
-                            Report::Rotate(reason) => {
-                                rotate_reason.get_or_insert(format!("announced: {reason}"));
-                            }
-                        }
+                    if let Some(next) = successor.as_mut()
+                        && let Some(reason) = self.on_report(next, report)
+                    {
+                        rotate_reason.get_or_insert(reason);
                     }
-                    if successor.as_ref().is_some_and(|s| s.subscribed) {
+                    if successor_subscribed(&successor) {
                         // Make before break: the successor is subscribed, close the old one.
                         if let Some(old) = current.take() {
                             old.stop().await;
                         }
                         current = successor.take();
+                        rotation_backoff.reset();
+                        rotate_not_before = None;
                         tracing::info!(
                             exchange = ex,
                             connection = self.index,
@@ -225,12 +281,16 @@ impl Connection {
                 Step::Ended(ended) => {
                     let cur = current.take();
                     last_end.clone_from(&ended.reason);
-                    if let Some(cur) = &cur {
-                        self.settle(cur, &ended);
-                    }
                     tracing::warn!(exchange = ex, connection = self.index, reason = %ended.reason, "session ended");
                     metrics::counter!("spreadagg_ingest_reconnects_total", "exchange" => ex)
                         .increment(1);
+                    let stable = cur
+                        .as_ref()
+                        .and_then(|c| c.proven_at)
+                        .is_some_and(|at| at.elapsed() >= STABLE_UPTIME);
+                    if stable {
+                        backoff.reset();
+                    }
                     if let Some(next) = successor.take() {
                         // Mid-rotation: the successor takes over at once.
                         current = Some(next);
@@ -246,10 +306,10 @@ impl Connection {
                     }
                 }
                 Step::SuccessorEnded(ended) => {
-                    if let Some(next) = successor.take() {
-                        self.settle(&next, &ended);
-                    }
-                    tracing::warn!(exchange = ex, connection = self.index, reason = %ended.reason, "rotation failed: the new connection ended; the old one stays");
+                    successor = None;
+                    let delay = rotation_backoff.next_delay();
+                    rotate_not_before = Some(Instant::now() + delay);
+                    tracing::warn!(exchange = ex, connection = self.index, reason = %ended.reason, retry_ms = delay.as_millis() as u64, "rotation failed: the new connection ended; the old one stays");
                     rotate_reason.get_or_insert("retrying rotation".into());
                 }
                 Step::NativesChanged => {
@@ -258,8 +318,8 @@ impl Connection {
                         break;
                     }
                     rotate_reason = Some("symbols changed".into());
+                    rotate_not_before = None;
                     if let Some(next) = successor.take() {
-                        self.shared.breaker.release(next.admission);
                         next.stop().await;
                     }
                 }
@@ -270,85 +330,99 @@ impl Connection {
                         rotate_reason.get_or_insert("maximum connection age".into());
                     }
                     // A successor that did not subscribe in time is abandoned; try again later.
-                    if successor.as_ref().is_some_and(|s| {
-                        s.started.elapsed() > self.shared.settings.handover_timeout
-                    }) && let Some(next) = successor.take()
+                    if successor
+                        .as_ref()
+                        .is_some_and(|s| s.started.elapsed() > settings.handover_timeout)
+                        && let Some(next) = successor.take()
                     {
+                        let delay = rotation_backoff.next_delay();
+                        rotate_not_before = Some(Instant::now() + delay);
                         tracing::warn!(
                             exchange = ex,
                             connection = self.index,
+                            retry_ms = delay.as_millis() as u64,
                             "rotation abandoned: the new connection did not subscribe in time"
                         );
-                        self.shared.breaker.release(next.admission);
                         next.stop().await;
                     }
                 }
             }
-            // Start a successor when a rotation is due and none is running.
+            // Start a successor when a rotation is due, none is running and its backoff allows.
+            let rotation_allowed = rotate_not_before.is_none_or(|t| Instant::now() >= t);
             if successor.is_none()
                 && current.is_some()
+                && rotation_allowed
                 && let Some(reason) = rotate_reason.take()
             {
                 rotations += 1;
                 metrics::counter!("spreadagg_ingest_rotations_total", "exchange" => ex, "reason" => rotation_label(&reason)).increment(1);
                 tracing::info!(exchange = ex, connection = self.index, reason = %reason, "rotating: opening a new connection before closing the old one");
-                match self.start(&natives, &mut generation).await {
-                    Some(r) => successor = Some(r),
-                    None => break,
-                }
+                successor = Some(self.start(&natives, &mut generation));
             } else if current.is_none() && successor.is_none() {
                 // Nothing running: a pending rotation is moot, the next start takes the list.
                 rotate_reason = None;
+                rotate_not_before = None;
             }
         }
-        for r in [current.take(), successor.take()].into_iter().flatten() {
-            self.shared.breaker.release(r.admission);
-            r.stop().await;
-        }
+        // Both sessions close at once, each within its grace.
+        let (a, b) = (current.take(), successor.take());
+        tokio::join!(
+            async {
+                if let Some(r) = a {
+                    r.stop().await;
+                }
+            },
+            async {
+                if let Some(r) = b {
+                    r.stop().await;
+                }
+            }
+        );
         self.component.set(false, json!({"state": "stopped"}));
     }
 
-    /// Waits for the breaker and the attempt limiter, then spawns a session; `None` on stop.
-    async fn start(&self, natives: &[String], generation: &mut u64) -> Option<Running> {
-        self.component.set(
-            false,
-            json!({"state": "waiting", "breaker": self.shared.breaker.report()}),
-        );
-        let admission = self.shared.breaker.admit(&self.stop).await?;
-        if !self.shared.attempts.acquire(&self.stop).await {
-            self.shared.breaker.release(admission);
-            return None;
-        }
+    /// Spawns an attempt (it waits for the breaker and the attempt limiter on its own task).
+    fn start(&self, natives: &[String], generation: &mut u64) -> Running {
         *generation += 1;
         let cancel = self.stop.child_token();
         let (tx, rx) = mpsc::channel(8);
-        let handle = tokio::spawn(session::run(
+        let handle = tokio::spawn(attempt(
             self.shared.clone(),
             natives.to_vec(),
             tx,
             cancel.clone(),
         ));
-        Some(Running {
+        Running {
             generation: *generation,
             cancel,
             handle,
             reports: rx,
             started: Instant::now(),
-            admission,
+            admitted: false,
             subscribed: false,
-            delivered: false,
-        })
+            proven_at: None,
+        }
     }
 
-    /// Tells the breaker how a session went.
-    fn settle(&self, r: &Running, ended: &Ended) {
-        if ended.cancelled {
-            self.shared.breaker.release(r.admission);
-        } else if ended.proven || r.subscribed || r.delivered {
-            self.shared.breaker.success();
-        } else {
-            self.shared.breaker.failure(r.admission);
+    /// Applies a session's report; returns a rotation reason when it announces a close.
+    fn on_report(&self, r: &mut Running, report: Report) -> Option<String> {
+        match report {
+            Report::Admitted => {
+                r.admitted = true;
+                r.started = Instant::now();
+            }
+            Report::Subscribed { .. } => {
+                r.subscribed = true;
+                r.proven_at.get_or_insert_with(Instant::now);
+                self.shared.breaker.success();
+            }
+            Report::Delivered => {
+                r.proven_at.get_or_insert_with(Instant::now);
+                self.shared.breaker.success();
+            }
+            Report::Rotate(reason) => return Some(format!("announced: {reason}")),
         }
+        None
     }
 
     fn report_health(
@@ -361,8 +435,9 @@ impl Connection {
     ) {
         let breaker = self.shared.breaker.report();
         let (ready, state) = match current {
-            Some(c) if c.subscribed || c.delivered => (true, "connected"),
-            Some(_) => (false, "subscribing"),
+            Some(c) if c.subscribed_or_delivered() => (true, "connected"),
+            Some(c) if c.admitted => (false, "subscribing"),
+            Some(_) => (false, "waiting"),
             None => (false, "backoff"),
         };
         self.component.set(
@@ -379,6 +454,11 @@ impl Connection {
             }),
         );
     }
+}
+
+/// A successor takes over once every request of it is confirmed.
+fn successor_subscribed(successor: &Option<Running>) -> bool {
+    successor.as_ref().is_some_and(|s| s.subscribed)
 }
 
 fn rotation_label(reason: &str) -> &'static str {

@@ -37,6 +37,8 @@ const RESUBSCRIBE_MAX: Duration = Duration::from_secs(60);
 /// What a running session tells its connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Report {
+    /// The breaker and the attempt limiter let it go ahead: it is connecting.
+    Admitted,
     /// Every request is confirmed.
     Subscribed { symbols: usize },
     /// The first market data arrived.
@@ -211,14 +213,14 @@ pub(crate) async fn run(
                 let now = Instant::now();
                 if now.duration_since(last_frame) > settings.stale_after {
                     meters.link_stale.increment(1);
-                    return end(format!("link watchdog: no frame for {:?}", settings.stale_after), proven);
+                    return end(format!("link watchdog: no frame for {} s", settings.stale_after.as_secs_f64()), proven);
                 }
                 // The data watchdog runs once something is subscribed.
                 if let Some(since) = last_data.or(subscribed_at)
                     && now.duration_since(since) > settings.data_stale_after
                 {
                     meters.data_stale.increment(1);
-                    return end(format!("data watchdog: no market data for {:?}", settings.data_stale_after), proven);
+                    return end(format!("data watchdog: no market data for {} s", settings.data_stale_after.as_secs_f64()), proven);
                 }
                 // Unanswered requests time out and are scheduled again.
                 let expired: Vec<u64> = awaiting.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();

@@ -87,25 +87,26 @@ impl<'a> Layout<'a> {
         Some(())
     }
 
-    /// The text up to the next `"` (consumed), if it has no escape.
+    /// The text up to the next `"` (consumed), if it has no escape and no control character
+    /// (JSON forbids those raw in a string; the general parser then rejects the frame).
     pub(crate) fn until_quote(&mut self) -> Option<&'a str> {
         let end = self.rest.find('"')?;
         let (value, rest) = self.rest.split_at(end);
-        if value.contains('\\') {
+        if value.bytes().any(|b| b == b'\\' || b < 0x20) {
             return None;
         }
         self.rest = &rest[1..];
         Some(value)
     }
 
-    /// An unsigned integer (digits only, at most 19 of them).
+    /// An unsigned integer as JSON writes one (digits only, at most 19, no leading zero).
     pub(crate) fn uint(&mut self) -> Option<u64> {
         let end = self
             .rest
             .bytes()
             .position(|b| !b.is_ascii_digit())
             .unwrap_or(self.rest.len());
-        if end == 0 || end > 19 {
+        if end == 0 || end > 19 || (end > 1 && self.rest.starts_with('0')) {
             return None;
         }
         let (digits, rest) = self.rest.split_at(end);
@@ -121,29 +122,64 @@ impl<'a> Layout<'a> {
 
 /// The last update id seen per symbol on one connection: an update not newer than the last
 /// one is stale (a replay, or out of order) and is dropped. Ids of 0 (none sent) pass.
+///
+/// An exchange may restart its sequence (OKX after maintenance, Bybit's `u` of 1): a lower id
+/// whose exchange time is later than the last accepted one's is a reset and is accepted, and
+/// so is the third lower id in a row where the exchange sends no time; without that, every
+/// quote after a reset would be dropped until the new ids caught up.
 #[derive(Debug, Default)]
 pub(crate) struct SeqGate {
-    last: Vec<u64>,
+    last: Vec<Last>,
 }
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Last {
+    seq: u64,
+    ts_ns: i64,
+    /// Lower ids seen in a row since the last accepted one.
+    regressions: u8,
+}
+
+/// Lower ids in a row (with no exchange time to tell) taken as a sequence reset.
+const RESET_AFTER_REGRESSIONS: u8 = 3;
 
 impl SeqGate {
     /// # Errors
-    /// [`ParseError::OutOfOrder`] when `seq` is not newer than the last one for `symbol`.
-    pub(crate) fn admit(&mut self, symbol: SymbolId, seq: u64) -> Result<(), ParseError> {
+    /// [`ParseError::OutOfOrder`] when the quote's id is not newer than the last one for its
+    /// symbol (and is not a reset).
+    pub(crate) fn admit(&mut self, q: &Quote) -> Result<(), ParseError> {
+        let (seq, ts_ns) = (q.seq, q.exchange_ts_ns);
         if seq == 0 {
             return Ok(());
         }
-        let i = symbol.index();
+        let i = q.symbol.index();
         if i >= self.last.len() {
             // Bounded by the symbol table's size.
-            self.last.resize(i + 1, 0);
+            self.last.resize(i + 1, Last::default());
         }
-        let last = self.last[i];
-        if seq <= last {
-            return Err(ParseError::OutOfOrder { seq, last });
+        let last = &mut self.last[i];
+        let newer = seq > last.seq;
+        let reset = seq < last.seq
+            && if ts_ns > 0 && last.ts_ns > 0 {
+                ts_ns > last.ts_ns
+            } else {
+                last.regressions + 1 >= RESET_AFTER_REGRESSIONS
+            };
+        if newer || reset {
+            *last = Last {
+                seq,
+                ts_ns,
+                regressions: 0,
+            };
+            return Ok(());
         }
-        self.last[i] = seq;
-        Ok(())
+        if seq < last.seq {
+            last.regressions = last.regressions.saturating_add(1);
+        }
+        Err(ParseError::OutOfOrder {
+            seq,
+            last: last.seq,
+        })
     }
 }
 
@@ -155,16 +191,43 @@ mod tests {
     fn the_gate_drops_stale_updates_per_symbol() {
         let mut g = SeqGate::default();
         let (a, b) = (SymbolId(0), SymbolId(3));
-        assert!(g.admit(a, 5).is_ok());
-        assert!(g.admit(b, 1).is_ok(), "symbols are independent");
+        let q = |symbol, seq, ts_ns| {
+            quote(symbol, (1.0, 1.0), (2.0, 1.0), ts_ns, 1, seq).expect("a valid quote")
+        };
+        assert!(g.admit(&q(a, 5, 0)).is_ok());
+        assert!(g.admit(&q(b, 1, 0)).is_ok(), "symbols are independent");
         assert_eq!(
-            g.admit(a, 5).map_err(|e| e.label()),
+            g.admit(&q(a, 5, 0)).map_err(|e| e.label()),
             Err("out_of_order"),
             "a repeat"
         );
-        assert!(g.admit(a, 4).is_err(), "older");
-        assert!(g.admit(a, 6).is_ok());
-        assert!(g.admit(a, 0).is_ok(), "no id: nothing to compare");
+        assert!(g.admit(&q(a, 4, 0)).is_err(), "older");
+        assert!(g.admit(&q(a, 6, 0)).is_ok());
+        assert!(g.admit(&q(a, 0, 0)).is_ok(), "no id: nothing to compare");
+    }
+
+    #[test]
+    fn the_gate_takes_a_sequence_reset() {
+        let mut g = SeqGate::default();
+        let s = SymbolId(1);
+        let q = |seq, ts_ns| quote(s, (1.0, 1.0), (2.0, 1.0), ts_ns, 1, seq).expect("valid");
+        // With exchange times: a lower id at a later time is a reset.
+        assert!(g.admit(&q(1_000, 50)).is_ok());
+        assert!(g.admit(&q(999, 40)).is_err(), "older id, older time: stale");
+        assert!(g.admit(&q(999, 50)).is_err(), "older id, same time: stale");
+        assert!(g.admit(&q(3, 60)).is_ok(), "older id, later time: a reset");
+        assert!(g.admit(&q(4, 61)).is_ok(), "the new sequence goes on");
+        // Without times: the third lower id in a row is taken as a reset.
+        let mut g = SeqGate::default();
+        assert!(g.admit(&q(1_000, 0)).is_ok());
+        assert!(g.admit(&q(1, 0)).is_err());
+        assert!(g.admit(&q(2, 0)).is_err());
+        assert!(
+            g.admit(&q(3, 0)).is_ok(),
+            "third regression in a row: reset"
+        );
+        assert!(g.admit(&q(4, 0)).is_ok());
+        assert!(g.admit(&q(4, 0)).is_err(), "a repeat is still stale");
     }
 
     #[test]
@@ -176,6 +239,17 @@ mod tests {
         assert_eq!(l.until_quote(), Some("BTCUSDT"));
         assert_eq!(l.lit("}"), Some(()));
         assert!(l.done());
+        assert_eq!(
+            Layout::new("007,").uint(),
+            None,
+            "JSON has no leading zeros"
+        );
+        assert_eq!(Layout::new("0,").uint(), Some(0));
+        assert_eq!(
+            Layout::new("a\u{1}b\"").until_quote(),
+            None,
+            "raw control character"
+        );
         assert_eq!(
             Layout::new(r#"a\"b""#).until_quote(),
             None,

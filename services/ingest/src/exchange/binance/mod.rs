@@ -234,7 +234,7 @@ impl BinanceSession {
             recv_ts_ns,
             u,
         )?;
-        self.seq.admit(symbol, u)?;
+        self.seq.admit(&q)?;
         out.events.push(Event::Quote(q));
         Ok(Control::Data)
     }

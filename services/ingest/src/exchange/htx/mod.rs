@@ -288,7 +288,7 @@ impl HtxSession {
                     recv_ts_ns,
                     t.seq_id,
                 )?;
-                self.seq.admit(symbol, t.seq_id)?;
+                self.seq.admit(&q)?;
                 out.events.push(Event::Quote(q));
             }
             Topic::Trades => {

@@ -411,7 +411,7 @@ impl Session for KucoinSession {
                     recv_ts_ns,
                     seq,
                 )?;
-                self.seq.admit(symbol, seq)?;
+                self.seq.admit(&q)?;
                 out.events.push(Event::Quote(q));
                 Ok(Control::Data)
             }

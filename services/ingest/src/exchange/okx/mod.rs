@@ -182,7 +182,7 @@ impl Session for OkxSession {
                 recv_ts_ns,
                 f.seq_id,
             )?;
-            self.seq.admit(symbol, f.seq_id)?;
+            self.seq.admit(&q)?;
             out.events.push(Event::Quote(q));
             return Ok(Control::Data);
         }
@@ -256,7 +256,7 @@ impl Session for OkxSession {
                         recv_ts_ns,
                         seq,
                     )?;
-                    self.seq.admit(symbol, seq)?;
+                    self.seq.admit(&q)?;
                     out.events.push(Event::Quote(q));
                 }
                 Ok(Control::Data)
