@@ -16,6 +16,8 @@ pub mod htx;
 pub mod kucoin;
 pub mod okx;
 mod parse;
+#[cfg(test)]
+mod proptests;
 
 use std::collections::HashMap;
 use std::time::Duration;

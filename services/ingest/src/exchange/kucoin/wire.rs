@@ -109,8 +109,8 @@ pub(super) struct TickerData<'a> {
     pub best_bid: Cow<'a, str>,
     #[serde(borrow)]
     pub best_bid_size: Cow<'a, str>,
-    /// Milliseconds; KuCoin spells it with a capital T.
-    #[serde(rename = "Time")]
+    /// Milliseconds. KuCoin's current pages spell it `Time`, older ones `time`: both read.
+    #[serde(rename = "Time", alias = "time")]
     pub time: i64,
 }
 

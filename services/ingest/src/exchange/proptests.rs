@@ -1,0 +1,361 @@
+//! Property tests over every adapter in the registry and the decompression path:
+//!
+//! - no input panics: arbitrary text and binary frames, documented frames with random byte
+//!   edits (and, for gzip exchanges, edits of the compressed bytes), arbitrary REST bodies;
+//! - values survive: a best bid/ask generated as the exchange writes it (decimal strings or
+//!   JSON numbers, the documented field order and a reordered one) parses to exactly those
+//!   values, whichever path (exact layout or general parser) reads it;
+//! - decompression returns what was compressed, and refuses what inflates past its cap.
+
+use std::io::Write;
+
+use proptest::prelude::*;
+use spreadagg_model::ExchangeId;
+
+use super::{Frame, Output, adapter};
+use crate::codec::{self, Compression};
+use crate::event::Event;
+use crate::symbols::SymbolTable;
+
+/// Every exchange with an adapter.
+fn adapters() -> Vec<(ExchangeId, Box<dyn super::Adapter>)> {
+    ExchangeId::ALL
+        .iter()
+        .filter_map(|id| adapter(*id).map(|a| (*id, a)))
+        .collect()
+}
+
+/// The symbol each exchange's samples use, as (native, canonical).
+fn native(id: ExchangeId) -> &'static str {
+    match id {
+        ExchangeId::Binance | ExchangeId::Mexc => "BTCUSDT",
+        ExchangeId::Htx => "btcusdt",
+        _ => "BTC-USDT",
+    }
+}
+
+fn table(id: ExchangeId) -> SymbolTable {
+    SymbolTable::from_pairs(id, [(native(id), "BTC-USDT")])
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).expect("gzip into memory");
+    e.finish().expect("gzip into memory")
+}
+
+/// Documented data frames per exchange (as the adapters' fixture tests hold them).
+fn samples(id: ExchangeId) -> Vec<Vec<u8>> {
+    let texts: &[&str] = match id {
+        ExchangeId::Binance => &[
+            r#"{"u":400900217,"s":"BTCUSDT","b":"25.35190000","B":"31.21000000","a":"25.36520000","A":"40.66000000"}"#,
+            r#"{"stream":"btcusdt@trade","data":{"e":"trade","E":1672515782136,"s":"BTCUSDT","t":12345,"p":"0.001","q":"100","T":1672515782136,"m":true,"M":true}}"#,
+        ],
+        ExchangeId::Okx => &[
+            r#"{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data":[{"asks":[["8476.98","415","0","13"]],"bids":[["8476.97","256","0","12"]],"ts":"1597026383085","seqId":123456}]}"#,
+            r#"{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT","tradeId":"130639474","px":"42219.9","sz":"0.12060306","side":"buy","ts":"1630048897897","count":"3"}]}"#,
+        ],
+        ExchangeId::Htx => &[
+            r#"{"ch":"market.btcusdt.bbo","ts":1671941599613,"tick":{"seqId":161499562790,"ask":16829.51,"askSize":0.707776,"bid":16829.5,"bidSize":1.685945,"quoteTime":1671941599612,"symbol":"btcusdt"}}"#,
+            r#"{"ch":"market.btcusdt.trade.detail","ts":1630994963175,"tick":{"id":137005445109,"ts":1630994963173,"data":[{"id":137005445109359286410323766,"ts":1630994963173,"tradeId":102523573486,"amount":0.006754,"price":52648.62,"direction":"buy"}]}}"#,
+            r#"{"ping":1492420473027}"#,
+        ],
+        ExchangeId::Kucoin => &[
+            r#"{"type":"message","topic":"/market/ticker:BTC-USDT","subject":"trade.ticker","data":{"sequence":"1545896668986","price":"0.08","size":"0.011","bestAsk":"0.08","bestAskSize":"0.18","bestBid":"0.049","bestBidSize":"0.036","Time":1704873323416}}"#,
+            r#"{"type":"message","topic":"/market/match:BTC-USDT","subject":"trade.l3match","data":{"sequence":"1545896669145","type":"match","symbol":"BTC-USDT","side":"buy","price":"0.082","size":"0.0102","tradeId":"5c24c5da03aa673885cd67aa","takerOrderId":"5c24c5d903aa6772d55b371e","makerOrderId":"5c2187d003aa677bd09d5c93","time":"1545913818099033203"}}"#,
+        ],
+        _ => &[],
+    };
+    texts.iter().map(|t| t.as_bytes().to_vec()).collect()
+}
+
+/// Whether the exchange compresses every frame.
+fn gzipped(id: ExchangeId) -> bool {
+    matches!(id, ExchangeId::Htx | ExchangeId::Bingx)
+}
+
+/// Feeds one frame to a fresh session of every adapter, as text (when it is UTF-8) and as
+/// binary; the only requirement is that it returns.
+fn feed_everyone(bytes: &[u8]) {
+    for (id, a) in adapters() {
+        let symbols = table(id);
+        let mut session = a.session();
+        let mut out = Output::default();
+        let _ = session.on_frame(Frame::Binary(bytes), &symbols, 1, &mut out);
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            out.clear();
+            let _ = session.on_frame(Frame::Text(text), &symbols, 1, &mut out);
+            let _ = a.parse_instruments(text);
+            let _ = a.parse_volumes(text);
+        }
+    }
+}
+
+/// A byte-level edit of a sample: overwrite, insert, delete or truncate.
+#[derive(Debug, Clone)]
+enum Edit {
+    Set(usize, u8),
+    Insert(usize, u8),
+    Delete(usize),
+    Truncate(usize),
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Edit::Set(i, b)),
+        (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Edit::Insert(i, b)),
+        any::<usize>().prop_map(Edit::Delete),
+        any::<usize>().prop_map(Edit::Truncate),
+    ]
+}
+
+fn apply(mut bytes: Vec<u8>, edits: &[Edit]) -> Vec<u8> {
+    for e in edits {
+        let n = bytes.len().max(1);
+        match *e {
+            Edit::Set(i, b) => {
+                if let Some(x) = bytes.get_mut(i % n) {
+                    *x = b;
+                }
+            }
+            Edit::Insert(i, b) => bytes.insert(i % (bytes.len() + 1), b),
+            Edit::Delete(i) => {
+                if !bytes.is_empty() {
+                    bytes.remove(i % n);
+                }
+            }
+            Edit::Truncate(i) => bytes.truncate(i % n),
+        }
+    }
+    bytes
+}
+
+/// A positive decimal as exchanges write it: `units / 10^decimals`, with the trailing zeros
+/// an exchange pads to its precision.
+fn decimal(units: u64, decimals: u32, pad: u32) -> String {
+    let scale = 10u64.pow(decimals);
+    let mut s = if decimals == 0 {
+        units.to_string()
+    } else {
+        format!(
+            "{}.{:0width$}",
+            units / scale,
+            units % scale,
+            width = decimals as usize
+        )
+    };
+    if pad > 0 {
+        if decimals == 0 {
+            s.push('.');
+        }
+        s.extend(std::iter::repeat_n('0', pad as usize));
+    }
+    s
+}
+
+#[derive(Debug, Clone)]
+struct Bbo {
+    bid: String,
+    bid_qty: String,
+    ask: String,
+    ask_qty: String,
+    seq: u64,
+    ts_ms: u64,
+}
+
+fn bbo() -> impl Strategy<Value = Bbo> {
+    (
+        1u64..1_000_000_000,
+        1u64..1_000_000,
+        0u32..9,
+        (1u64..1_000_000_000, 1u64..1_000_000_000, 0u32..9),
+        0u32..4,
+        1u64..u64::from(u32::MAX),
+        1_500_000_000_000u64..2_000_000_000_000,
+    )
+        .prop_map(
+            |(bid_units, spread, decimals, (bq, aq, qty_decimals), pad, seq, ts_ms)| Bbo {
+                bid: decimal(bid_units, decimals, pad),
+                ask: decimal(bid_units + spread, decimals, pad),
+                bid_qty: decimal(bq, qty_decimals, 0),
+                ask_qty: decimal(aq, qty_decimals, pad),
+                seq,
+                ts_ms,
+            },
+        )
+}
+
+/// The frames an exchange would send for `q`: the documented layout and, where the adapter
+/// has an exact-layout fast path, a reordered or spaced one that must read the same.
+fn frames(id: ExchangeId, q: &Bbo) -> Vec<Vec<u8>> {
+    let Bbo {
+        bid,
+        bid_qty,
+        ask,
+        ask_qty,
+        seq,
+        ts_ms,
+    } = q;
+    let texts = match id {
+        ExchangeId::Binance => vec![
+            format!(
+                r#"{{"u":{seq},"s":"BTCUSDT","b":"{bid}","B":"{bid_qty}","a":"{ask}","A":"{ask_qty}"}}"#
+            ),
+            format!(
+                r#"{{"s":"BTCUSDT","u":{seq},"a":"{ask}","A":"{ask_qty}","b":"{bid}","B":"{bid_qty}"}}"#
+            ),
+        ],
+        ExchangeId::Okx => vec![
+            format!(
+                r#"{{"arg":{{"channel":"bbo-tbt","instId":"BTC-USDT"}},"data":[{{"asks":[["{ask}","{ask_qty}","0","1"]],"bids":[["{bid}","{bid_qty}","0","1"]],"ts":"{ts_ms}","seqId":{seq}}}]}}"#
+            ),
+            format!(
+                r#"{{"arg": {{"channel": "bbo-tbt", "instId": "BTC-USDT"}}, "data": [{{"bids": [["{bid}", "{bid_qty}", "0", "1"]], "asks": [["{ask}", "{ask_qty}", "0", "1"]], "ts": "{ts_ms}", "seqId": {seq}}}]}}"#
+            ),
+        ],
+        ExchangeId::Htx => vec![format!(
+            r#"{{"ch":"market.btcusdt.bbo","ts":{ts_ms},"tick":{{"seqId":{seq},"ask":{ask},"askSize":{ask_qty},"bid":{bid},"bidSize":{bid_qty},"quoteTime":{ts_ms},"symbol":"btcusdt"}}}}"#
+        )],
+        ExchangeId::Kucoin => ["Time", "time"]
+            .iter()
+            .map(|time| format!(
+                r#"{{"type":"message","topic":"/market/ticker:BTC-USDT","subject":"trade.ticker","data":{{"sequence":"{seq}","price":"{bid}","size":"1","bestAsk":"{ask}","bestAskSize":"{ask_qty}","bestBid":"{bid}","bestBidSize":"{bid_qty}","{time}":{ts_ms}}}}}"#
+            ))
+            .collect(),
+        _ => Vec::new(),
+    };
+    texts
+        .into_iter()
+        .map(|t| {
+            if gzipped(id) {
+                gzip(t.as_bytes())
+            } else {
+                t.into_bytes()
+            }
+        })
+        .collect()
+}
+
+/// The parsed value agrees with the decimal text: exactly for strings; for JSON numbers
+/// (HTX) within an ulp or two, since serde_json's fast float path is not always correctly
+/// rounded.
+fn same(parsed: f64, text: &str, json_number: bool) -> bool {
+    let expected: f64 = text.parse().unwrap_or(f64::NAN);
+    if json_number {
+        (parsed - expected).abs() <= expected.abs() * 4.0 * f64::EPSILON
+    } else {
+        parsed == expected
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_frames_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        feed_everyone(&bytes);
+        feed_everyone(&gzip(&bytes));
+    }
+
+    #[test]
+    fn arbitrary_json_like_text_never_panics(text in r#"[\[\]{}":,0-9a-zA-Z.\-e ]{0,300}"#) {
+        feed_everyone(text.as_bytes());
+    }
+
+    #[test]
+    fn edited_documented_frames_never_panic(edits in proptest::collection::vec(edit(), 1..8)) {
+        for (id, a) in adapters() {
+            let symbols = table(id);
+            for sample in samples(id) {
+                let mut frames = vec![apply(sample.clone(), &edits)];
+                if gzipped(id) {
+                    // The edit before compression (bad JSON) and after it (bad gzip).
+                    frames = vec![gzip(&frames[0]), apply(gzip(&sample), &edits)];
+                }
+                for frame in frames {
+                    let mut session = a.session();
+                    let mut out = Output::default();
+                    let _ = session.on_frame(Frame::Binary(&frame), &symbols, 1, &mut out);
+                    if let Ok(text) = std::str::from_utf8(&frame) {
+                        out.clear();
+                        let _ = session.on_frame(Frame::Text(text), &symbols, 1, &mut out);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn best_bid_ask_values_survive_parsing(q in bbo()) {
+        for (id, a) in adapters() {
+            let symbols = table(id);
+            for frame in frames(id, &q) {
+                let mut session = a.session();
+                let mut out = Output::default();
+                let r = if gzipped(id) {
+                    session.on_frame(Frame::Binary(&frame), &symbols, 1, &mut out)
+                } else {
+                    let text = std::str::from_utf8(&frame).expect("generated as text");
+                    session.on_frame(Frame::Text(text), &symbols, 1, &mut out)
+                };
+                prop_assert!(r.is_ok(), "{id}: {r:?} for {q:?}");
+                let [Event::Quote(t)] = out.events.as_slice() else {
+                    return Err(TestCaseError::fail(format!("{id}: one quote expected, got {:?}", out.events)));
+                };
+                let json_number = id == ExchangeId::Htx;
+                prop_assert!(same(t.bid_px, &q.bid, json_number), "{id} bid {} vs {}", t.bid_px, q.bid);
+                prop_assert!(same(t.ask_px, &q.ask, json_number), "{id} ask {} vs {}", t.ask_px, q.ask);
+                prop_assert!(same(t.bid_qty, &q.bid_qty, json_number), "{id} bid size");
+                prop_assert!(same(t.ask_qty, &q.ask_qty, json_number), "{id} ask size");
+                prop_assert_eq!(t.seq, q.seq, "{} sequence", id);
+                if id != ExchangeId::Binance {
+                    prop_assert_eq!(t.exchange_ts_ns, i64::try_from(q.ts_ms).unwrap_or(0) * 1_000_000, "{} time", id);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn inflate_returns_what_was_compressed(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        let mut out = Vec::new();
+        prop_assert!(codec::inflate(Compression::Gzip, &gzip(&data), codec::MAX_INFLATED_BYTES, &mut out).is_ok());
+        prop_assert_eq!(&out, &data);
+        let mut d = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        d.write_all(&data).expect("deflate into memory");
+        let deflated = d.finish().expect("deflate into memory");
+        prop_assert!(codec::inflate(Compression::Deflate, &deflated, codec::MAX_INFLATED_BYTES, &mut out).is_ok());
+        prop_assert_eq!(&out, &data);
+        // Under a cap one byte short, it is refused and nothing is kept.
+        if !data.is_empty() {
+            let r = codec::inflate(Compression::Gzip, &gzip(&data), data.len() - 1, &mut out);
+            prop_assert!(r.is_err());
+            prop_assert!(out.is_empty());
+        }
+    }
+
+    #[test]
+    fn inflate_never_panics_on_garbage(data in proptest::collection::vec(any::<u8>(), 0..1024), edits in proptest::collection::vec(edit(), 0..6)) {
+        let mut out = Vec::new();
+        for kind in [Compression::Gzip, Compression::Deflate] {
+            let _ = codec::inflate(kind, &data, codec::MAX_INFLATED_BYTES, &mut out);
+            let _ = codec::inflate(kind, &apply(gzip(&data), &edits), 1024, &mut out);
+            prop_assert!(out.len() <= codec::MAX_INFLATED_BYTES);
+        }
+    }
+}
+
+#[test]
+fn every_adapter_is_covered_by_the_samples() {
+    for (id, _) in adapters() {
+        assert!(!samples(id).is_empty(), "{id}: add documented samples here");
+        let q = Bbo {
+            bid: "1".into(),
+            bid_qty: "1".into(),
+            ask: "2".into(),
+            ask_qty: "1".into(),
+            seq: 1,
+            ts_ms: 1_600_000_000_000,
+        };
+        assert!(!frames(id, &q).is_empty(), "{id}: add its BBO layout here");
+    }
+}
