@@ -70,34 +70,54 @@ async fn feed() -> Result<(), Box<dyn std::error::Error>> {
     });
     while let Ok((tcp, _)) = ws.accept().await {
         tokio::spawn(async move {
-            let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+            // A small read buffer: tungstenite zero-fills it before every read, and the writer
+            // below never polls the socket for reading (a reader task forwards the requests),
+            // so the feed spends its CPU on frames, not on clearing buffers.
+            let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                .read_buffer_size(4096);
+            let Ok(ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await
+            else {
                 return;
             };
             let (mut tx, mut rx) = ws.split();
+            let (acks_tx, mut acks) = tokio::sync::mpsc::channel::<String>(64);
+            tokio::spawn(async move {
+                while let Some(Ok(m)) = rx.next().await {
+                    if let Message::Text(t) = m {
+                        let v: serde_json::Value =
+                            serde_json::from_str(t.as_str()).unwrap_or_default();
+                        let ack = serde_json::json!({"result": null, "id": v["id"]});
+                        if acks_tx.send(ack.to_string()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
             // Ack the subscribe requests as they come, then stream.
             let mut u: u64 = 1;
             let mut i = 0usize;
+            let mut frame = String::with_capacity(160);
             loop {
-                tokio::select! {
-                    biased;
-                    m = rx.next() => match m {
-                        Some(Ok(Message::Text(t))) => {
-                            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap_or_default();
-                            let ack = serde_json::json!({"result": null, "id": v["id"]});
-                            if tx.send(Message::text(ack.to_string())).await.is_err() { return }
-                        }
-                        Some(Ok(_)) => {}
-                        _ => return,
-                    },
-                    r = tx.feed(Message::text(format!(
+                if let Ok(ack) = acks.try_recv()
+                    && tx.send(Message::text(ack)).await.is_err()
+                {
+                    return;
+                }
+                frame.clear();
+                let _ = std::fmt::Write::write_fmt(
+                    &mut frame,
+                    format_args!(
                         r#"{{"u":{u},"s":"{}","b":"25.35190000","B":"31.21000000","a":"25.36520000","A":"40.66000000"}}"#,
                         native(i)
-                    ))) => {
-                        if r.is_err() { return }
-                        u += 1;
-                        i = (i + 1) % SYMBOLS;
-                        if u.is_multiple_of(64) && tx.flush().await.is_err() { return }
-                    }
+                    ),
+                );
+                if tx.feed(Message::text(frame.as_str())).await.is_err() {
+                    return;
+                }
+                u += 1;
+                i = (i + 1) % SYMBOLS;
+                if u.is_multiple_of(64) && tx.flush().await.is_err() {
+                    return;
                 }
             }
         });
