@@ -392,6 +392,14 @@ impl Simulator {
         }
     }
 
+    /// KuCoin token refusals still pending from [`Simulator::kucoin_reject_next_tokens`]
+    /// (0 when KuCoin is not simulated): a test can see that a refusal actually happened.
+    pub fn kucoin_pending_token_rejections(&self) -> u32 {
+        self.kucoin
+            .as_ref()
+            .map_or(0, |state| state.pending_rejections())
+    }
+
     /// Waits until `stop` is cancelled and every task has finished: the market, the
     /// listeners, and every WebSocket session (each closed with a Close frame).
     pub async fn join(self) {

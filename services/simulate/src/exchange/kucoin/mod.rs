@@ -95,6 +95,11 @@ impl KucoinState {
         self.reject_tokens.store(n, Ordering::Relaxed);
     }
 
+    /// Forced refusals still to come.
+    pub(crate) fn pending_rejections(&self) -> u32 {
+        self.reject_tokens.load(Ordering::Relaxed)
+    }
+
     /// Takes one pending forced refusal, if any.
     fn take_rejection(&self) -> bool {
         self.reject_tokens
