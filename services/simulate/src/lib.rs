@@ -1,11 +1,12 @@
-//! The simulator role (`spreadagg simulate`): serves the Binance spot, OKX v5 and HTX spot
-//! public market-data protocols on local ports, exactly as the exchanges document them, so that any
+//! The simulator role (`spreadagg simulate`): serves the Binance spot, OKX v5, HTX spot and
+//! KuCoin spot public market-data protocols on local ports, exactly as the exchanges document them, so that any
 //! ingest client (ours or anyone's) can connect to it instead of the real exchange.
 //!
 //! Every exchange quotes from one shared random-walk market (`market.rs`), so a symbol moves
 //! together across exchanges and cross-exchange spreads look real: a few basis points,
 //! mean-reverting, occasionally wide. Each exchange has its own module with its wire encoding,
-//! WebSocket session and REST routes (`binance.rs`, `okx.rs`, `exchange/htx/`), and its own listener: exchanges
+//! WebSocket session and REST routes (`binance.rs`, `okx.rs`, `exchange/htx/`,
+//! `exchange/kucoin/`), and its own listener: exchanges
 //! never share a port (MEXC will reuse Binance's REST paths).
 //!
 //! Everything is owned and bounded: every task is on the simulator's [`TaskTracker`] and ends
@@ -37,8 +38,12 @@ use crate::market::{Board, Model, Universe, now_us};
 use crate::ws::{ExchangeCtx, MAX_SESSIONS};
 
 /// The exchanges whose protocols the simulator speaks.
-pub const SIMULATED_EXCHANGES: [ExchangeId; 3] =
-    [ExchangeId::Binance, ExchangeId::Okx, ExchangeId::Htx];
+pub const SIMULATED_EXCHANGES: [ExchangeId; 4] = [
+    ExchangeId::Binance,
+    ExchangeId::Okx,
+    ExchangeId::Htx,
+    ExchangeId::Kucoin,
+];
 
 /// Most symbols one simulator serves; each costs a few hundred bytes and its share of the
 /// market's events.
@@ -51,7 +56,7 @@ const EVENTS_PER_SYMBOL: usize = 128;
 const EVENT_BUFFER_BOUNDS: (usize, usize) = (1_024, 65_536);
 
 /// Configuration of the simulator. Every field has a default, so an empty file (or none)
-/// simulates Binance, OKX and HTX on free local ports.
+/// simulates Binance, OKX, HTX and KuCoin on free local ports.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimConfig {
@@ -88,6 +93,12 @@ pub struct SimConfig {
     /// Seconds between Binance's server Ping frames. Default 20 (as Binance); a client must
     /// answer with a Pong within 60 s.
     pub binance_ping_interval_s: u64,
+    /// KuCoin's `pingInterval` in the bullet-public response, in milliseconds. Default 18000
+    /// (as KuCoin); between 1000 and 60000.
+    pub kucoin_ping_interval_ms: u64,
+    /// KuCoin's `pingTimeout`, in milliseconds: a client silent for `pingInterval +
+    /// pingTimeout` is dropped. Default 10000 (as KuCoin); between 1000 and 60000.
+    pub kucoin_ping_timeout_ms: u64,
 }
 
 impl Default for SimConfig {
@@ -104,6 +115,8 @@ impl Default for SimConfig {
             trade_probability: 0.3,
             seed: None,
             binance_ping_interval_s: 20,
+            kucoin_ping_interval_ms: exchange::kucoin::DEFAULT_PING_INTERVAL_MS,
+            kucoin_ping_timeout_ms: exchange::kucoin::DEFAULT_PING_TIMEOUT_MS,
         }
     }
 }
@@ -164,6 +177,15 @@ impl SimConfig {
                 self.binance_ping_interval_s
             ));
         }
+        // The ingest adapter refuses a pingInterval outside 1..60 s; so does KuCoin's range.
+        for (field, value) in [
+            ("kucoin_ping_interval_ms", self.kucoin_ping_interval_ms),
+            ("kucoin_ping_timeout_ms", self.kucoin_ping_timeout_ms),
+        ] {
+            if !(1_000..=60_000).contains(&value) {
+                return invalid(format!("{field}: between 1000 and 60000, got {value}"));
+            }
+        }
         Universe::new(&self.symbols, &self.exchanges)
             .map(|_| ())
             .map_err(SimError::InvalidConfig)
@@ -173,7 +195,9 @@ impl SimConfig {
 /// Why the simulator could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    #[error("exchange {0} is not simulated yet (the simulator serves binance, okx and htx)")]
+    #[error(
+        "exchange {0} is not simulated yet (the simulator serves binance, okx, htx and kucoin)"
+    )]
     NotSimulated(ExchangeId),
     #[error("invalid simulator configuration: {0}")]
     InvalidConfig(String),
@@ -191,7 +215,8 @@ pub enum SimError {
 pub struct Endpoint {
     pub exchange: ExchangeId,
     /// The whole WebSocket endpoint as the exchange publishes it, on our host and port:
-    /// `ws://127.0.0.1:PORT/ws` (Binance), `ws://127.0.0.1:PORT/ws/v5/public` (OKX).
+    /// `ws://127.0.0.1:PORT/ws` (Binance), `ws://127.0.0.1:PORT/ws/v5/public` (OKX),
+    /// `ws://127.0.0.1:PORT/` (KuCoin, which clients learn from bullet-public anyway).
     pub ws_url: String,
     /// Scheme and host of the REST API: `http://127.0.0.1:PORT`.
     pub rest_url: String,
@@ -203,6 +228,8 @@ pub struct Simulator {
     endpoints: Vec<Endpoint>,
     tracker: TaskTracker,
     seed: u64,
+    /// The KuCoin listener's state, when KuCoin is simulated (for its fault knob).
+    kucoin: Option<Arc<exchange::kucoin::KucoinState>>,
 }
 
 /// The address clients should dial: the bound one, or loopback if bound to "any".
@@ -264,6 +291,7 @@ impl Simulator {
         let mut channels = Vec::with_capacity(listeners.len());
         let mut endpoints = Vec::with_capacity(listeners.len());
         let mut routers = Vec::with_capacity(listeners.len());
+        let mut kucoin = None;
         for (index, (exchange, listener, local)) in listeners.into_iter().enumerate() {
             let (events, _) = broadcast::channel(capacity);
             channels.push(events.clone());
@@ -278,13 +306,27 @@ impl Simulator {
                 sessions: Arc::new(Semaphore::new(MAX_SESSIONS)),
                 binance_ping_interval: Duration::from_secs(config.binance_ping_interval_s),
             });
+            let at = advertised(local);
             let (router, ws_path) = match exchange {
                 ExchangeId::Binance => (binance::router(ctx), "/ws"),
                 ExchangeId::Okx => (okx::router(ctx), "/ws/v5/public"),
                 ExchangeId::Htx => (exchange::htx::router(ctx), exchange::htx::WS_PATH),
+                ExchangeId::Kucoin => {
+                    let state = Arc::new(exchange::kucoin::KucoinState::new(
+                        format!("ws://{at}{}", exchange::kucoin::WS_PATH),
+                        exchange::kucoin::Timing {
+                            ping_interval: Duration::from_millis(config.kucoin_ping_interval_ms),
+                            ping_timeout: Duration::from_millis(config.kucoin_ping_timeout_ms),
+                        },
+                    ));
+                    kucoin = Some(state.clone());
+                    (
+                        exchange::kucoin::router(ctx, state),
+                        exchange::kucoin::WS_PATH,
+                    )
+                }
                 other => return Err(SimError::NotSimulated(other)),
             };
-            let at = advertised(local);
             endpoints.push(Endpoint {
                 exchange,
                 ws_url: format!("ws://{at}{ws_path}"),
@@ -321,6 +363,7 @@ impl Simulator {
             endpoints,
             tracker,
             seed,
+            kucoin,
         })
     }
 
@@ -337,6 +380,24 @@ impl Simulator {
     /// The market's seed (the configured one, or the one drawn for this run).
     pub fn seed(&self) -> u64 {
         self.seed
+    }
+
+    /// Refuses the next `n` KuCoin connections as if their token had expired (KuCoin's
+    /// `{"type":"error","code":401,"data":"token is expired"}` in place of the welcome) and
+    /// revokes each token so refused: a client recovers only by fetching a fresh token from
+    /// bullet-public. Replaces any refusals still pending; no-op when KuCoin is not simulated.
+    pub fn kucoin_reject_next_tokens(&self, n: u32) {
+        if let Some(state) = &self.kucoin {
+            state.reject_next_tokens(n);
+        }
+    }
+
+    /// KuCoin token refusals still pending from [`Simulator::kucoin_reject_next_tokens`]
+    /// (0 when KuCoin is not simulated): a test can see that a refusal actually happened.
+    pub fn kucoin_pending_token_rejections(&self) -> u32 {
+        self.kucoin
+            .as_ref()
+            .map_or(0, |state| state.pending_rejections())
     }
 
     /// Waits until `stop` is cancelled and every task has finished: the market, the
@@ -410,6 +471,10 @@ mod tests {
         }
         assert_eq!(c.exchanges, SIMULATED_EXCHANGES.to_vec());
         assert_eq!((c.update_interval_ms, c.binance_ping_interval_s), (100, 20));
+        assert_eq!(
+            (c.kucoin_ping_interval_ms, c.kucoin_ping_timeout_ms),
+            (18_000, 10_000)
+        );
     }
 
     #[test]
@@ -519,6 +584,20 @@ mod tests {
                     ..Default::default()
                 },
                 "binance_ping_interval_s",
+            ),
+            (
+                SimConfig {
+                    kucoin_ping_interval_ms: 999,
+                    ..Default::default()
+                },
+                "kucoin_ping_interval_ms",
+            ),
+            (
+                SimConfig {
+                    kucoin_ping_timeout_ms: 60_001,
+                    ..Default::default()
+                },
+                "kucoin_ping_timeout_ms",
             ),
         ];
         for (config, needle) in cases {

@@ -124,6 +124,11 @@ fn venue(exchange: ExchangeId) -> Venue {
             spread_factor: 1.6,
             basis_std_bps: 2.5,
         },
+        ExchangeId::Kucoin => Venue {
+            volume_share: 0.12,
+            spread_factor: 1.7,
+            basis_std_bps: 2.5,
+        },
         _ => Venue {
             volume_share: 0.2,
             spread_factor: 1.8,

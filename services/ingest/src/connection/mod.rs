@@ -505,4 +505,6 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 #[cfg(test)]
+mod kucoin_sim_tests;
+#[cfg(test)]
 mod tests;

@@ -42,6 +42,19 @@ fn ticker_as_documented() {
 }
 
 #[test]
+fn ticker_time_as_the_schema_spells_it() {
+    // The schema and real frames say `time`; the docs' example says `Time`. Both parse.
+    let (r, out) = parse(
+        r#"{"type":"message","topic":"/market/ticker:BTC-USDT","subject":"trade.ticker","data":{"sequence":"1621383371852","price":"62162.9","size":"0.00832274","bestAsk":"62163","bestAskSize":"0.99011388","bestBid":"62162.9","bestBidSize":"0.04794181","time":1634641987564}}"#,
+    );
+    assert_eq!(r, Ok(Control::Data));
+    let Event::Quote(t) = &out[0] else {
+        panic!("not a quote: {out:?}")
+    };
+    assert_eq!(t.exchange_ts_ns, 1_634_641_987_564_000_000);
+}
+
+#[test]
 fn stale_ticker_sequences_are_dropped() {
     let mut s = KucoinSession::new("c1".into());
     let frame = |seq: u64| {

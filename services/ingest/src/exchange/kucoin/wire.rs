@@ -95,7 +95,7 @@ pub(super) struct Push<T> {
 }
 
 /// `trade.ticker`: `{"sequence":"1545896668986","price":"0.08","size":"0.011","bestAsk":"0.08",
-/// "bestAskSize":"0.18","bestBid":"0.049","bestBidSize":"0.036","Time":1704873323416}`.
+/// "bestAskSize":"0.18","bestBid":"0.049","bestBidSize":"0.036","time":1704873323416}`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct TickerData<'a> {
@@ -109,8 +109,9 @@ pub(super) struct TickerData<'a> {
     pub best_bid: Cow<'a, str>,
     #[serde(borrow)]
     pub best_bid_size: Cow<'a, str>,
-    /// Milliseconds. KuCoin's current pages spell it `Time`, older ones `time`: both read.
-    #[serde(rename = "Time", alias = "time")]
+    /// Milliseconds. KuCoin's schema (docs-new 3470063w0) names it `time`, and captured
+    /// frames carry `time`; only the docs' example writes `Time`, which is accepted too.
+    #[serde(rename = "time", alias = "Time")]
     pub time: i64,
 }
 
