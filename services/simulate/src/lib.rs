@@ -1,12 +1,12 @@
-//! The simulator role (`spreadagg simulate`): serves the Binance spot, OKX v5 and HTX spot
-//! public market-data protocols on local ports, exactly as the exchanges document them, so that any
+//! The simulator role (`spreadagg simulate`): serves the Binance spot, OKX v5, HTX spot and
+//! MEXC spot public market-data protocols on local ports, exactly as the exchanges document them, so that any
 //! ingest client (ours or anyone's) can connect to it instead of the real exchange.
 //!
 //! Every exchange quotes from one shared random-walk market (`market.rs`), so a symbol moves
 //! together across exchanges and cross-exchange spreads look real: a few basis points,
 //! mean-reverting, occasionally wide. Each exchange has its own module with its wire encoding,
-//! WebSocket session and REST routes (`binance.rs`, `okx.rs`, `exchange/htx/`), and its own listener: exchanges
-//! never share a port (MEXC will reuse Binance's REST paths).
+//! WebSocket session and REST routes (`binance.rs`, `okx.rs`, `exchange/htx/`, `exchange/mexc/`), and its own listener: exchanges
+//! never share a port (MEXC reuses Binance's REST paths).
 //!
 //! Everything is owned and bounded: every task is on the simulator's [`TaskTracker`] and ends
 //! when the `stop` token is cancelled (WebSocket sessions with a Close frame), sessions per
@@ -37,8 +37,12 @@ use crate::market::{Board, Model, Universe, now_us};
 use crate::ws::{ExchangeCtx, MAX_SESSIONS};
 
 /// The exchanges whose protocols the simulator speaks.
-pub const SIMULATED_EXCHANGES: [ExchangeId; 3] =
-    [ExchangeId::Binance, ExchangeId::Okx, ExchangeId::Htx];
+pub const SIMULATED_EXCHANGES: [ExchangeId; 4] = [
+    ExchangeId::Binance,
+    ExchangeId::Okx,
+    ExchangeId::Htx,
+    ExchangeId::Mexc,
+];
 
 /// Most symbols one simulator serves; each costs a few hundred bytes and its share of the
 /// market's events.
@@ -51,7 +55,7 @@ const EVENTS_PER_SYMBOL: usize = 128;
 const EVENT_BUFFER_BOUNDS: (usize, usize) = (1_024, 65_536);
 
 /// Configuration of the simulator. Every field has a default, so an empty file (or none)
-/// simulates Binance, OKX and HTX on free local ports.
+/// simulates Binance, OKX, HTX and MEXC on free local ports.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimConfig {
@@ -173,7 +177,7 @@ impl SimConfig {
 /// Why the simulator could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    #[error("exchange {0} is not simulated yet (the simulator serves binance, okx and htx)")]
+    #[error("exchange {0} is not simulated yet (the simulator serves binance, okx, htx and mexc)")]
     NotSimulated(ExchangeId),
     #[error("invalid simulator configuration: {0}")]
     InvalidConfig(String),
@@ -282,6 +286,7 @@ impl Simulator {
                 ExchangeId::Binance => (binance::router(ctx), "/ws"),
                 ExchangeId::Okx => (okx::router(ctx), "/ws/v5/public"),
                 ExchangeId::Htx => (exchange::htx::router(ctx), exchange::htx::WS_PATH),
+                ExchangeId::Mexc => (exchange::mexc::router(ctx), exchange::mexc::WS_PATH),
                 other => return Err(SimError::NotSimulated(other)),
             };
             let at = advertised(local);

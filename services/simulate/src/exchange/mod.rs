@@ -1,3 +1,4 @@
 //! Simulated exchanges, one folder each.
 
 pub(crate) mod htx;
+pub(crate) mod mexc;
