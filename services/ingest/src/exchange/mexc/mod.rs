@@ -424,3 +424,5 @@ impl Session for MexcSession {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_rest;
