@@ -1,10 +1,13 @@
 //! Frame parsing per exchange: each adapter's session turning a documented frame into a
 //! validated event (interned symbol, numbers parsed, quote checked), against the baseline of
-//! parsing the same frame into a generic `serde_json::Value` and doing nothing else.
+//! parsing the same frame into a generic `serde_json::Value` and doing nothing else (for
+//! MEXC's binary protobuf frames: decoding them with prost and doing nothing else).
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use prost::Message as _;
+use spreadagg_ingest::exchange::mexc::{Mexc, pb};
 use spreadagg_ingest::exchange::{Adapter, Frame, Output, SymbolTable, binance::Binance, okx::Okx};
 use std::time::{Duration, Instant};
 
@@ -67,5 +70,60 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// MEXC's binary protobuf book ticker, against the baseline of decoding the same bytes with
+/// prost and doing nothing else.
+fn bench_mexc(c: &mut Criterion) {
+    let symbols = SymbolTable::from_pairs(Mexc.id(), [("BTCUSDT", "BTC-USDT")]);
+    let frames: Vec<Vec<u8>> = (0..FRAMES)
+        .map(|i| {
+            pb::Envelope {
+                channel: "spot@public.aggre.bookTicker.v3.api.pb@100ms@BTCUSDT".into(),
+                symbol: Some("BTCUSDT".into()),
+                symbol_id: Some("2fb942154ef44a4ab2ef98c8afb6a4a7".into()),
+                create_time: Some(1_736_412_092_430),
+                send_time: Some(1_736_412_092_433),
+                body: Some(pb::envelope::Body::AggreBookTicker(pb::AggreBookTicker {
+                    bid_price: "93387.28".into(),
+                    bid_quantity: "3.73485".into(),
+                    ask_price: "93387.29".into(),
+                    ask_quantity: "7.669875".into(),
+                    version: (SEQ_BASE + i).to_string(),
+                })),
+            }
+            .encode_to_vec()
+        })
+        .collect();
+    let mut group = c.benchmark_group("mexc_aggre_book_ticker");
+    group.bench_function("adapter_parse_to_tick", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            let mut out = Output::default();
+            while left > 0 {
+                let n = left.min(FRAMES);
+                let mut session = Mexc.session();
+                let started = Instant::now();
+                for f in &frames[..n as usize] {
+                    out.clear();
+                    let r = session.on_frame(Frame::Binary(black_box(f)), &symbols, 1, &mut out);
+                    assert!(r.is_ok(), "{r:?}");
+                    black_box(out.events.len());
+                }
+                total += started.elapsed();
+                left -= n;
+            }
+            total
+        });
+    });
+    group.bench_function("baseline_prost_decode", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % frames.len();
+            black_box(pb::Envelope::decode(black_box(frames[i].as_slice())).ok())
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_mexc);
 criterion_main!(benches);

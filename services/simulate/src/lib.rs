@@ -1,13 +1,13 @@
 //! The simulator role (`spreadagg simulate`): serves the Binance spot, OKX v5, HTX spot and
-//! KuCoin spot public market-data protocols on local ports, exactly as the exchanges document them, so that any
+//! KuCoin spot, MEXC spot public market-data protocols on local ports, exactly as the exchanges document them, so that any
 //! ingest client (ours or anyone's) can connect to it instead of the real exchange.
 //!
 //! Every exchange quotes from one shared random-walk market (`market.rs`), so a symbol moves
 //! together across exchanges and cross-exchange spreads look real: a few basis points,
 //! mean-reverting, occasionally wide. Each exchange has its own module with its wire encoding,
 //! WebSocket session and REST routes (`binance.rs`, `okx.rs`, `exchange/htx/`,
-//! `exchange/kucoin/`), and its own listener: exchanges
-//! never share a port (MEXC will reuse Binance's REST paths).
+//! `exchange/kucoin/`, `exchange/mexc/`), and its own listener: exchanges
+//! never share a port (MEXC reuses Binance's REST paths).
 //!
 //! Everything is owned and bounded: every task is on the simulator's [`TaskTracker`] and ends
 //! when the `stop` token is cancelled (WebSocket sessions with a Close frame), sessions per
@@ -38,11 +38,12 @@ use crate::market::{Board, Model, Universe, now_us};
 use crate::ws::{ExchangeCtx, MAX_SESSIONS};
 
 /// The exchanges whose protocols the simulator speaks.
-pub const SIMULATED_EXCHANGES: [ExchangeId; 4] = [
+pub const SIMULATED_EXCHANGES: [ExchangeId; 5] = [
     ExchangeId::Binance,
     ExchangeId::Okx,
     ExchangeId::Htx,
     ExchangeId::Kucoin,
+    ExchangeId::Mexc,
 ];
 
 /// Most symbols one simulator serves; each costs a few hundred bytes and its share of the
@@ -56,7 +57,7 @@ const EVENTS_PER_SYMBOL: usize = 128;
 const EVENT_BUFFER_BOUNDS: (usize, usize) = (1_024, 65_536);
 
 /// Configuration of the simulator. Every field has a default, so an empty file (or none)
-/// simulates Binance, OKX, HTX and KuCoin on free local ports.
+/// simulates Binance, OKX, HTX, KuCoin and MEXC on free local ports.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimConfig {
@@ -196,7 +197,7 @@ impl SimConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     #[error(
-        "exchange {0} is not simulated yet (the simulator serves binance, okx, htx and kucoin)"
+        "exchange {0} is not simulated yet (the simulator serves binance, okx, htx, kucoin and mexc)"
     )]
     NotSimulated(ExchangeId),
     #[error("invalid simulator configuration: {0}")]
@@ -325,6 +326,7 @@ impl Simulator {
                         exchange::kucoin::WS_PATH,
                     )
                 }
+                ExchangeId::Mexc => (exchange::mexc::router(ctx), exchange::mexc::WS_PATH),
                 other => return Err(SimError::NotSimulated(other)),
             };
             endpoints.push(Endpoint {

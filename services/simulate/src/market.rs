@@ -129,6 +129,11 @@ fn venue(exchange: ExchangeId) -> Venue {
             spread_factor: 1.7,
             basis_std_bps: 2.5,
         },
+        ExchangeId::Mexc => Venue {
+            volume_share: 0.25,
+            spread_factor: 1.5,
+            basis_std_bps: 3.0,
+        },
         _ => Venue {
             volume_share: 0.2,
             spread_factor: 1.8,

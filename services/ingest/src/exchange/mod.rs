@@ -14,6 +14,7 @@
 pub mod binance;
 pub mod htx;
 pub mod kucoin;
+pub mod mexc;
 pub mod okx;
 mod parse;
 #[cfg(test)]
@@ -263,6 +264,7 @@ pub fn adapter(id: ExchangeId) -> Option<Box<dyn Adapter>> {
         ExchangeId::Okx => Some(Box::new(okx::Okx)),
         ExchangeId::Htx => Some(Box::new(htx::Htx)),
         ExchangeId::Kucoin => Some(Box::new(kucoin::Kucoin)),
+        ExchangeId::Mexc => Some(Box::new(mexc::Mexc)),
         _ => None,
     }
 }

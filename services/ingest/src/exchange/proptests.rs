@@ -12,6 +12,9 @@ use std::io::Write;
 use proptest::prelude::*;
 use spreadagg_model::ExchangeId;
 
+use prost::Message as _;
+
+use super::mexc::wire::pb as mexc_pb;
 use super::{Frame, Output, adapter};
 use crate::codec::{self, Compression};
 use crate::event::Event;
@@ -66,12 +69,70 @@ fn samples(id: ExchangeId) -> Vec<Vec<u8>> {
         ],
         _ => &[],
     };
-    texts.iter().map(|t| t.as_bytes().to_vec()).collect()
+    let mut frames: Vec<Vec<u8>> = texts.iter().map(|t| t.as_bytes().to_vec()).collect();
+    if id == ExchangeId::Mexc {
+        let q = Bbo {
+            bid: "93387.28".into(),
+            bid_qty: "3.73485".into(),
+            ask: "93387.29".into(),
+            ask_qty: "7.669875".into(),
+            seq: 10_589_632_359,
+            ts_ms: 1_736_412_092_430,
+        };
+        frames.push(mexc_bbo(&q));
+        frames.push(
+            mexc_pb::Envelope {
+                channel: "spot@public.aggre.deals.v3.api.pb@100ms@BTCUSDT".into(),
+                symbol: Some("BTCUSDT".into()),
+                send_time: Some(1_736_409_765_052),
+                body: Some(mexc_pb::envelope::Body::AggreDeals(mexc_pb::AggreDeals {
+                    deals: vec![mexc_pb::AggreDeal {
+                        price: "93220.00".into(),
+                        quantity: "0.04438243".into(),
+                        trade_type: 2,
+                        time: 1_736_409_765_051,
+                        trade_id: "abc".into(),
+                    }],
+                    event_type: "spot@public.aggre.deals.v3.api.pb@100ms".into(),
+                })),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        );
+        frames.push(br#"{"id":0,"code":0,"msg":"PONG"}"#.to_vec());
+    }
+    frames
+}
+
+/// A MEXC book-ticker push for `q`, encoded with our schema.
+fn mexc_bbo(q: &Bbo) -> Vec<u8> {
+    mexc_pb::Envelope {
+        channel: "spot@public.aggre.bookTicker.v3.api.pb@100ms@BTCUSDT".into(),
+        symbol: Some("BTCUSDT".into()),
+        symbol_id: None,
+        create_time: i64::try_from(q.ts_ms).ok(),
+        send_time: i64::try_from(q.ts_ms).ok(),
+        body: Some(mexc_pb::envelope::Body::AggreBookTicker(
+            mexc_pb::AggreBookTicker {
+                bid_price: q.bid.clone(),
+                bid_quantity: q.bid_qty.clone(),
+                ask_price: q.ask.clone(),
+                ask_quantity: q.ask_qty.clone(),
+                version: q.seq.to_string(),
+            },
+        )),
+    }
+    .encode_to_vec()
 }
 
 /// Whether the exchange compresses every frame.
 fn gzipped(id: ExchangeId) -> bool {
     matches!(id, ExchangeId::Htx | ExchangeId::Bingx)
+}
+
+/// Whether its data frames are binary (compressed or protobuf).
+fn binary(id: ExchangeId) -> bool {
+    gzipped(id) || id == ExchangeId::Mexc
 }
 
 /// Feeds one frame to a fresh session of every adapter, as text (when it is UTF-8) and as
@@ -222,6 +283,7 @@ fn frames(id: ExchangeId, q: &Bbo) -> Vec<Vec<u8>> {
                 r#"{{"type":"message","topic":"/market/ticker:BTC-USDT","subject":"trade.ticker","data":{{"sequence":"{seq}","price":"{bid}","size":"1","bestAsk":"{ask}","bestAskSize":"{ask_qty}","bestBid":"{bid}","bestBidSize":"{bid_qty}","{time}":{ts_ms}}}}}"#
             ))
             .collect(),
+        ExchangeId::Mexc => return vec![mexc_bbo(q)],
         _ => Vec::new(),
     };
     texts
@@ -292,7 +354,7 @@ proptest! {
             for frame in frames(id, &q) {
                 let mut session = a.session();
                 let mut out = Output::default();
-                let r = if gzipped(id) {
+                let r = if binary(id) {
                     session.on_frame(Frame::Binary(&frame), &symbols, 1, &mut out)
                 } else {
                     let text = std::str::from_utf8(&frame).expect("generated as text");

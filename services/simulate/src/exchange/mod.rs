@@ -2,3 +2,4 @@
 
 pub(crate) mod htx;
 pub(crate) mod kucoin;
+pub(crate) mod mexc;
