@@ -505,6 +505,8 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 #[cfg(test)]
+mod conformance;
+#[cfg(test)]
 mod kucoin_sim_tests;
 #[cfg(test)]
 mod tests;

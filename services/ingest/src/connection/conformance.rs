@@ -1,0 +1,366 @@
+//! The conformance suite: the same checks for every adapter, through the real connection
+//! layer, against that exchange's simulator (`spreadagg-simulate`, in process, speaking the
+//! exchange's documented protocol): discovery over REST, subscribe and acks, best bid/ask and
+//! trades for every symbol, keep-alive past the exchange's idle deadline, and rotation with no
+//! gap. Faults (disconnects, garbage, refusals, stalls) are in `faults.rs`.
+//!
+//! One macro line per exchange below; an adapter without a line fails
+//! `every_adapter_has_a_conformance_line`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use spreadagg_model::{ExchangeId, Symbol};
+use spreadagg_runtime::Health;
+use spreadagg_simulate::{SimConfig, Simulator};
+use tokio::time::Instant;
+
+use super::*;
+use crate::IngestConfig;
+use crate::event::Event;
+use crate::exchange::adapter;
+
+pub(super) const SYMBOLS: [&str; 3] = ["BTC-USDT", "ETH-USDT", "SOL-USDT"];
+
+pub(super) fn settings() -> ConnectionSettings {
+    ConnectionSettings {
+        connect_timeout: Duration::from_secs(3),
+        stale_after: Duration::from_secs(15),
+        data_stale_after: Duration::from_secs(5),
+        ack_timeout: Duration::from_secs(3),
+        backoff_min: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(300),
+        rotate_after: None,
+        rotate_margin: Duration::from_secs(600),
+        handover_timeout: Duration::from_secs(9),
+    }
+}
+
+/// One exchange's simulator, the connection under test, and what it delivers.
+pub(super) struct Rig {
+    pub exchange: ExchangeId,
+    pub sim: Simulator,
+    pub shared: Arc<Shared>,
+    pub health: Health,
+    pub stop: CancellationToken,
+    task: JoinHandle<()>,
+    _natives: watch::Sender<Vec<String>>,
+    /// Canonical symbol per interned id, for messages.
+    pub names: Vec<Symbol>,
+}
+
+/// Starts `exchange`'s simulator (quick keep-alive timings where the protocol lets the server
+/// choose them), discovers `SYMBOLS` over its REST API with the real adapter, and runs one
+/// connection for them.
+pub(super) async fn rig(exchange: ExchangeId, settings: ConnectionSettings) -> Rig {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let stop = CancellationToken::new();
+    let config = SimConfig {
+        exchanges: vec![exchange],
+        symbols: SYMBOLS.iter().map(|s| (*s).to_owned()).collect(),
+        update_interval_ms: 20,
+        trade_probability: 0.5,
+        seed: Some(11),
+        binance_ping_interval_s: 1,
+        kucoin_ping_interval_ms: 2_000,
+        kucoin_ping_timeout_ms: 2_000,
+        ..SimConfig::default()
+    };
+    let sim = Simulator::start(config, stop.clone())
+        .await
+        .expect("simulator starts");
+    let endpoint = sim.endpoint(exchange).expect("simulated").clone();
+    let adapter: Arc<dyn crate::exchange::Adapter> = adapter(exchange).expect("an adapter").into();
+    let http = reqwest::Client::new();
+    let wanted = IngestConfig {
+        exchange: Some(exchange),
+        symbols: SYMBOLS
+            .iter()
+            .map(|s| s.parse().expect("canonical"))
+            .collect(),
+        ..IngestConfig::default()
+    };
+    let selection =
+        crate::discovery::discover(adapter.as_ref(), &http, &endpoint.rest_url, &wanted)
+            .await
+            .unwrap_or_else(|e| panic!("{exchange}: discovery against the simulator: {e}"));
+    assert_eq!(
+        selection.len(),
+        SYMBOLS.len(),
+        "{exchange}: discovery finds every listed symbol: {selection:?}"
+    );
+    let mut table = SymbolTable::new(exchange);
+    let mut natives = Vec::new();
+    let mut names = Vec::new();
+    for inst in selection.values() {
+        table
+            .intern(&inst.native, &inst.symbol)
+            .expect("room in the table");
+        natives.push(inst.native.clone());
+        names.push(inst.symbol.clone());
+    }
+    let shared = Arc::new(Shared {
+        adapter,
+        settings,
+        http,
+        rest_url: endpoint.rest_url.clone(),
+        // KuCoin's endpoint comes from its bootstrap, as in production.
+        ws_url: (exchange != ExchangeId::Kucoin).then(|| endpoint.ws_url.clone()),
+        symbols: Arc::new(RwLock::new(Arc::new(table))),
+        sink: Arc::new(Conflator::new(exchange, 10_000)),
+        breaker: Breaker::new(
+            exchange,
+            5,
+            Duration::from_millis(300),
+            Duration::from_secs(2),
+        ),
+        attempts: AttemptLimiter::new(Duration::from_millis(10)),
+    });
+    let health = Health::new();
+    let (tx, rx) = watch::channel(natives);
+    let task = tokio::spawn(
+        Connection {
+            shared: shared.clone(),
+            index: 0,
+            natives: rx,
+            component: health.register("conformance"),
+            stop: stop.clone(),
+        }
+        .run(),
+    );
+    Rig {
+        exchange,
+        sim,
+        shared,
+        health,
+        stop,
+        task,
+        _natives: tx,
+        names,
+    }
+}
+
+/// What arrived during a window: per symbol the arrival times of quotes, and the trades.
+#[derive(Default)]
+pub(super) struct Seen {
+    pub quotes: HashMap<u32, Vec<Instant>>,
+    pub trades: Vec<crate::event::Print>,
+}
+
+impl Seen {
+    /// The longest wait between two quotes of one symbol, over all symbols.
+    pub fn worst_gap(&self) -> Duration {
+        self.quotes
+            .values()
+            .flat_map(|t| t.windows(2).map(|w| w[1] - w[0]))
+            .max()
+            .unwrap_or(Duration::MAX)
+    }
+}
+
+impl Rig {
+    /// The connection's `/health` detail.
+    pub fn detail(&self) -> Value {
+        let report = self.health.report();
+        report["components"]["conformance"]["detail"].clone()
+    }
+
+    /// Collects events for `window`, checking each one as it comes.
+    pub async fn collect(&self, window: Duration) -> Seen {
+        let ex = self.exchange;
+        let mut seen = Seen::default();
+        let mut out = Vec::new();
+        let until = Instant::now() + window;
+        loop {
+            out.clear();
+            match tokio::time::timeout_at(until, self.shared.sink.take(256, &mut out)).await {
+                Err(_) => return seen,
+                Ok(more) => assert!(more, "{ex}: the conflator closed"),
+            }
+            let now = Instant::now();
+            for e in out.drain(..) {
+                match e {
+                    Event::Quote(q) => {
+                        assert!(q.bid_px > 0.0 && q.bid_px < q.ask_px, "{ex}: {q:?}");
+                        assert!(q.bid_qty > 0.0 && q.ask_qty > 0.0, "{ex}: {q:?}");
+                        assert!(
+                            q.exchange_ts_ns == 0 || q.exchange_ts_ns > 1_600_000_000_000_000_000,
+                            "{ex}: exchange time in ns: {q:?}"
+                        );
+                        seen.quotes.entry(q.symbol.0).or_default().push(now);
+                    }
+                    Event::Print(p) => {
+                        assert!(p.price > 0.0 && p.qty > 0.0, "{ex}: {p:?}");
+                        assert!(!p.trade_id.is_empty(), "{ex}: a trade id: {p:?}");
+                        assert!(
+                            p.exchange_ts_ns > 1_600_000_000_000_000_000,
+                            "{ex}: trade time in ns: {p:?}"
+                        );
+                        seen.trades.push(p);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits until the connection reports itself subscribed (every ack in).
+    pub async fn wait_connected(&self, within: Duration) {
+        let until = Instant::now() + within;
+        while self.detail()["state"] != "connected" {
+            assert!(
+                Instant::now() < until,
+                "{}: not connected within {within:?}: {}",
+                self.exchange,
+                self.health.report()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.detail()["generation"].as_u64().unwrap_or(0)
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("the connection stops within 5 s")
+            .expect("no panic");
+        tokio::time::timeout(Duration::from_secs(5), self.sim.join())
+            .await
+            .expect("the simulator stops within 5 s");
+    }
+}
+
+/// How long to stay connected to prove keep-alive: past the exchange's idle deadline (OKX
+/// 30 s without a message, MEXC a minute without PING, HTX two unanswered 5 s pings, KuCoin
+/// ping interval + timeout as the simulator sets them here, Binance pongs to 1 s pings).
+fn keepalive_window(exchange: ExchangeId) -> Duration {
+    Duration::from_secs(match exchange {
+        ExchangeId::Okx => 35,
+        ExchangeId::Mexc => 65,
+        ExchangeId::Htx => 13,
+        ExchangeId::Kucoin => 7,
+        _ => 5,
+    })
+}
+
+async fn streams_best_bid_ask_and_trades_for_every_symbol(exchange: ExchangeId) {
+    let rig = rig(exchange, settings()).await;
+    rig.wait_connected(Duration::from_secs(15)).await;
+    let seen = rig.collect(Duration::from_secs(3)).await;
+    for (i, name) in rig.names.iter().enumerate() {
+        let n = seen.quotes.get(&(i as u32)).map_or(0, Vec::len);
+        assert!(n >= 10, "{exchange}: {n} quotes of {name} in 3 s");
+    }
+    assert!(
+        seen.trades.len() >= 5,
+        "{exchange}: {} trades in 3 s",
+        seen.trades.len()
+    );
+    rig.stop().await;
+}
+
+async fn stays_connected_past_the_keepalive_deadline(exchange: ExchangeId) {
+    let rig = rig(exchange, settings()).await;
+    rig.wait_connected(Duration::from_secs(15)).await;
+    let generation = rig.generation();
+    let seen = rig.collect(keepalive_window(exchange)).await;
+    assert_eq!(
+        rig.generation(),
+        generation,
+        "{exchange}: the session was replaced: {}",
+        rig.health.report()
+    );
+    assert!(
+        seen.worst_gap() < Duration::from_secs(2),
+        "{exchange}: a {:?} gap in quotes",
+        seen.worst_gap()
+    );
+    rig.stop().await;
+}
+
+async fn rotates_without_a_gap(exchange: ExchangeId) {
+    let rig = rig(
+        exchange,
+        ConnectionSettings {
+            rotate_after: Some(Duration::from_secs(2)),
+            ..settings()
+        },
+    )
+    .await;
+    rig.wait_connected(Duration::from_secs(15)).await;
+    let seen = rig.collect(Duration::from_secs(9)).await;
+    let rotations = rig.detail()["rotations"].as_u64().unwrap_or(0);
+    assert!(
+        rotations >= 2,
+        "{exchange}: {rotations} rotations in 9 s at a 2 s age: {}",
+        rig.health.report()
+    );
+    // Make before break: quotes never pause for a reconnect (the simulator quotes each symbol
+    // every 20 ms, jittered).
+    assert!(
+        seen.worst_gap() < Duration::from_millis(1_000),
+        "{exchange}: a {:?} gap in quotes across rotations",
+        seen.worst_gap()
+    );
+    // Both connections feed the conflator during the overlap; a trade seen twice is the same
+    // trade (same id, same values), which the stream's duplicate window stores once.
+    let mut by_id: HashMap<(u32, &str), &crate::event::Print> = HashMap::new();
+    for p in &seen.trades {
+        if let Some(first) = by_id.insert((p.symbol.0, p.trade_id.as_str()), p) {
+            assert_eq!(
+                (first.price, first.qty, first.side, first.exchange_ts_ns),
+                (p.price, p.qty, p.side, p.exchange_ts_ns),
+                "{exchange}: one trade id, two different trades"
+            );
+        }
+    }
+    rig.stop().await;
+}
+
+macro_rules! conformance {
+    ($($name:ident => $exchange:expr),* $(,)?) => {
+        $(
+            mod $name {
+                use super::*;
+
+                #[tokio::test]
+                async fn streams_best_bid_ask_and_trades_for_every_symbol() {
+                    super::streams_best_bid_ask_and_trades_for_every_symbol($exchange).await;
+                }
+
+                #[tokio::test]
+                async fn stays_connected_past_the_keepalive_deadline() {
+                    super::stays_connected_past_the_keepalive_deadline($exchange).await;
+                }
+
+                #[tokio::test]
+                async fn rotates_without_a_gap() {
+                    super::rotates_without_a_gap($exchange).await;
+                }
+            }
+        )*
+
+        #[test]
+        fn every_adapter_has_a_conformance_line() {
+            let covered = [$($exchange),*];
+            for id in ExchangeId::ALL {
+                if adapter(id).is_some() {
+                    assert!(covered.contains(&id), "{id} has an adapter but no conformance line");
+                }
+            }
+        }
+    };
+}
+
+conformance! {
+    binance => ExchangeId::Binance,
+    okx => ExchangeId::Okx,
+    htx => ExchangeId::Htx,
+    kucoin => ExchangeId::Kucoin,
+    mexc => ExchangeId::Mexc,
+}
