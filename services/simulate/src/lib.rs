@@ -2,10 +2,10 @@
 //! public market-data protocols on local ports, exactly as the exchanges document them, so that any
 //! ingest client (ours or anyone's) can connect to it instead of the real exchange.
 //!
-//! Every exchange quotes from one shared random-walk market (`market.rs`), so a symbol moves
+//! Every exchange quotes from one shared random-walk market (`market/`), so a symbol moves
 //! together across exchanges and cross-exchange spreads look real: a few basis points,
 //! mean-reverting, occasionally wide. Each exchange has its own module with its wire encoding,
-//! WebSocket session and REST routes (`binance.rs`, `okx.rs`, `exchange/htx/`), and its own listener: exchanges
+//! WebSocket session and REST routes (`exchange/binance/`, `exchange/okx/`, `exchange/htx/`), and its own listener: exchanges
 //! never share a port (MEXC will reuse Binance's REST paths).
 //!
 //! Everything is owned and bounded: every task is on the simulator's [`TaskTracker`] and ends
@@ -14,11 +14,9 @@
 //! `spreadagg_sim_lagged_events_total`) and never slows the market, and a client that does not
 //! read is dropped.
 
-mod binance;
 mod exchange;
 mod format;
 mod market;
-mod okx;
 mod ws;
 
 use std::collections::BTreeMap;
@@ -279,8 +277,8 @@ impl Simulator {
                 binance_ping_interval: Duration::from_secs(config.binance_ping_interval_s),
             });
             let (router, ws_path) = match exchange {
-                ExchangeId::Binance => (binance::router(ctx), "/ws"),
-                ExchangeId::Okx => (okx::router(ctx), "/ws/v5/public"),
+                ExchangeId::Binance => (exchange::binance::router(ctx), "/ws"),
+                ExchangeId::Okx => (exchange::okx::router(ctx), "/ws/v5/public"),
                 ExchangeId::Htx => (exchange::htx::router(ctx), exchange::htx::WS_PATH),
                 other => return Err(SimError::NotSimulated(other)),
             };

@@ -1,3 +1,5 @@
 //! Simulated exchanges, one folder each.
 
+pub(crate) mod binance;
 pub(crate) mod htx;
+pub(crate) mod okx;
