@@ -15,6 +15,7 @@
 //! read is dropped.
 
 mod exchange;
+mod fault;
 mod format;
 mod market;
 mod ws;
@@ -31,6 +32,11 @@ use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::fault::Faults;
+pub use crate::fault::{
+    ActiveFault, Fault, FaultError, MAX_ACTIVE, MAX_DELAY_MS, MAX_DURATION_MS, MAX_GARBAGE_FRAMES,
+    MAX_REFUSALS, OVERSIZED_BYTES,
+};
 use crate::market::{Board, Model, Universe, now_us};
 use crate::ws::{ExchangeCtx, MAX_SESSIONS};
 
@@ -201,6 +207,8 @@ pub struct Simulator {
     endpoints: Vec<Endpoint>,
     tracker: TaskTracker,
     seed: u64,
+    /// Each exchange's faults, shared with its sessions and its admin routes.
+    faults: Vec<(ExchangeId, Arc<Faults>)>,
 }
 
 /// The address clients should dial: the bound one, or loopback if bound to "any".
@@ -262,8 +270,11 @@ impl Simulator {
         let mut channels = Vec::with_capacity(listeners.len());
         let mut endpoints = Vec::with_capacity(listeners.len());
         let mut routers = Vec::with_capacity(listeners.len());
+        let mut fault_sets = Vec::with_capacity(listeners.len());
         for (index, (exchange, listener, local)) in listeners.into_iter().enumerate() {
             let (events, _) = broadcast::channel(capacity);
+            let faults = Arc::new(Faults::new(exchange));
+            fault_sets.push((exchange, faults.clone()));
             channels.push(events.clone());
             let ctx = Arc::new(ExchangeCtx {
                 exchange,
@@ -275,6 +286,7 @@ impl Simulator {
                 tracker: tracker.clone(),
                 sessions: Arc::new(Semaphore::new(MAX_SESSIONS)),
                 binance_ping_interval: Duration::from_secs(config.binance_ping_interval_s),
+                faults: faults.clone(),
             });
             let (router, ws_path) = match exchange {
                 ExchangeId::Binance => (exchange::binance::router(ctx), "/ws"),
@@ -288,6 +300,7 @@ impl Simulator {
                 ws_url: format!("ws://{at}{ws_path}"),
                 rest_url: format!("http://{at}"),
             });
+            let router = router.merge(fault::admin::router(faults));
             routers.push((exchange, listener, router));
         }
         for (exchange, listener, router) in routers {
@@ -319,6 +332,7 @@ impl Simulator {
             endpoints,
             tracker,
             seed,
+            faults: fault_sets,
         })
     }
 
@@ -335,6 +349,42 @@ impl Simulator {
     /// The market's seed (the configured one, or the one drawn for this run).
     pub fn seed(&self) -> u64 {
         self.seed
+    }
+
+    fn faults_of(&self, exchange: ExchangeId) -> Result<&Faults, FaultError> {
+        self.faults
+            .iter()
+            .find(|(e, _)| *e == exchange)
+            .map(|(_, f)| f.as_ref())
+            .ok_or(FaultError::NotSimulated(exchange))
+    }
+
+    /// Injects a fault on one exchange, as `POST /sim/faults` does: one-shot faults hit the
+    /// sessions open now, windowed and counted ones also those opened while they last.
+    ///
+    /// # Errors
+    /// The exchange is not simulated here, or a parameter is out of range.
+    pub fn inject(&self, exchange: ExchangeId, fault: Fault) -> Result<(), FaultError> {
+        self.faults_of(exchange)?.inject(fault)
+    }
+
+    /// Ends every windowed and counted fault on one exchange (`DELETE /sim/faults`).
+    ///
+    /// # Errors
+    /// The exchange is not simulated here.
+    pub fn clear_faults(&self, exchange: ExchangeId) -> Result<(), FaultError> {
+        self.faults_of(exchange)?.clear();
+        Ok(())
+    }
+
+    /// The windowed and counted faults in force on one exchange (`GET /sim/faults`).
+    ///
+    /// # Errors
+    /// The exchange is not simulated here.
+    pub fn active_faults(&self, exchange: ExchangeId) -> Result<Vec<ActiveFault>, FaultError> {
+        Ok(self
+            .faults_of(exchange)?
+            .active(tokio::time::Instant::now()))
     }
 
     /// Waits until `stop` is cancelled and every task has finished: the market, the

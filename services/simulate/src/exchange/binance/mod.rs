@@ -37,7 +37,7 @@ use axum::routing::get;
 
 use crate::ws::{self, ExchangeCtx};
 use rest::{book_ticker, exchange_info, rest_ping, rest_time, ticker_24hr};
-use session::{Session, run};
+use session::Session;
 
 /// Binance spot writes every price and quantity with 8 decimals.
 const DECIMALS: u32 = 8;
@@ -49,6 +49,8 @@ pub(crate) const MAX_INBOUND_PER_SECOND: usize = 5;
 pub(crate) const PONG_TIMEOUT: Duration = Duration::from_secs(60);
 /// Binance closes every connection at the 24 h mark.
 pub(crate) const MAX_CONNECTION_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+/// Binance's server ping period unless configured otherwise.
+const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(20);
 /// Unanswered pings remembered for matching Pongs (the oldest one times the connection out).
 const MAX_UNANSWERED_PINGS: usize = 64;
 /// Longest stream name accepted; real ones are far shorter.
@@ -120,12 +122,10 @@ fn open(
         query.get("timeUnit").map(String::as_str),
         Some("MICROSECOND" | "microsecond")
     );
-    let mut session = Session::new(ctx.universe.clone(), combined, micros);
+    let mut session = Session::new(ctx.universe.clone(), combined, micros)
+        .with_ping_interval(ctx.binance_ping_interval);
     if let Err(msg) = session.subscribe(streams.iter().copied()) {
         return (StatusCode::BAD_REQUEST, msg).into_response();
     }
-    let context = ctx.clone();
-    ws::accept(&ctx, ws, move |socket, events| {
-        run(socket, context, session, events)
-    })
+    ws::accept(&ctx, ws, session)
 }

@@ -6,24 +6,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::ws::Message;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::RecvError;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
 use super::wire::{
     Combined, ErrorBody, ErrorReply, Reply, ServerShutdown, TradeEvent, book_ticker_payload,
 };
 use super::{
-    DECIMALS, MAX_CONNECTION_AGE, MAX_ID_LEN, MAX_INBOUND_PER_SECOND, MAX_STREAM_NAME, MAX_STREAMS,
-    MAX_UNANSWERED_PINGS, PONG_TIMEOUT, WANT_BOOK, WANT_TRADE,
+    DECIMALS, DEFAULT_PING_INTERVAL, MAX_CONNECTION_AGE, MAX_ID_LEN, MAX_INBOUND_PER_SECOND,
+    MAX_STREAM_NAME, MAX_STREAMS, MAX_UNANSWERED_PINGS, PONG_TIMEOUT, WANT_BOOK, WANT_TRADE,
 };
 use crate::format::padded;
 use crate::market::{Instrument, MarketEvent, Trade, Universe, now_us};
-use crate::ws::{self, End, ExchangeCtx, RateWindow, SessionMetrics, Socket, to_json};
+use crate::ws::driver::{self, Frame, Goodbye, Inbound, Protocol};
+use crate::ws::{End, RateWindow, to_json};
 
 /// The request body of Binance's live subscription protocol.
 #[derive(Debug, Deserialize)]
@@ -83,6 +80,14 @@ pub(crate) struct Session {
     pub(super) wants: Vec<u8>,
     pub(super) combined: bool,
     pub(super) micros: bool,
+    /// Server ping period, and when the next ping is due.
+    ping_every: Duration,
+    next_ping: Instant,
+    /// The 24 h mark.
+    expires: Instant,
+    /// Pings sent and not yet answered, oldest first (the oldest times the connection out).
+    unanswered: VecDeque<(Bytes, Instant)>,
+    inbound: RateWindow,
 }
 
 pub(super) fn valid_stream_name(name: &str) -> bool {
@@ -110,7 +115,24 @@ impl Session {
             wants,
             combined,
             micros,
+            ping_every: DEFAULT_PING_INTERVAL,
+            next_ping: Instant::now() + DEFAULT_PING_INTERVAL,
+            expires: Instant::now() + MAX_CONNECTION_AGE,
+            unanswered: VecDeque::new(),
+            inbound: RateWindow::new(MAX_INBOUND_PER_SECOND, Duration::from_secs(1)),
         }
+    }
+
+    /// The server ping period (`binance_ping_interval_s`).
+    pub(crate) fn with_ping_interval(mut self, every: Duration) -> Self {
+        self.ping_every = every;
+        self
+    }
+
+    fn pong_due(&self) -> Option<Instant> {
+        self.unanswered
+            .front()
+            .map(|(_, sent)| *sent + PONG_TIMEOUT)
     }
 
     /// The (symbol, flag) a stream name carries data for, if it is one we publish.
@@ -347,118 +369,121 @@ impl Session {
     }
 }
 
-/// Serves one connection until it ends, then records why.
-pub(crate) async fn run<S: Socket>(
-    mut socket: S,
-    ctx: Arc<ExchangeCtx>,
-    mut session: Session,
-    mut events: broadcast::Receiver<MarketEvent>,
-) {
-    let metrics = SessionMetrics::open(ctx.exchange);
-    let end = serve(&mut socket, &ctx, &mut session, &mut events, &metrics).await;
-    // How Binance says goodbye; a client that left or stopped reading gets nothing.
-    let goodbye = match end {
-        End::Shutdown | End::MarketClosed => Some((1001, "server shutdown")),
-        End::MaxLifetime => Some((1000, "connection lifetime exceeded")),
-        End::PongTimeout => Some((1008, "pong timeout")),
-        End::RateLimited => Some((1008, "too many requests")),
-        End::ClientClosed
-        | End::SocketError
-        | End::SlowClient
-        | End::Idle
-        | End::NoSubscription => None,
-    };
-    if let Some((code, reason)) = goodbye {
-        let notice =
-            matches!(end, End::Shutdown | End::MarketClosed).then(|| session.server_shutdown());
-        ws::close(&mut socket, notice, code, reason).await;
+impl Protocol for Session {
+    fn start(&mut self, now: Instant) {
+        self.next_ping = now + self.ping_every;
+        self.expires = now + MAX_CONNECTION_AGE;
     }
-    metrics.ended(end);
-}
 
-pub(super) async fn serve<S: Socket>(
-    socket: &mut S,
-    ctx: &ExchangeCtx,
-    session: &mut Session,
-    events: &mut broadcast::Receiver<MarketEvent>,
-    metrics: &SessionMetrics,
-) -> End {
-    let started = Instant::now();
-    let every = ctx.binance_ping_interval;
-    let mut ping = tokio::time::interval_at(started + every, every);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let lifetime = tokio::time::sleep_until(started + MAX_CONNECTION_AGE);
-    tokio::pin!(lifetime);
-    let mut unanswered: VecDeque<(Bytes, Instant)> = VecDeque::new();
-    let mut inbound = RateWindow::new(MAX_INBOUND_PER_SECOND, Duration::from_secs(1));
-    loop {
-        let pong_due = unanswered.front().map(|(_, sent)| *sent + PONG_TIMEOUT);
-        tokio::select! {
-            biased;
-            () = ctx.stop.cancelled() => return End::Shutdown,
-            () = &mut lifetime => return End::MaxLifetime,
-            () = ws::sleep_until_opt(pong_due) => return End::PongTimeout,
-            _ = ping.tick() => {
-                let payload = Bytes::from((now_us() / 1_000).to_string());
-                if let Err(end) = ws::send(socket, Message::Ping(payload.clone()), &ctx.stop).await {
-                    return end;
+    fn on_client(&mut self, frame: Inbound<'_>, now: Instant) -> driver::Reply {
+        // Every frame counts, pings and pongs included; one too many ends the connection.
+        if !self.inbound.allow(now) {
+            return driver::Reply {
+                rejected: vec!["rate_limited"],
+                end: Some(End::RateLimited),
+                ..driver::Reply::default()
+            };
+        }
+        let answer = match frame {
+            Inbound::Text(text) => self.handle(text),
+            Inbound::Binary(data) => match std::str::from_utf8(data) {
+                Ok(text) => self.handle(text),
+                Err(_) => Err((
+                    Session::error(3, "Invalid JSON: invalid UTF-8", &Value::Null),
+                    Reject::InvalidJson,
+                )),
+            },
+            Inbound::Pong(payload) => {
+                // Only a Pong echoing one of our Pings counts; unsolicited ones do not.
+                if let Some(i) = self
+                    .unanswered
+                    .iter()
+                    .position(|(p, _)| p.as_ref() == payload)
+                {
+                    self.unanswered.drain(..=i);
                 }
-                if unanswered.len() < MAX_UNANSWERED_PINGS {
-                    unanswered.push_back((payload, Instant::now()));
-                }
+                return driver::Reply::default();
             }
-            frame = socket.next() => {
-                let frame = match frame {
-                    None | Some(Ok(Message::Close(_))) => return End::ClientClosed,
-                    Some(Err(_)) => return End::SocketError,
-                    Some(Ok(frame)) => frame,
-                };
-                if !inbound.allow(Instant::now()) {
-                    metrics.rejected("rate_limited");
-                    return End::RateLimited;
-                }
-                let reply = match frame {
-                    Message::Text(text) => Some(session.handle(text.as_str())),
-                    Message::Binary(data) => Some(match std::str::from_utf8(&data) {
-                        Ok(text) => session.handle(text),
-                        Err(_) => Err((
-                            Session::error(3, "Invalid JSON: invalid UTF-8", &Value::Null),
-                            Reject::InvalidJson,
-                        )),
-                    }),
-                    Message::Pong(payload) => {
-                        // Only a Pong echoing one of our Pings counts; unsolicited ones do not.
-                        if let Some(i) = unanswered.iter().position(|(p, _)| *p == payload) {
-                            unanswered.drain(..=i);
-                        }
-                        None
-                    }
-                    // Answered by the WebSocket layer; it still counted against the limit.
-                    Message::Ping(_) | Message::Close(_) => None,
-                };
-                let text = match reply {
-                    None => continue,
-                    Some(Ok(text)) => text,
-                    Some(Err((text, why))) => {
-                        metrics.rejected(why.label());
-                        text
-                    }
-                };
-                if let Err(end) = ws::send_text(socket, text, &ctx.stop).await {
-                    return end;
-                }
-            }
-            event = events.recv() => match event {
-                Ok(event) => {
-                    if let Some(text) = session.encode(&event)
-                        && let Err(end) = ws::send_text(socket, text, &ctx.stop).await
-                    {
-                        return end;
-                    }
-                }
-                Err(RecvError::Lagged(skipped)) => metrics.lagged(skipped),
-                Err(RecvError::Closed) => return End::MarketClosed,
+            // Answered by the WebSocket layer; it still counted against the limit.
+            Inbound::Ping => return driver::Reply::default(),
+        };
+        match answer {
+            Ok(text) => driver::Reply::frames(vec![Frame::Text(text)]),
+            Err((text, why)) => driver::Reply {
+                frames: vec![Frame::Text(text)],
+                rejected: vec![why.label()],
+                end: None,
             },
         }
+    }
+
+    fn on_event(&mut self, event: &MarketEvent, out: &mut Vec<Frame>) {
+        out.extend(self.encode(event).map(Frame::Text));
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        let mut at = self.expires.min(self.next_ping);
+        if let Some(due) = self.pong_due() {
+            at = at.min(due);
+        }
+        Some(at)
+    }
+
+    fn on_timer(&mut self, now: Instant, out: &mut Vec<Frame>) -> Result<(), End> {
+        if self.expires <= now {
+            return Err(End::MaxLifetime);
+        }
+        if self.pong_due().is_some_and(|due| due <= now) {
+            return Err(End::PongTimeout);
+        }
+        if self.next_ping <= now {
+            let payload = Bytes::from((now_us() / 1_000).to_string());
+            if self.unanswered.len() < MAX_UNANSWERED_PINGS {
+                self.unanswered.push_back((payload.clone(), now));
+            }
+            out.push(Frame::Ping(payload));
+            self.next_ping = now + self.ping_every;
+        }
+        Ok(())
+    }
+
+    /// How Binance says goodbye; a client that left or stopped reading gets nothing.
+    fn goodbye(&self, end: End) -> Option<Goodbye> {
+        let (code, reason) = match end {
+            End::Shutdown | End::MarketClosed => (1001, "server shutdown"),
+            End::MaxLifetime => (1000, "connection lifetime exceeded"),
+            End::PongTimeout => (1008, "pong timeout"),
+            End::RateLimited => (1008, "too many requests"),
+            _ => return None,
+        };
+        let notice = matches!(end, End::Shutdown | End::MarketClosed)
+            .then(|| Frame::Text(self.server_shutdown()));
+        Some(Goodbye {
+            notice,
+            code,
+            reason,
+        })
+    }
+
+    /// A `SUBSCRIBE` refused with Binance's error object, code 2 (invalid request), echoing
+    /// the request's id.
+    fn refusal(&self, frame: Inbound<'_>) -> Option<Vec<Frame>> {
+        let raw: Value = serde_json::from_str(frame.text()?).ok()?;
+        if raw.get("method")?.as_str()? != "SUBSCRIBE" {
+            return None;
+        }
+        let id = raw
+            .get("id")
+            .filter(|id| valid_id(id))
+            .unwrap_or(&Value::Null);
+        Some(vec![Frame::Text(Session::error(
+            2,
+            "Invalid request: subscription refused, please retry later",
+            id,
+        ))])
+    }
+
+    fn is_pong(&self, frame: Inbound<'_>) -> bool {
+        matches!(frame, Inbound::Pong(_))
     }
 }

@@ -210,6 +210,7 @@ fn harness(ping: Duration) -> Harness {
         stop: stop.clone(),
         tracker: TaskTracker::new(),
         sessions: Arc::new(Semaphore::new(1)),
+        faults: Arc::new(crate::fault::Faults::new(ExchangeId::Binance)),
         binance_ping_interval: ping,
     });
     Harness { ctx, market, stop }
@@ -217,8 +218,14 @@ fn harness(ping: Duration) -> Harness {
 
 fn start(h: &Harness) -> (tokio::task::JoinHandle<()>, mock::Client) {
     let (socket, client) = mock::socket();
-    let session = Session::new(h.ctx.universe.clone(), false, false);
-    let task = tokio::spawn(run(socket, h.ctx.clone(), session, h.market.subscribe()));
+    let session = Session::new(h.ctx.universe.clone(), false, false)
+        .with_ping_interval(h.ctx.binance_ping_interval);
+    let task = tokio::spawn(mock::run(
+        socket,
+        h.ctx.clone(),
+        session,
+        h.market.subscribe(),
+    ));
     (task, client)
 }
 
@@ -314,7 +321,7 @@ async fn lagging_sessions_skip_and_carry_on() {
     for id in 0..40 {
         let _ = h.market.send(trade(id));
     }
-    let task = tokio::spawn(run(socket, h.ctx.clone(), session, events));
+    let task = tokio::spawn(mock::run(socket, h.ctx.clone(), session, events));
     let first: Value =
         serde_json::from_str(&client.next_text().await.expect("trade")).expect("json");
     assert_eq!(first["t"], 24, "the oldest 24 were skipped");

@@ -36,7 +36,7 @@ use axum::routing::get;
 
 use crate::ws::{self, ExchangeCtx};
 use rest::{instruments, rest_time, ticker_one, tickers};
-use session::{Session, run};
+use session::Session;
 
 /// OKX drops a connection with no subscription, or no traffic, for this long.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -97,8 +97,5 @@ pub(crate) fn router(ctx: Arc<ExchangeCtx>) -> Router {
 
 async fn ws_public(State(ctx): State<Arc<ExchangeCtx>>, ws: WebSocketUpgrade) -> Response {
     let session = Session::new(ctx.universe.clone(), ctx.board.clone(), ctx.index);
-    let context = ctx.clone();
-    ws::accept(&ctx, ws, move |socket, events| {
-        run(socket, context, session, events)
-    })
+    ws::accept(&ctx, ws, session)
 }

@@ -4,17 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::Message;
-use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use super::wire::{Ack, Arg, ErrorEvent, Push, bbo, okx_ticker, okx_trade};
 use super::{Channel, IDLE_CLOSE, IDLE_TIMEOUT, MAX_ECHO, MAX_ID_LEN, MAX_OPS_PER_HOUR};
 use crate::market::{Board, MarketEvent, Quote, Universe};
-use crate::ws::{self, End, ExchangeCtx, RateWindow, SessionMetrics, Socket, to_json};
+use crate::ws::driver::{Frame, Goodbye, Inbound, Protocol, Reply};
+use crate::ws::{End, RateWindow, to_json};
 
 /// The frames answering one client message, and the labels of any refusals among them.
 #[derive(Debug, Default)]
@@ -23,7 +20,8 @@ pub(super) struct Replies {
     pub(super) rejected: Vec<&'static str>,
 }
 
-/// One connection's protocol state. Pure apart from reading the board; [`run`] does the I/O.
+/// One connection's protocol state. Pure apart from reading the board;
+/// [`crate::ws::driver::run`] does the I/O.
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(super) universe: Arc<Universe>,
@@ -34,6 +32,9 @@ pub(crate) struct Session {
     pub(super) wants: Vec<u8>,
     pub(super) ops: RateWindow,
     pub(super) subscribed_ever: bool,
+    /// When the session started, and when anything last moved either way.
+    connected: Instant,
+    last_traffic: Instant,
 }
 
 pub(super) fn valid_id(id: &str) -> bool {
@@ -63,6 +64,8 @@ impl Session {
             wants,
             ops: RateWindow::new(MAX_OPS_PER_HOUR, Duration::from_secs(3_600)),
             subscribed_ever: false,
+            connected: Instant::now(),
+            last_traffic: Instant::now(),
         }
     }
 
@@ -254,90 +257,100 @@ impl Session {
     }
 }
 
-/// Serves one connection until it ends, then records why.
-pub(crate) async fn run<S: Socket>(
-    mut socket: S,
-    ctx: Arc<ExchangeCtx>,
-    mut session: Session,
-    mut events: broadcast::Receiver<MarketEvent>,
-) {
-    let metrics = SessionMetrics::open(ctx.exchange);
-    let end = serve(&mut socket, &ctx, &mut session, &mut events, &metrics).await;
-    // How OKX says goodbye; a client that left or stopped reading gets nothing.
-    match end {
-        End::Shutdown | End::MarketClosed => {
-            ws::close(&mut socket, Some(session.notice()), 1001, "server shutdown").await;
-        }
-        End::Idle | End::NoSubscription => {
-            ws::close(&mut socket, None, IDLE_CLOSE.0, IDLE_CLOSE.1).await;
-        }
-        End::ClientClosed
-        | End::SocketError
-        | End::SlowClient
-        | End::RateLimited
-        | End::PongTimeout
-        | End::MaxLifetime => {}
+impl Protocol for Session {
+    fn start(&mut self, now: Instant) {
+        self.connected = now;
+        self.last_traffic = now;
     }
-    metrics.ended(end);
-}
 
-pub(super) async fn serve<S: Socket>(
-    socket: &mut S,
-    ctx: &ExchangeCtx,
-    session: &mut Session,
-    events: &mut broadcast::Receiver<MarketEvent>,
-    metrics: &SessionMetrics,
-) -> End {
-    let connected = Instant::now();
-    let mut last_traffic = connected;
-    loop {
-        let must_subscribe_by = (!session.subscribed_ever).then_some(connected + IDLE_TIMEOUT);
-        tokio::select! {
-            biased;
-            () = ctx.stop.cancelled() => return End::Shutdown,
-            () = ws::sleep_until_opt(must_subscribe_by) => return End::NoSubscription,
-            () = tokio::time::sleep_until(last_traffic + IDLE_TIMEOUT) => return End::Idle,
-            frame = socket.next() => {
-                last_traffic = Instant::now();
-                let replies = match frame {
-                    None | Some(Ok(Message::Close(_))) => return End::ClientClosed,
-                    Some(Err(_)) => return End::SocketError,
-                    Some(Ok(Message::Text(text))) if text.as_str() == "ping" => Replies {
-                        frames: vec!["pong".to_owned()],
-                        rejected: Vec::new(),
-                    },
-                    Some(Ok(Message::Text(text))) => session.handle(text.as_str(), last_traffic),
-                    Some(Ok(Message::Binary(data))) => match std::str::from_utf8(&data) {
-                        Ok(text) => session.handle(text, last_traffic),
-                        Err(_) => Replies {
-                            frames: vec![session.error(None, "60012", "Invalid request: binary frame")],
-                            rejected: vec!["invalid_request"],
-                        },
-                    },
-                    // Control frames: answered by the WebSocket layer; they count as traffic.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                };
-                for why in replies.rejected {
-                    metrics.rejected(why);
-                }
-                for frame in replies.frames {
-                    if let Err(end) = ws::send_text(socket, frame, &ctx.stop).await {
-                        return end;
-                    }
-                }
-            }
-            event = events.recv() => match event {
-                Ok(event) => {
-                    for frame in session.encode(&event) {
-                        if let Err(end) = ws::send_text(socket, frame, &ctx.stop).await {
-                            return end;
-                        }
-                        last_traffic = Instant::now();
-                    }
-                }
-                Err(RecvError::Lagged(skipped)) => metrics.lagged(skipped),
-                Err(RecvError::Closed) => return End::MarketClosed,
+    fn on_client(&mut self, frame: Inbound<'_>, now: Instant) -> Reply {
+        // Any frame, control frames included, is traffic.
+        self.last_traffic = now;
+        let replies = match frame {
+            Inbound::Text("ping") => Replies {
+                frames: vec!["pong".to_owned()],
+                rejected: Vec::new(),
             },
+            Inbound::Text(text) => self.handle(text, now),
+            Inbound::Binary(data) => match std::str::from_utf8(data) {
+                Ok(text) => self.handle(text, now),
+                Err(_) => Replies {
+                    frames: vec![self.error(None, "60012", "Invalid request: binary frame")],
+                    rejected: vec!["invalid_request"],
+                },
+            },
+            // Answered by the WebSocket layer.
+            Inbound::Ping | Inbound::Pong(_) => Replies::default(),
+        };
+        Reply {
+            frames: replies.frames.into_iter().map(Frame::Text).collect(),
+            rejected: replies.rejected,
+            end: None,
         }
+    }
+
+    fn on_event(&mut self, event: &MarketEvent, out: &mut Vec<Frame>) {
+        out.extend(self.encode(event).into_iter().map(Frame::Text));
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        let idle = self.last_traffic + IDLE_TIMEOUT;
+        Some(if self.subscribed_ever {
+            idle
+        } else {
+            idle.min(self.connected + IDLE_TIMEOUT)
+        })
+    }
+
+    fn on_timer(&mut self, now: Instant, _out: &mut Vec<Frame>) -> Result<(), End> {
+        if !self.subscribed_ever && self.connected + IDLE_TIMEOUT <= now {
+            return Err(End::NoSubscription);
+        }
+        if self.last_traffic + IDLE_TIMEOUT <= now {
+            return Err(End::Idle);
+        }
+        Ok(())
+    }
+
+    fn on_sent(&mut self, now: Instant) {
+        self.last_traffic = now;
+    }
+
+    /// How OKX says goodbye; a client that left or stopped reading gets nothing.
+    fn goodbye(&self, end: End) -> Option<Goodbye> {
+        match end {
+            End::Shutdown | End::MarketClosed => Some(Goodbye {
+                notice: Some(Frame::Text(self.notice())),
+                code: 1001,
+                reason: "server shutdown",
+            }),
+            End::Idle | End::NoSubscription => Some(Goodbye {
+                notice: None,
+                code: IDLE_CLOSE.0,
+                reason: IDLE_CLOSE.1,
+            }),
+            _ => None,
+        }
+    }
+
+    /// A `subscribe` refused with OKX's 60014 "Requests too frequent." error event (the
+    /// documented refusal a client should retry later), echoing the request's id.
+    fn refusal(&self, frame: Inbound<'_>) -> Option<Vec<Frame>> {
+        let text = frame.text()?;
+        let Ok(Value::Object(request)) = serde_json::from_str::<Value>(text) else {
+            return None;
+        };
+        if request.get("op")?.as_str()? != "subscribe" {
+            return None;
+        }
+        let id = request
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|id| valid_id(id));
+        Some(vec![Frame::Text(self.error(
+            id,
+            "60014",
+            "Requests too frequent.",
+        ))])
     }
 }

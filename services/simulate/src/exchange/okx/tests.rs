@@ -213,6 +213,7 @@ fn harness() -> (
         stop: stop.clone(),
         tracker: TaskTracker::new(),
         sessions: Arc::new(Semaphore::new(1)),
+        faults: Arc::new(crate::fault::Faults::new(ExchangeId::Okx)),
         binance_ping_interval: Duration::from_secs(20),
     });
     (ctx, market, stop)
@@ -223,7 +224,7 @@ async fn a_connection_that_never_subscribes_is_closed_after_30s_even_if_it_pings
     let (ctx, market, _stop) = harness();
     let (socket, mut client) = mock::socket();
     let session = Session::new(ctx.universe.clone(), ctx.board.clone(), 0);
-    let task = tokio::spawn(run(socket, ctx.clone(), session, market.subscribe()));
+    let task = tokio::spawn(mock::run(socket, ctx.clone(), session, market.subscribe()));
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(20)).await;
     client.send_text("ping");
@@ -240,7 +241,7 @@ async fn an_idle_connection_is_closed_and_pings_keep_it_open() {
     let (ctx, market, stop) = harness();
     let (socket, mut client) = mock::socket();
     let session = Session::new(ctx.universe.clone(), ctx.board.clone(), 0);
-    let task = tokio::spawn(run(socket, ctx.clone(), session, market.subscribe()));
+    let task = tokio::spawn(mock::run(socket, ctx.clone(), session, market.subscribe()));
     client.send_text(r#"{"op":"subscribe","args":[{"channel":"trades","instId":"BTC-USDT"}]}"#);
     assert!(
         client
@@ -266,7 +267,7 @@ async fn shutdown_sends_the_upgrade_notice_then_closes() {
     let (ctx, market, stop) = harness();
     let (socket, mut client) = mock::socket();
     let session = Session::new(ctx.universe.clone(), ctx.board.clone(), 0);
-    let task = tokio::spawn(run(socket, ctx.clone(), session, market.subscribe()));
+    let task = tokio::spawn(mock::run(socket, ctx.clone(), session, market.subscribe()));
     stop.cancel();
     let notice: Value =
         serde_json::from_str(&client.next_text().await.expect("notice")).expect("json");
