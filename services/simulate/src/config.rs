@@ -32,7 +32,7 @@ pub struct SimConfig {
     )]
     pub exchanges: Vec<ExchangeId>,
     /// Port per exchange. An exchange absent here, or given 0, gets a free port from the OS;
-    /// the ports actually bound are in [`Simulator::endpoints`]. Two exchanges may not share a
+    /// the ports actually bound are in [`crate::Simulator::endpoints`]. Two exchanges may not share a
     /// port.
     #[serde(
         serialize_with = "port_map::serialize",
