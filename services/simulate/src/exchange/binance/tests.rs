@@ -328,3 +328,92 @@ async fn lagging_sessions_skip_and_carry_on() {
     h.stop.cancel();
     task.await.expect("session");
 }
+
+#[tokio::test(start_paused = true)]
+async fn ignore_pongs_lets_the_pong_deadline_close_a_client_that_answers() {
+    let h = harness(Duration::from_secs(20));
+    let (task, mut client) = start(&h);
+    h.ctx
+        .faults
+        .inject(crate::fault::Fault::IgnorePongs {
+            duration_ms: 3_600_000,
+        })
+        .expect("inject");
+    let t0 = Instant::now();
+    let code = loop {
+        match client.next().await {
+            Some(Message::Ping(p)) => {
+                let _ = client.to_server.send(Message::Pong(p));
+            }
+            Some(Message::Close(Some(c))) => break c.code,
+            other => panic!("expected pings then a Close, got {other:?}"),
+        }
+    };
+    assert_eq!(code, 1008, "Binance's pong-timeout close");
+    // First ping at 20 s, answered but ignored; its minute runs out at 80 s.
+    assert_eq!(t0.elapsed(), Duration::from_secs(80));
+    task.await.expect("session");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stall_keeps_server_pings_and_replies_but_withholds_data() {
+    let h = harness(Duration::from_secs(1));
+    let (task, mut client) = start(&h);
+    client.send_text(r#"{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":1}"#);
+    assert!(
+        client
+            .next_text()
+            .await
+            .is_some_and(|r| r.contains("result"))
+    );
+    h.ctx
+        .faults
+        .inject(crate::fault::Fault::Stall {
+            duration_ms: 10_000,
+        })
+        .expect("inject");
+    let trade = MarketEvent::Trade(Trade {
+        symbol: 0,
+        seq: 1,
+        trade_id: 1,
+        price: 1,
+        qty: 1,
+        taker_buy: true,
+        ts_us: 0,
+    });
+    let _ = h.market.send(trade);
+    // Within the stall: a ping (answered), a reply, and no trade.
+    let Some(Message::Ping(p)) = client.next().await else {
+        panic!("server pings go on during a stall")
+    };
+    let _ = client.to_server.send(Message::Pong(p));
+    client.send_text(r#"{"method":"LIST_SUBSCRIPTIONS","id":2}"#);
+    loop {
+        match client.next().await {
+            Some(Message::Text(t)) => {
+                assert!(t.as_str().contains(r#""id":2"#), "only the reply: {t}");
+                break;
+            }
+            Some(Message::Ping(p)) => {
+                let _ = client.to_server.send(Message::Pong(p));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let _ = h.market.send(trade);
+    loop {
+        match client.next().await {
+            Some(Message::Text(t)) => {
+                assert!(t.as_str().contains(r#""e":"trade""#), "data resumes: {t}");
+                break;
+            }
+            // Pings queued while the test slept; answering them all at once would trip the
+            // five-per-second limit, and the pong deadline is a minute away.
+            Some(Message::Ping(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    h.stop.cancel();
+    task.await.expect("session");
+}
