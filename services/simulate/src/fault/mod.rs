@@ -15,6 +15,7 @@
 pub(crate) mod admin;
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -167,11 +168,24 @@ struct Windows {
     refusals: u32,
 }
 
-/// One exchange's faults. Sessions read it per frame (one short lock); the admin API and
+impl Windows {
+    /// Is anything still in force at `now`?
+    fn any(&self, now: Instant) -> bool {
+        self.stall_until.is_some_and(|u| now < u)
+            || self.slow.is_some_and(|(u, _)| now < u)
+            || self.ignore_pongs_until.is_some_and(|u| now < u)
+            || self.refusals > 0
+    }
+}
+
+/// One exchange's faults. Sessions read it per frame; the admin API and
 /// [`crate::Simulator::inject`] write it.
 #[derive(Debug)]
 pub(crate) struct Faults {
     exchange: ExchangeId,
+    /// False while no windowed or counted fault is in force: sessions then skip the lock,
+    /// so an idle fault layer costs one relaxed load per frame.
+    armed: AtomicBool,
     windows: Mutex<Windows>,
     shots: broadcast::Sender<Shot>,
 }
@@ -180,6 +194,7 @@ impl Faults {
     pub(crate) fn new(exchange: ExchangeId) -> Self {
         Self {
             exchange,
+            armed: AtomicBool::new(false),
             windows: Mutex::new(Windows::default()),
             shots: broadcast::channel(SHOT_QUEUE).0,
         }
@@ -197,6 +212,14 @@ impl Faults {
         self.shots.subscribe()
     }
 
+    /// Sets a window and arms, under the lock, so that a concurrent `clear` or disarm
+    /// cannot leave a set window unarmed.
+    fn arm(&self, set: impl FnOnce(&mut Windows)) {
+        let mut w = self.lock();
+        set(&mut w);
+        self.armed.store(true, Ordering::Release);
+    }
+
     /// Applies a fault now.
     ///
     /// # Errors
@@ -212,22 +235,22 @@ impl Faults {
             Fault::CloseWithNotice => Some(Shot::Close { notice: true }),
             Fault::CloseWithoutNotice => Some(Shot::Close { notice: false }),
             Fault::Stall { duration_ms } => {
-                self.lock().stall_until = Some(until(duration_ms));
+                self.arm(|w| w.stall_until = Some(until(duration_ms)));
                 None
             }
             Fault::Slow {
                 duration_ms,
                 delay_ms,
             } => {
-                self.lock().slow = Some((until(duration_ms), Duration::from_millis(delay_ms)));
+                self.arm(|w| w.slow = Some((until(duration_ms), Duration::from_millis(delay_ms))));
                 None
             }
             Fault::IgnorePongs { duration_ms } => {
-                self.lock().ignore_pongs_until = Some(until(duration_ms));
+                self.arm(|w| w.ignore_pongs_until = Some(until(duration_ms)));
                 None
             }
             Fault::RefuseSubscription { count } => {
-                self.lock().refusals = count;
+                self.arm(|w| w.refusals = count);
                 None
             }
         };
@@ -247,7 +270,10 @@ impl Faults {
 
     /// Ends every windowed and counted fault (one-shots already delivered stay delivered).
     pub(crate) fn clear(&self) {
-        *self.lock() = Windows::default();
+        let mut w = self.lock();
+        *w = Windows::default();
+        self.armed.store(false, Ordering::Release);
+        drop(w);
         tracing::info!(exchange = self.exchange.as_str(), "faults cleared");
     }
 
@@ -284,21 +310,36 @@ impl Faults {
         out
     }
 
+    /// Reads the windows at `now` when armed; disarms once nothing is left in force.
+    fn read<T: Default>(&self, now: Instant, f: impl FnOnce(&Windows) -> T) -> T {
+        if !self.armed.load(Ordering::Acquire) {
+            return T::default();
+        }
+        let w = self.lock();
+        if !w.any(now) {
+            // Disarmed under the lock: an injection (which arms under the same lock) cannot
+            // be lost between this check and the store.
+            self.armed.store(false, Ordering::Release);
+            return T::default();
+        }
+        f(&w)
+    }
+
     /// Is market data withheld at `now`?
     pub(crate) fn stalled(&self, now: Instant) -> bool {
-        self.lock().stall_until.is_some_and(|u| now < u)
+        self.read(now, |w| w.stall_until.is_some_and(|u| now < u))
     }
 
     /// The delay before each outbound frame at `now`, if `slow` is in force.
     pub(crate) fn delay(&self, now: Instant) -> Option<Duration> {
-        self.lock()
-            .slow
-            .and_then(|(until, d)| (now < until).then_some(d))
+        self.read(now, |w| {
+            w.slow.and_then(|(until, d)| (now < until).then_some(d))
+        })
     }
 
     /// Are the client's pongs ignored at `now`?
     pub(crate) fn ignoring_pongs(&self, now: Instant) -> bool {
-        self.lock().ignore_pongs_until.is_some_and(|u| now < u)
+        self.read(now, |w| w.ignore_pongs_until.is_some_and(|u| now < u))
     }
 
     /// Takes one refusal, if any are left.
@@ -313,7 +354,7 @@ impl Faults {
 
     /// Whether any refusals are pending (cheap pre-check before asking the protocol).
     pub(crate) fn refusing(&self) -> bool {
-        self.lock().refusals > 0
+        self.read(Instant::now(), |w| w.refusals > 0)
     }
 }
 
@@ -407,5 +448,23 @@ mod tests {
         f.clear();
         assert!(f.active(t0).is_empty());
         assert!(!f.stalled(t0));
+        assert!(
+            !f.armed.load(Ordering::Acquire),
+            "nothing in force: the lock is skipped"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_window_disarms_and_a_new_injection_rearms() {
+        let f = Faults::new(ExchangeId::Htx);
+        assert!(!f.stalled(Instant::now()));
+        f.inject(Fault::IgnorePongs { duration_ms: 10 })
+            .expect("ok");
+        assert!(f.ignoring_pongs(Instant::now()));
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert!(!f.ignoring_pongs(Instant::now()));
+        assert!(!f.armed.load(Ordering::Acquire));
+        f.inject(Fault::Stall { duration_ms: 10 }).expect("ok");
+        assert!(f.stalled(Instant::now()));
     }
 }
