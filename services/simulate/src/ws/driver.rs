@@ -202,9 +202,18 @@ pub(crate) async fn run<P: Protocol, S: Socket>(
     };
     let goodbye = match end {
         End::FaultDisconnect => None,
-        End::FaultClose { notice } => proto.goodbye(End::Shutdown).map(|g| Goodbye {
-            notice: if notice { g.notice } else { None },
-            ..g
+        // A forced close always sends a Close frame, even for a protocol that has no
+        // goodbye for a shutdown: 1001 "going away" is the WebSocket code for it (RFC 6455).
+        End::FaultClose { notice } => Some(match proto.goodbye(End::Shutdown) {
+            Some(g) => Goodbye {
+                notice: if notice { g.notice } else { None },
+                ..g
+            },
+            None => Goodbye {
+                notice: None,
+                code: 1001,
+                reason: "going away",
+            },
         }),
         other => proto.goodbye(other),
     };

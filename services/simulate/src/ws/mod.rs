@@ -6,6 +6,8 @@
 //! drive it through channels with paused time; production passes axum's `WebSocket`.
 
 pub(crate) mod driver;
+#[cfg(test)]
+mod driver_tests;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
