@@ -44,11 +44,7 @@ pub(crate) fn router(ctx: Arc<ExchangeCtx>) -> Router {
 }
 
 async fn ws_market(State(ctx): State<Arc<ExchangeCtx>>, ws: WebSocketUpgrade) -> Response {
-    let state = session::Session::new(ctx.universe.clone());
-    let context = ctx.clone();
-    ws::accept(&ctx, ws, move |socket, events| {
-        session::run(socket, context, state, events)
-    })
+    ws::accept(&ctx, ws, session::Session::new(ctx.universe.clone()))
 }
 
 /// A JSON number with exactly the instrument's decimals.

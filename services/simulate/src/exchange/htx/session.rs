@@ -8,16 +8,15 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::Message;
-use futures_util::StreamExt;
 use serde_json::Value;
-use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use super::wire;
 use crate::market::{MarketEvent, Universe, now_us};
-use crate::ws::{self, End, ExchangeCtx, RateWindow, SessionMetrics, Socket};
+use crate::ws::driver::{
+    Frame, Goodbye, Inbound, Protocol, Reply, binary_garbage, binary_oversized,
+};
+use crate::ws::{End, RateWindow};
 
 /// How often the server pings.
 pub(crate) const PING_EVERY: Duration = Duration::from_secs(5);
@@ -61,7 +60,7 @@ fn cut(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// One connection's protocol state; [`run`] does the I/O.
+/// One connection's protocol state; [`crate::ws::driver::run`] does the I/O.
 #[derive(Debug)]
 pub(crate) struct Session {
     universe: Arc<Universe>,
@@ -71,6 +70,8 @@ pub(crate) struct Session {
     requests: RateWindow,
     /// Pings sent and not yet answered: (number, sent at), oldest first.
     outstanding: VecDeque<(u64, Instant)>,
+    /// When the next ping is due (set when the session starts).
+    next_ping: Instant,
 }
 
 impl Session {
@@ -82,6 +83,7 @@ impl Session {
             topics: 0,
             requests: RateWindow::new(MAX_REQUESTS_PER_SECOND, Duration::from_secs(1)),
             outstanding: VecDeque::new(),
+            next_ping: Instant::now() + PING_EVERY,
         }
     }
 
@@ -228,84 +230,94 @@ impl Session {
     }
 }
 
-/// Serves one connection until it ends, then records why.
-pub(crate) async fn run<S: Socket>(
-    mut socket: S,
-    ctx: Arc<ExchangeCtx>,
-    mut session: Session,
-    mut events: broadcast::Receiver<MarketEvent>,
-) {
-    let metrics = SessionMetrics::open(ctx.exchange);
-    let end = serve(&mut socket, &ctx, &mut session, &mut events, &metrics).await;
-    match end {
-        End::Shutdown | End::MarketClosed => {
-            ws::close(&mut socket, None, 1001, "server shutdown").await;
-        }
-        End::PongTimeout => ws::close(&mut socket, None, 1000, "pong timeout").await,
-        End::ClientClosed
-        | End::RateLimited
-        | End::SocketError
-        | End::SlowClient
-        | End::Idle
-        | End::NoSubscription
-        | End::MaxLifetime => {}
+impl Protocol for Session {
+    fn start(&mut self, now: Instant) {
+        self.next_ping = now + PING_EVERY;
     }
-    metrics.ended(end);
-}
 
-async fn send<S: Socket>(socket: &mut S, ctx: &ExchangeCtx, text: &str) -> Result<(), End> {
-    ws::send(socket, wire::gzip(text), &ctx.stop).await
-}
-
-async fn serve<S: Socket>(
-    socket: &mut S,
-    ctx: &ExchangeCtx,
-    session: &mut Session,
-    events: &mut broadcast::Receiver<MarketEvent>,
-    metrics: &SessionMetrics,
-) -> End {
-    let mut pings = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
-    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            () = ctx.stop.cancelled() => return End::Shutdown,
-            () = ws::sleep_until_opt(session.pong_due()) => return End::PongTimeout,
-            _ = pings.tick() => {
-                let frame = session.ping(Instant::now());
-                if let Err(end) = send(socket, ctx, &frame).await {
-                    return end;
-                }
-            }
-            frame = socket.next() => {
-                let text = match frame {
-                    None | Some(Ok(Message::Close(_))) => return End::ClientClosed,
-                    Some(Err(_)) => return End::SocketError,
-                    Some(Ok(Message::Text(t))) => t.as_str().to_owned(),
-                    Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                };
-                let (frames, rejected) = session.handle(&text, Instant::now());
-                if let Some(why) = rejected {
-                    metrics.rejected(why);
-                }
-                for f in frames {
-                    if let Err(end) = send(socket, ctx, &f).await {
-                        return end;
-                    }
-                }
-            }
-            event = events.recv() => match event {
-                Ok(event) => {
-                    if let Some(frame) = session.encode(&event)
-                        && let Err(end) = send(socket, ctx, &frame).await
-                    {
-                        return end;
-                    }
-                }
-                Err(RecvError::Lagged(skipped)) => metrics.lagged(skipped),
-                Err(RecvError::Closed) => return End::MarketClosed,
-            },
+    fn on_client(&mut self, frame: Inbound<'_>, now: Instant) -> Reply {
+        let text = match frame {
+            Inbound::Text(t) => std::borrow::Cow::Borrowed(t),
+            Inbound::Binary(b) => String::from_utf8_lossy(b),
+            // WebSocket-level pings are answered by the WebSocket layer; HTX pings in JSON.
+            Inbound::Ping | Inbound::Pong(_) => return Reply::default(),
+        };
+        let (frames, rejected) = self.handle(&text, now);
+        Reply {
+            frames: frames.into_iter().map(Frame::Gzip).collect(),
+            rejected: rejected.into_iter().collect(),
+            end: None,
         }
+    }
+
+    fn on_event(&mut self, event: &MarketEvent, out: &mut Vec<Frame>) {
+        out.extend(self.encode(event).map(Frame::Gzip));
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        Some(match self.pong_due() {
+            Some(due) => due.min(self.next_ping),
+            None => self.next_ping,
+        })
+    }
+
+    fn on_timer(&mut self, now: Instant, out: &mut Vec<Frame>) -> Result<(), End> {
+        // The deadline comes first: a ping due at the same instant does not save the session.
+        if self.pong_due().is_some_and(|due| due <= now) {
+            return Err(End::PongTimeout);
+        }
+        if self.next_ping <= now {
+            out.push(Frame::Gzip(self.ping(now)));
+            self.next_ping = now + PING_EVERY;
+        }
+        Ok(())
+    }
+
+    fn goodbye(&self, end: End) -> Option<Goodbye> {
+        let (code, reason) = match end {
+            End::Shutdown | End::MarketClosed => (1001, "server shutdown"),
+            End::PongTimeout => (1000, "pong timeout"),
+            _ => return None,
+        };
+        Some(Goodbye {
+            notice: None,
+            code,
+            reason,
+        })
+    }
+
+    /// HTX's reply to a topic it will not serve: `status:error`, `bad-request`, "invalid
+    /// topic ..", the same as for an unknown topic.
+    fn refusal(&self, frame: Inbound<'_>) -> Option<Vec<Frame>> {
+        let Ok(Value::Object(msg)) = serde_json::from_str::<Value>(frame.text()?) else {
+            return None;
+        };
+        let topic = msg.get("sub")?.as_str()?;
+        let id = msg
+            .get("id")
+            .and_then(Value::as_str)
+            .map(|s| cut(s, MAX_ID_LEN));
+        let text = format!("invalid topic {}", cut(topic, MAX_ECHO));
+        Some(vec![Frame::Gzip(wire::error(
+            id,
+            "bad-request",
+            &text,
+            now_us() / 1_000,
+        ))])
+    }
+
+    fn is_pong(&self, frame: Inbound<'_>) -> bool {
+        frame.text().is_some_and(|t| {
+            t.contains("pong")
+                && matches!(serde_json::from_str::<Value>(t), Ok(Value::Object(m)) if m.contains_key("pong"))
+        })
+    }
+
+    fn garbage(&self, n: u32) -> Frame {
+        binary_garbage(n)
+    }
+
+    fn oversized(&self, bytes: usize) -> Frame {
+        binary_oversized(bytes)
     }
 }

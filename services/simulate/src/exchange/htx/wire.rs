@@ -1,25 +1,8 @@
-//! HTX frame encoding: JSON shaped as HTX documents it, prices and sizes as JSON numbers, and
-//! the gzip compression HTX applies to every server frame.
-
-use std::io::Write;
-
-use axum::extract::ws::Message;
-use flate2::Compression;
-use flate2::write::GzEncoder;
+//! HTX frame encoding: JSON shaped as HTX documents it, prices and sizes as JSON numbers (the
+//! driver gzips every server frame, as HTX does: [`crate::ws::driver::Frame::Gzip`]).
 
 use crate::format::trimmed;
 use crate::market::{Instrument, Quote, Trade};
-
-/// Gzips one server frame into a binary WebSocket message, as HTX sends every frame.
-pub(super) fn gzip(text: &str) -> Message {
-    let mut e = GzEncoder::new(Vec::with_capacity(text.len() / 2 + 32), Compression::fast());
-    // Writing into a Vec cannot fail.
-    let bytes = match e.write_all(text.as_bytes()) {
-        Ok(()) => e.finish().unwrap_or_default(),
-        Err(_) => Vec::new(),
-    };
-    Message::Binary(bytes.into())
-}
 
 /// `{"ping":1492420473027}`
 pub(super) fn ping(n: u64) -> String {

@@ -168,10 +168,7 @@ async fn ws_market(
             reason: "token_refused",
         },
     };
-    let context = ctx.clone();
-    ws::accept(&ctx, ws, move |socket, events| {
-        session::run(socket, context, opening, events)
-    })
+    ws::accept(&ctx, ws, opening)
 }
 
 fn ok(data: Value) -> Response {

@@ -17,16 +17,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::Message;
-use futures_util::StreamExt;
 use serde_json::Value;
-use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use super::wire;
 use crate::market::{MarketEvent, Universe};
-use crate::ws::{self, End, ExchangeCtx, RateWindow, SessionMetrics, Socket};
+use crate::ws::driver::{Frame, Goodbye, Inbound, Protocol, Reply};
+use crate::ws::{End, RateWindow};
 
 /// Topics (symbol x channel) one subscribe message may carry.
 pub(crate) const TOPICS_PER_MESSAGE: usize = 100;
@@ -92,13 +89,13 @@ pub(crate) fn refusal(connect_id: &str, reason: &str) -> String {
 }
 
 /// A refusal: the frames to send and the metric label.
-type Reply = (Vec<String>, Option<&'static str>);
+type Answer = (Vec<String>, Option<&'static str>);
 
-fn refuse(id: Option<&str>, code: u16, data: &str, why: &'static str) -> Reply {
+fn refuse(id: Option<&str>, code: u16, data: &str, why: &'static str) -> Answer {
     (vec![wire::error(id, code, data)], Some(why))
 }
 
-/// One connection's protocol state; [`run`] does the I/O.
+/// One connection's protocol state; the shared driver does the I/O.
 #[derive(Debug)]
 pub(crate) struct Session {
     universe: Arc<Universe>,
@@ -110,6 +107,8 @@ pub(crate) struct Session {
     uplink: RateWindow,
     /// When the client last sent anything.
     last_heard: Instant,
+    /// When the session started (it ends at 24 h).
+    opened: Instant,
 }
 
 impl Session {
@@ -128,6 +127,7 @@ impl Session {
             topics: 0,
             uplink: RateWindow::new(UPLINK_LIMIT, UPLINK_WINDOW),
             last_heard: now,
+            opened: now,
         }
     }
 
@@ -148,7 +148,7 @@ impl Session {
     }
 
     /// Answers one client message. Returns the frames to send and the label of a refusal.
-    pub(crate) fn handle(&mut self, text: &str, now: Instant) -> Reply {
+    pub(crate) fn handle(&mut self, text: &str, now: Instant) -> Answer {
         self.last_heard = now;
         let allowed = self.uplink.allow(now);
         let Ok(Value::Object(msg)) = serde_json::from_str::<Value>(text) else {
@@ -291,91 +291,110 @@ pub(crate) enum Opening {
     Refused { frame: String, reason: &'static str },
 }
 
-/// Serves one connection until it ends, then records why.
-pub(crate) async fn run<S: Socket>(
-    mut socket: S,
-    ctx: Arc<ExchangeCtx>,
-    opening: Opening,
-    mut events: broadcast::Receiver<MarketEvent>,
-) {
-    let mut session = match opening {
-        Opening::Welcome(session) => session,
-        Opening::Refused { frame, reason } => {
-            metrics::counter!("spreadagg_sim_rejected_requests_total", "exchange" => ctx.exchange.as_str(), "reason" => reason)
-                .increment(1);
-            tracing::debug!(
-                exchange = ctx.exchange.as_str(),
-                reason,
-                "connection refused"
-            );
-            ws::close(&mut socket, Some(frame), 1008, "token refused").await;
-            return;
+impl Opening {
+    fn session(&mut self) -> Option<&mut Session> {
+        match self {
+            Opening::Welcome(s) => Some(s),
+            Opening::Refused { .. } => None,
         }
-    };
-    let metrics = SessionMetrics::open(ctx.exchange);
-    let end = serve(&mut socket, &ctx, &mut session, &mut events, &metrics).await;
-    match end {
-        End::Shutdown | End::MarketClosed => {
-            ws::close(&mut socket, None, 1001, "server shutdown").await;
-        }
-        End::Idle => ws::close(&mut socket, None, 1000, "ping timeout").await,
-        End::MaxLifetime => ws::close(&mut socket, None, 1000, "connection lifetime").await,
-        End::ClientClosed
-        | End::RateLimited
-        | End::PongTimeout
-        | End::SocketError
-        | End::SlowClient
-        | End::NoSubscription => {}
     }
-    metrics.ended(end);
 }
 
-async fn serve<S: Socket>(
-    socket: &mut S,
-    ctx: &ExchangeCtx,
-    session: &mut Session,
-    events: &mut broadcast::Receiver<MarketEvent>,
-    metrics: &SessionMetrics,
-) -> End {
-    let retire = Instant::now() + MAX_LIFETIME;
-    if let Err(end) = ws::send_text(socket, session.welcome(), &ctx.stop).await {
-        return end;
+impl Protocol for Opening {
+    fn start(&mut self, now: Instant) {
+        // The state was made at the upgrade; silence counts from the session's start.
+        if let Some(s) = self.session() {
+            s.last_heard = now;
+            s.opened = now;
+        }
     }
-    loop {
-        tokio::select! {
-            biased;
-            () = ctx.stop.cancelled() => return End::Shutdown,
-            () = tokio::time::sleep_until(session.silence_deadline()) => return End::Idle,
-            () = tokio::time::sleep_until(retire) => return End::MaxLifetime,
-            frame = socket.next() => {
-                let text = match frame {
-                    None | Some(Ok(Message::Close(_))) => return End::ClientClosed,
-                    Some(Err(_)) => return End::SocketError,
-                    Some(Ok(Message::Text(t))) => t.as_str().to_owned(),
-                    Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                };
-                let (frames, rejected) = session.handle(&text, Instant::now());
-                if let Some(why) = rejected {
-                    metrics.rejected(why);
-                }
-                for f in frames {
-                    if let Err(end) = ws::send_text(socket, f, &ctx.stop).await {
-                        return end;
-                    }
-                }
-            }
-            event = events.recv() => match event {
-                Ok(event) => {
-                    if let Some(frame) = session.encode(&event)
-                        && let Err(end) = ws::send_text(socket, frame, &ctx.stop).await
-                    {
-                        return end;
-                    }
-                }
-                Err(RecvError::Lagged(skipped)) => metrics.lagged(skipped),
-                Err(RecvError::Closed) => return End::MarketClosed,
+
+    /// The welcome, or the token's refusal in its place followed by a close.
+    fn hello(&mut self, _now: Instant) -> Reply {
+        match self {
+            Opening::Welcome(s) => Reply::frames(vec![Frame::Text(s.welcome())]),
+            Opening::Refused { frame, reason } => Reply {
+                frames: vec![Frame::Text(std::mem::take(frame))],
+                rejected: vec![*reason],
+                end: Some(End::Unauthorized),
             },
         }
     }
+
+    fn on_client(&mut self, frame: Inbound<'_>, now: Instant) -> Reply {
+        let Some(s) = self.session() else {
+            return Reply::default();
+        };
+        let text = match frame {
+            Inbound::Text(t) => std::borrow::Cow::Borrowed(t),
+            Inbound::Binary(b) => String::from_utf8_lossy(b),
+            // WebSocket-level pings are answered by the WebSocket layer; KuCoin pings in JSON.
+            Inbound::Ping | Inbound::Pong(_) => return Reply::default(),
+        };
+        let (frames, rejected) = s.handle(&text, now);
+        Reply {
+            frames: frames.into_iter().map(Frame::Text).collect(),
+            rejected: rejected.into_iter().collect(),
+            end: None,
+        }
+    }
+
+    fn on_event(&mut self, event: &MarketEvent, out: &mut Vec<Frame>) {
+        if let Some(s) = self.session() {
+            out.extend(s.encode(event).map(Frame::Text));
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            Opening::Welcome(s) => Some(s.silence_deadline().min(s.opened + MAX_LIFETIME)),
+            Opening::Refused { .. } => None,
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant, _out: &mut Vec<Frame>) -> Result<(), End> {
+        let Some(s) = self.session() else {
+            return Ok(());
+        };
+        if s.opened + MAX_LIFETIME <= now {
+            return Err(End::MaxLifetime);
+        }
+        if s.silence_deadline() <= now {
+            return Err(End::Idle);
+        }
+        Ok(())
+    }
+
+    fn goodbye(&self, end: End) -> Option<Goodbye> {
+        let (code, reason) = match end {
+            End::Shutdown | End::MarketClosed => (1001, "server shutdown"),
+            End::Idle => (1000, "ping timeout"),
+            End::MaxLifetime => (1000, "connection lifetime"),
+            End::Unauthorized => (1008, "token refused"),
+            _ => return None,
+        };
+        Some(Goodbye {
+            notice: None,
+            code,
+            reason,
+        })
+    }
+
+    /// KuCoin's error reply to a subscribe it will not serve, with the request's id: 509, the
+    /// code its server uses for subscriptions it cannot take.
+    fn refusal(&self, frame: Inbound<'_>) -> Option<Vec<Frame>> {
+        let Ok(Value::Object(msg)) = serde_json::from_str::<Value>(frame.text()?) else {
+            return None;
+        };
+        if msg.get("type").and_then(Value::as_str) != Some("subscribe") {
+            return None;
+        }
+        let id = msg.get("id").and_then(Value::as_str).map(|s| cut(s, MAX_ID_LEN));
+        Some(vec![Frame::Text(wire::error(
+            id,
+            509,
+            "subscription refused, please retry later",
+        ))])
+    }
 }
+

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use super::session::{
     Opening, Session, TOPICS_PER_CONNECTION, TOPICS_PER_MESSAGE, UPLINK_LIMIT, UPLINK_WINDOW,
-    refusal, run,
+    refusal,
 };
 use super::{DEFAULT_TIMING, KucoinState, tokens};
 use crate::market::{Book, MarketEvent, Quote, Stats, Trade, Universe};
@@ -337,6 +337,7 @@ fn ctx(universe: Arc<Universe>) -> (Arc<ExchangeCtx>, broadcast::Sender<MarketEv
         tracker: TaskTracker::new(),
         sessions: Arc::new(Semaphore::new(4)),
         binance_ping_interval: Duration::from_secs(20),
+        faults: Arc::new(crate::fault::Faults::new(ExchangeId::Kucoin)),
     });
     (ctx, events)
 }
@@ -348,7 +349,7 @@ async fn a_silent_client_is_dropped_after_interval_plus_timeout() {
     let (socket, mut client) = mock::socket();
     let t0 = Instant::now();
     let session = Session::new(u, "cid", DEFAULT_TIMING, t0);
-    let task = tokio::spawn(run(
+    let task = tokio::spawn(mock::run(
         socket,
         ctx,
         Opening::Welcome(Box::new(session)),
@@ -385,7 +386,7 @@ async fn a_refused_connection_gets_the_error_then_a_close() {
     let u = universe(&["BTC-USDT"]);
     let (ctx, events) = ctx(u);
     let (socket, mut client) = mock::socket();
-    let task = tokio::spawn(run(
+    let task = tokio::spawn(mock::run(
         socket,
         ctx,
         Opening::Refused {

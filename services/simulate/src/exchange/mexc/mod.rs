@@ -58,10 +58,7 @@ pub(crate) fn router(ctx: Arc<ExchangeCtx>) -> Router {
 
 async fn ws_market(State(ctx): State<Arc<ExchangeCtx>>, ws: WebSocketUpgrade) -> Response {
     let state = session::Session::new(ctx.universe.clone(), Instant::now());
-    let context = ctx.clone();
-    ws::accept(&ctx, ws, move |socket, events| {
-        session::run(socket, context, state, events)
-    })
+    ws::accept(&ctx, ws, state)
 }
 
 fn symbol_json(inst: &Instrument) -> Value {

@@ -1,5 +1,5 @@
 //! One MEXC WebSocket connection: a pure state machine ([`Session`]: client text in, frames
-//! out, deadlines) and a small serve loop ([`run`]) that does the I/O.
+//! out, deadlines), served by the shared driver (`ws/driver.rs`).
 //!
 //! Rules, as MEXC documents them (spot v3, "Websocket Market Streams" and "Websocket Limits"):
 //! at most 30 subscriptions per connection, 100 client messages per second (beyond: the
@@ -12,16 +12,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::Message;
-use futures_util::StreamExt;
 use serde_json::Value;
-use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use super::wire;
 use crate::market::{MarketEvent, Universe, now_us};
-use crate::ws::{self, End, ExchangeCtx, RateWindow, SessionMetrics, Socket};
+use crate::ws::driver::{
+    Frame, Goodbye, Inbound, Protocol, Reply, binary_garbage, binary_oversized,
+};
+use crate::ws::{End, RateWindow};
 
 /// Subscriptions one connection may hold.
 pub(crate) const MAX_SUBSCRIPTIONS: usize = 30;
@@ -96,7 +95,7 @@ pub(crate) struct Handled {
     pub end: Option<End>,
 }
 
-/// One connection's protocol state; [`run`] does the I/O.
+/// One connection's protocol state; the driver does the I/O.
 #[derive(Debug)]
 pub(crate) struct Session {
     universe: Arc<Universe>,
@@ -292,75 +291,92 @@ impl Session {
     }
 }
 
-/// Serves one connection until it ends, then records why.
-pub(crate) async fn run<S: Socket>(
-    mut socket: S,
-    ctx: Arc<ExchangeCtx>,
-    mut session: Session,
-    mut events: broadcast::Receiver<MarketEvent>,
-) {
-    let metrics = SessionMetrics::open(ctx.exchange);
-    let end = serve(&mut socket, &ctx, &mut session, &mut events, &metrics).await;
-    let goodbye = match end {
-        End::Shutdown | End::MarketClosed => Some((1001, "server shutdown")),
-        End::MaxLifetime => Some((1000, "connection lifetime exceeded")),
-        End::Idle => Some((1000, "no ping for 60 s")),
-        End::NoSubscription => Some((1000, "no subscription")),
-        End::RateLimited => Some((1008, "too many messages")),
-        End::ClientClosed | End::SocketError | End::SlowClient | End::PongTimeout => None,
-    };
-    if let Some((code, reason)) = goodbye {
-        ws::close(&mut socket, None, code, reason).await;
-    }
-    metrics.ended(end);
-}
-
-async fn serve<S: Socket>(
-    socket: &mut S,
-    ctx: &ExchangeCtx,
-    session: &mut Session,
-    events: &mut broadcast::Receiver<MarketEvent>,
-    metrics: &SessionMetrics,
-) -> End {
-    loop {
-        let (due, why) = session.deadline();
-        tokio::select! {
-            biased;
-            () = ctx.stop.cancelled() => return End::Shutdown,
-            () = tokio::time::sleep_until(due) => return why,
-            frame = socket.next() => {
-                let text = match frame {
-                    None | Some(Ok(Message::Close(_))) => return End::ClientClosed,
-                    Some(Err(_)) => return End::SocketError,
-                    Some(Ok(Message::Text(t))) => t.as_str().to_owned(),
-                    Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                };
-                let handled = session.handle(&text, Instant::now());
-                if let Some(why) = handled.rejected {
-                    metrics.rejected(why);
-                }
-                for f in handled.frames {
-                    if let Err(end) = ws::send_text(socket, f, &ctx.stop).await {
-                        return end;
-                    }
-                }
-                if let Some(end) = handled.end {
-                    return end;
-                }
-            }
-            event = events.recv() => match event {
-                Ok(event) => {
-                    for frame in session.encode(&event, now_us() / 1_000) {
-                        if let Err(end) = ws::send(socket, Message::Binary(frame.into()), &ctx.stop).await {
-                            return end;
-                        }
-                    }
-                }
-                Err(RecvError::Lagged(skipped)) => metrics.lagged(skipped),
-                Err(RecvError::Closed) => return End::MarketClosed,
-            },
+impl Protocol for Session {
+    fn start(&mut self, now: Instant) {
+        // The state was made at the upgrade; the clocks start with the session.
+        self.opened = now;
+        self.last_ping = now;
+        if self.count == 0 {
+            self.unsubscribed_since = Some(now);
         }
+    }
+
+    fn on_client(&mut self, frame: Inbound<'_>, now: Instant) -> Reply {
+        let text = match frame {
+            Inbound::Text(t) => std::borrow::Cow::Borrowed(t),
+            Inbound::Binary(b) => String::from_utf8_lossy(b),
+            // WebSocket-level pings are answered by the WebSocket layer; MEXC pings in JSON.
+            Inbound::Ping | Inbound::Pong(_) => return Reply::default(),
+        };
+        let handled = self.handle(&text, now);
+        Reply {
+            frames: handled.frames.into_iter().map(Frame::Text).collect(),
+            rejected: handled.rejected.into_iter().collect(),
+            end: handled.end,
+        }
+    }
+
+    fn on_event(&mut self, event: &MarketEvent, out: &mut Vec<Frame>) {
+        out.extend(
+            self.encode(event, now_us() / 1_000)
+                .into_iter()
+                .map(|b| Frame::Binary(b.into())),
+        );
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        Some(Session::deadline(self).0)
+    }
+
+    fn on_timer(&mut self, now: Instant, _out: &mut Vec<Frame>) -> Result<(), End> {
+        let (due, why) = Session::deadline(self);
+        if due <= now { Err(why) } else { Ok(()) }
+    }
+
+    fn goodbye(&self, end: End) -> Option<Goodbye> {
+        let (code, reason) = match end {
+            End::Shutdown | End::MarketClosed => (1001, "server shutdown"),
+            End::MaxLifetime => (1000, "connection lifetime exceeded"),
+            End::Idle => (1000, "no ping for 60 s"),
+            End::NoSubscription => (1000, "no subscription"),
+            End::RateLimited => (1008, "too many messages"),
+            _ => return None,
+        };
+        Some(Goodbye {
+            notice: None,
+            code,
+            reason,
+        })
+    }
+
+    /// MEXC's refusal of a subscription: `code` 0 and "Not Subscribed successfully!", the
+    /// same answer as for a topic it does not serve.
+    fn refusal(&self, frame: Inbound<'_>) -> Option<Vec<Frame>> {
+        let Ok(Value::Object(msg)) = serde_json::from_str::<Value>(frame.text()?) else {
+            return None;
+        };
+        if msg.get("method").and_then(Value::as_str) != Some("SUBSCRIPTION") {
+            return None;
+        }
+        let id = msg.get("id").and_then(Value::as_u64).unwrap_or(0);
+        let params: Vec<&str> = match msg.get("params") {
+            Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let listed = params.join(",");
+        Some(vec![Frame::Text(wire::refused(
+            id,
+            cut(&listed, MAX_ECHO),
+            "Blocked!",
+        ))])
+    }
+
+    fn garbage(&self, n: u32) -> Frame {
+        binary_garbage(n)
+    }
+
+    fn oversized(&self, bytes: usize) -> Frame {
+        binary_oversized(bytes)
     }
 }
 

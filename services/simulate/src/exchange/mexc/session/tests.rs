@@ -4,13 +4,14 @@
 
 use std::collections::HashMap;
 
-use tokio::sync::Semaphore;
+use axum::extract::ws::Message;
+use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::*;
 use crate::market::{Board, Model, Quote, Trade};
-use crate::ws::mock;
+use crate::ws::{ExchangeCtx, mock};
 use spreadagg_model::ExchangeId;
 
 fn universe() -> Arc<Universe> {
@@ -354,6 +355,7 @@ fn harness() -> Harness {
         tracker: TaskTracker::new(),
         sessions: Arc::new(Semaphore::new(1)),
         binance_ping_interval: Duration::from_secs(20),
+        faults: Arc::new(crate::fault::Faults::new(ExchangeId::Mexc)),
     });
     Harness { ctx, market, stop }
 }
@@ -361,7 +363,12 @@ fn harness() -> Harness {
 fn start(h: &Harness) -> (tokio::task::JoinHandle<()>, mock::Client) {
     let (socket, client) = mock::socket();
     let session = Session::new(h.ctx.universe.clone(), Instant::now());
-    let task = tokio::spawn(run(socket, h.ctx.clone(), session, h.market.subscribe()));
+    let task = tokio::spawn(mock::run(
+        socket,
+        h.ctx.clone(),
+        session,
+        h.market.subscribe(),
+    ));
     (task, client)
 }
 

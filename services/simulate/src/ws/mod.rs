@@ -2,15 +2,18 @@
 //! upgrade that admits a session (bounded, owned by the simulator's task tracker), bounded
 //! writes, a clean close, an inbound rate window, and the session metrics.
 //!
-//! Sessions are generic over [`Socket`] so unit tests can drive them through channels with
-//! paused time; production passes axum's `WebSocket`.
+//! Every session is served by [`driver::run`], generic over [`Socket`] so unit tests can
+//! drive it through channels with paused time; production passes axum's `WebSocket`.
+
+pub(crate) mod driver;
+#[cfg(test)]
+mod driver_tests;
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -20,13 +23,16 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::fault::Faults;
 use crate::market::{Board, MarketEvent, Universe};
+use driver::Protocol;
 
 /// Largest client message accepted (OKX documents 64 KB for a subscribe request; Binance's
 /// 1024 stream names fit easily). A larger one ends the session.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Cap on a session's unsent outbound bytes; past it a write fails and the session ends.
-const MAX_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+/// Room for one `oversized` fault frame (2 MiB and a bit) on top of normal traffic.
+const MAX_WRITE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// A client that cannot take one frame within this long is too slow and is dropped; its
 /// socket buffers are full and it would otherwise hold a session forever.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,6 +70,8 @@ pub(crate) struct ExchangeCtx {
     pub sessions: Arc<Semaphore>,
     /// Binance's server ping period.
     pub binance_ping_interval: Duration,
+    /// This exchange's injected faults, applied by [`driver::run`].
+    pub faults: Arc<Faults>,
 }
 
 /// Why a session ended; the label of `spreadagg_sim_disconnects_total`.
@@ -89,6 +97,12 @@ pub(crate) enum End {
     SocketError,
     /// The market stopped.
     MarketClosed,
+    /// Fault `disconnect`: dropped without a Close frame.
+    FaultDisconnect,
+    /// Fault `close_with_notice` / `close_without_notice`.
+    FaultClose { notice: bool },
+    /// The connection was refused at its start (KuCoin: an unknown or expired token).
+    Unauthorized,
 }
 
 impl End {
@@ -104,6 +118,10 @@ impl End {
             End::SlowClient => "slow_client",
             End::SocketError => "socket_error",
             End::MarketClosed => "market_closed",
+            End::FaultDisconnect => "fault_disconnect",
+            End::Unauthorized => "unauthorized",
+            End::FaultClose { notice: true } => "fault_close_with_notice",
+            End::FaultClose { notice: false } => "fault_close_without_notice",
         }
     }
 }
@@ -111,12 +129,13 @@ impl End {
 /// Admits a WebSocket session: bounded by the exchange's session semaphore, and tracked by
 /// the simulator's task tracker from the upgrade until the session returns (axum spawns the
 /// upgraded connection itself; the tracker token we hold keeps `Simulator::join` waiting for
-/// it). The market receiver is taken now, so nothing is missed during the handshake.
-pub(crate) fn accept<F, Fut>(ctx: &ExchangeCtx, ws: WebSocketUpgrade, session: F) -> Response
-where
-    F: FnOnce(WebSocket, broadcast::Receiver<MarketEvent>) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
+/// it). The market and fault receivers are taken now, so nothing is missed during the
+/// handshake. The session is served by [`driver::run`] with `proto`.
+pub(crate) fn accept<P: Protocol>(
+    ctx: &Arc<ExchangeCtx>,
+    ws: WebSocketUpgrade,
+    proto: P,
+) -> Response {
     let exchange = ctx.exchange.as_str();
     if ctx.stop.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "server shutting down\n").into_response();
@@ -133,6 +152,8 @@ where
     };
     let token = ctx.tracker.token();
     let events = ctx.events.subscribe();
+    let shots = ctx.faults.subscribe();
+    let context = ctx.clone();
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
@@ -142,7 +163,7 @@ where
         .on_upgrade(move |socket| async move {
             let _tracked = token;
             let _permit = permit;
-            session(socket, events).await;
+            driver::run(socket, context, proto, events, shots).await;
         })
 }
 
@@ -164,27 +185,18 @@ pub(crate) async fn send<S: Socket>(
     }
 }
 
-/// Sends a text frame (see [`send`]).
-pub(crate) async fn send_text<S: Socket>(
-    socket: &mut S,
-    text: String,
-    stop: &CancellationToken,
-) -> Result<(), End> {
-    send(socket, Message::Text(text.into()), stop).await
-}
-
 /// Ends a session politely: an optional last notice, a Close frame with `code` and `reason`,
 /// then waits for the client's Close so the TCP connection ends cleanly. Bounded by
 /// [`CLOSE_TIMEOUT`]; a client that does not cooperate is simply dropped.
 pub(crate) async fn close<S: Socket>(
     socket: &mut S,
-    notice: Option<String>,
+    notice: Option<Message>,
     code: u16,
     reason: &'static str,
 ) {
     let goodbye = async {
-        if let Some(text) = notice {
-            socket.send(Message::Text(text.into())).await?;
+        if let Some(msg) = notice {
+            socket.send(msg).await?;
         }
         socket
             .send(Message::Close(Some(CloseFrame {
@@ -350,6 +362,17 @@ pub(crate) mod mock {
         }
     }
 
+    /// Serves `proto` on a mock socket through the real driver, with the context's faults.
+    pub(crate) async fn run<P: Protocol>(
+        socket: MockSocket,
+        ctx: Arc<ExchangeCtx>,
+        proto: P,
+        events: broadcast::Receiver<MarketEvent>,
+    ) {
+        let shots = ctx.faults.subscribe();
+        driver::run(socket, ctx, proto, events, shots).await;
+    }
+
     pub(crate) fn socket() -> (MockSocket, Client) {
         let (to_server, inbound) = mpsc::unbounded_channel();
         let (outbound, from_server) = mpsc::unbounded_channel();
@@ -421,6 +444,9 @@ mod tests {
             End::SlowClient,
             End::SocketError,
             End::MarketClosed,
+            End::FaultDisconnect,
+            End::FaultClose { notice: true },
+            End::FaultClose { notice: false },
         ];
         let labels: std::collections::HashSet<_> = all.iter().map(|e| e.label()).collect();
         assert_eq!(labels.len(), all.len());
