@@ -38,27 +38,12 @@ pub(super) fn settings() -> ConnectionSettings {
     }
 }
 
-/// One exchange's simulator, the connection under test, and what it delivers.
-pub(super) struct Rig {
-    pub exchange: ExchangeId,
-    pub sim: Simulator,
-    pub shared: Arc<Shared>,
-    pub health: Health,
-    pub stop: CancellationToken,
-    task: JoinHandle<()>,
-    _natives: watch::Sender<Vec<String>>,
-    /// Canonical symbol per interned id, for messages.
-    pub names: Vec<Symbol>,
-}
-
-/// Starts `exchange`'s simulator (quick keep-alive timings where the protocol lets the server
-/// choose them), discovers `SYMBOLS` over its REST API with the real adapter, and runs one
-/// connection for them.
-pub(super) async fn rig(exchange: ExchangeId, settings: ConnectionSettings) -> Rig {
+/// A simulator serving `exchanges` (quick keep-alive timings where the protocol lets the
+/// server choose them), every symbol quoted every 20 ms or so.
+pub(super) async fn simulator(exchanges: &[ExchangeId], stop: &CancellationToken) -> Simulator {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let stop = CancellationToken::new();
     let config = SimConfig {
-        exchanges: vec![exchange],
+        exchanges: exchanges.to_vec(),
         symbols: SYMBOLS.iter().map(|s| (*s).to_owned()).collect(),
         update_interval_ms: 20,
         trade_probability: 0.5,
@@ -68,9 +53,30 @@ pub(super) async fn rig(exchange: ExchangeId, settings: ConnectionSettings) -> R
         kucoin_ping_timeout_ms: 2_000,
         ..SimConfig::default()
     };
-    let sim = Simulator::start(config, stop.clone())
+    Simulator::start(config, stop.clone())
         .await
-        .expect("simulator starts");
+        .expect("simulator starts")
+}
+
+/// One exchange's connection under test, and what it delivers.
+pub(super) struct Feed {
+    pub exchange: ExchangeId,
+    pub shared: Arc<Shared>,
+    pub health: Health,
+    task: JoinHandle<()>,
+    _natives: watch::Sender<Vec<String>>,
+    /// Canonical symbol per interned id, for messages.
+    pub names: Vec<Symbol>,
+}
+
+/// Discovers `SYMBOLS` over the simulated exchange's REST API with the real adapter, and runs
+/// one connection for them until `stop`.
+pub(super) async fn feed(
+    sim: &Simulator,
+    exchange: ExchangeId,
+    settings: ConnectionSettings,
+    stop: &CancellationToken,
+) -> Feed {
     let endpoint = sim.endpoint(exchange).expect("simulated").clone();
     let adapter: Arc<dyn crate::exchange::Adapter> = adapter(exchange).expect("an adapter").into();
     let http = reqwest::Client::new();
@@ -130,15 +136,44 @@ pub(super) async fn rig(exchange: ExchangeId, settings: ConnectionSettings) -> R
         }
         .run(),
     );
-    Rig {
+    Feed {
         exchange,
-        sim,
         shared,
         health,
-        stop,
         task,
         _natives: tx,
         names,
+    }
+}
+
+/// One exchange's simulator and its connection.
+pub(super) struct Rig {
+    pub sim: Simulator,
+    pub stop: CancellationToken,
+    pub feed: Feed,
+}
+
+impl std::ops::Deref for Rig {
+    type Target = Feed;
+    fn deref(&self) -> &Feed {
+        &self.feed
+    }
+}
+
+pub(super) async fn rig(exchange: ExchangeId, settings: ConnectionSettings) -> Rig {
+    let stop = CancellationToken::new();
+    let sim = simulator(&[exchange], &stop).await;
+    let feed = feed(&sim, exchange, settings, &stop).await;
+    Rig { sim, stop, feed }
+}
+
+impl Rig {
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.feed.join().await;
+        tokio::time::timeout(Duration::from_secs(5), self.sim.join())
+            .await
+            .expect("the simulator stops within 5 s");
     }
 }
 
@@ -160,7 +195,7 @@ impl Seen {
     }
 }
 
-impl Rig {
+impl Feed {
     /// The connection's `/health` detail.
     pub fn detail(&self) -> Value {
         let report = self.health.report();
@@ -223,15 +258,12 @@ impl Rig {
         self.detail()["generation"].as_u64().unwrap_or(0)
     }
 
-    pub async fn stop(self) {
-        self.stop.cancel();
+    /// Waits for the connection to end (after its `stop` was cancelled).
+    pub async fn join(self) {
         tokio::time::timeout(Duration::from_secs(5), self.task)
             .await
             .expect("the connection stops within 5 s")
             .expect("no panic");
-        tokio::time::timeout(Duration::from_secs(5), self.sim.join())
-            .await
-            .expect("the simulator stops within 5 s");
     }
 }
 
@@ -322,6 +354,51 @@ async fn rotates_without_a_gap(exchange: ExchangeId) {
     rig.stop().await;
 }
 
+async fn survives_malformed_frames(exchange: ExchangeId) {
+    let rig = rig(exchange, settings()).await;
+    rig.wait_connected(Duration::from_secs(15)).await;
+    let generation = rig.generation();
+    rig.sim
+        .inject(exchange, spreadagg_simulate::Fault::Garbage { count: 5 })
+        .expect("fault accepted");
+    let seen = rig.collect(Duration::from_secs(2)).await;
+    assert_eq!(
+        rig.generation(),
+        generation,
+        "{exchange}: malformed frames ended the session: {}",
+        rig.health.report()
+    );
+    assert_eq!(seen.quotes.len(), SYMBOLS.len(), "{exchange}: data goes on");
+    rig.stop().await;
+}
+
+async fn resubscribes_after_a_disconnect(exchange: ExchangeId) {
+    let rig = rig(exchange, settings()).await;
+    rig.wait_connected(Duration::from_secs(15)).await;
+    let generation = rig.generation();
+    rig.sim
+        .inject(exchange, spreadagg_simulate::Fault::Disconnect)
+        .expect("fault accepted");
+    let until = Instant::now() + Duration::from_secs(10);
+    while rig.generation() == generation {
+        assert!(
+            Instant::now() < until,
+            "{exchange}: no new session after a disconnect"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rig.wait_connected(Duration::from_secs(10)).await;
+    let seen = rig.collect(Duration::from_secs(2)).await;
+    for (i, name) in rig.names.iter().enumerate() {
+        let n = seen.quotes.get(&(i as u32)).map_or(0, Vec::len);
+        assert!(
+            n >= 5,
+            "{exchange}: {n} quotes of {name} after resubscribing"
+        );
+    }
+    rig.stop().await;
+}
+
 macro_rules! conformance {
     ($($name:ident => $exchange:expr),* $(,)?) => {
         $(
@@ -341,6 +418,16 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn rotates_without_a_gap() {
                     super::rotates_without_a_gap($exchange).await;
+                }
+
+                #[tokio::test]
+                async fn survives_malformed_frames() {
+                    super::survives_malformed_frames($exchange).await;
+                }
+
+                #[tokio::test]
+                async fn resubscribes_after_a_disconnect() {
+                    super::resubscribes_after_a_disconnect($exchange).await;
                 }
             }
         )*

@@ -279,7 +279,16 @@ impl Connection {
                 // A closed report channel: the session is ending; its join comes next.
                 Step::Report(None) | Step::SuccessorReport(None) => {}
                 Step::Ended(ended) => {
-                    let cur = current.take();
+                    let mut cur = current.take();
+                    // Reports sent before the session returned (an announced close just
+                    // before the server closed) still count.
+                    if let Some(c) = cur.as_mut() {
+                        while let Ok(report) = c.reports.try_recv() {
+                            if let Some(reason) = self.on_report(c, report) {
+                                rotate_reason.get_or_insert(reason);
+                            }
+                        }
+                    }
                     last_end.clone_from(&ended.reason);
                     tracing::warn!(exchange = ex, connection = self.index, reason = %ended.reason, "session ended");
                     metrics::counter!("spreadagg_ingest_reconnects_total", "exchange" => ex)
@@ -294,6 +303,15 @@ impl Connection {
                     if let Some(next) = successor.take() {
                         // Mid-rotation: the successor takes over at once.
                         current = Some(next);
+                    } else if let Some(reason) =
+                        rotate_reason.take_if(|r| r.starts_with("announced"))
+                    {
+                        // The exchange announced this close: the successor starts now, with
+                        // no backoff (the exchange is healthy; it is moving us).
+                        rotations += 1;
+                        metrics::counter!("spreadagg_ingest_rotations_total", "exchange" => ex, "reason" => rotation_label(&reason)).increment(1);
+                        tracing::info!(exchange = ex, connection = self.index, reason = %reason, "the exchange closed after announcing it; connecting again at once");
+                        current = Some(self.start(&natives, &mut generation));
                     } else {
                         let delay = backoff.next_delay();
                         tracing::info!(
@@ -506,6 +524,8 @@ async fn sleep_until(at: Option<Instant>) {
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod faults;
 #[cfg(test)]
 mod kucoin_sim_tests;
 #[cfg(test)]

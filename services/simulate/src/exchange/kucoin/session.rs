@@ -389,12 +389,16 @@ impl Protocol for Opening {
         if msg.get("type").and_then(Value::as_str) != Some("subscribe") {
             return None;
         }
-        let id = msg.get("id").and_then(Value::as_str).map(|s| cut(s, MAX_ID_LEN));
+        // As for any request: the id as a number or a string, replied as a string.
+        let id = match msg.get("id") {
+            Some(Value::String(s)) => Some(cut(s, MAX_ID_LEN).to_owned()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
         Some(vec![Frame::Text(wire::error(
-            id,
+            id.as_deref(),
             509,
             "subscription refused, please retry later",
         ))])
     }
 }
-
