@@ -39,7 +39,14 @@ async fn all_in_one_process_serves_spreads_and_drains_on_post_drain() {
             .as_u64()
             .is_some_and(|b| b > 0)
     );
-    for component in ["ingest.binance.conn0", "ingest.okx.conn0", "engine.ticks"] {
+    for component in [
+        "ingest.binance.conn0",
+        "ingest.okx.conn0",
+        "ingest.htx.conn0",
+        "ingest.kucoin.conn0",
+        "ingest.mexc.conn0",
+        "engine.ticks",
+    ] {
         assert_eq!(
             health["components"][component]["ready"], true,
             "{component} in {health}"
@@ -63,18 +70,14 @@ async fn all_in_one_process_serves_spreads_and_drains_on_post_drain() {
     );
     let ticks = dir.path().join("data/ticks");
     let files = walk(&ticks);
-    assert!(
-        files
-            .iter()
-            .any(|p| p.to_string_lossy().contains("exchange=binance")),
-        "archive under ./data: {files:?}"
-    );
-    assert!(
-        files
-            .iter()
-            .any(|p| p.to_string_lossy().contains("exchange=okx")),
-        "archive under ./data: {files:?}"
-    );
+    for ex in ["binance", "okx", "htx", "kucoin", "mexc"] {
+        assert!(
+            files
+                .iter()
+                .any(|p| p.to_string_lossy().contains(&format!("exchange={ex}"))),
+            "no {ex} archive under ./data: {files:?}"
+        );
+    }
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

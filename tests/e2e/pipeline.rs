@@ -1,4 +1,4 @@
-//! simulator -> ingest binance + ingest okx -> NATS JetStream -> engine -> gateway -> a
+//! simulator -> one ingestor per simulated exchange (Binance, OKX, HTX, KuCoin, MEXC) -> NATS JetStream -> engine -> gateway -> a
 //! WebSocket client, plus the archiver; then SIGTERM to every role.
 //!
 //! Checks: every spread point the client receives is in `MD_SPREADS`; every point's numbers
@@ -25,6 +25,9 @@ use crate::support::{self, Proc, eventually, http_get};
 /// which the simulator's low-volume pair (NULS-USDT) fails and ETH-BTC fails by its quote.
 const MIN_VOLUME: &str = "1000000";
 
+/// Every exchange the simulator speaks, each through its own ingestor.
+const EXCHANGES: [&str; 5] = ["binance", "okx", "htx", "kucoin", "mexc"];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spreads_flow_end_to_end_and_every_role_drains_on_sigterm() {
     let nats = NatsServer::start().expect("nats-server");
@@ -38,7 +41,7 @@ async fn spreads_flow_end_to_end_and_every_role_drains_on_sigterm() {
     let config = config.to_str().expect("utf-8 path");
 
     let mut sim = Proc::spawn("simulate", dir.path(), &["simulate", "--config", config]);
-    let endpoints = sim.simulator_endpoints(&["binance", "okx"]).await;
+    let endpoints = sim.simulator_endpoints(&EXCHANGES).await;
 
     let engine = Proc::spawn("engine", dir.path(), &["engine", "--nats-url", &url]);
     let mut gateway = Proc::spawn(
@@ -70,7 +73,7 @@ async fn spreads_flow_end_to_end_and_every_role_drains_on_sigterm() {
     )
     .await;
 
-    let mut ingestors: Vec<Proc> = ["binance", "okx"]
+    let mut ingestors: Vec<Proc> = EXCHANGES
         .into_iter()
         .map(|ex| {
             let (ws, rest) = &endpoints[ex];
@@ -148,6 +151,22 @@ async fn spreads_flow_end_to_end_and_every_role_drains_on_sigterm() {
     assert!(
         !symbols.contains("ETH-BTC"),
         "the quote filter let a BTC-quoted pair through"
+    );
+
+    // Every exchange reached the stream, and BTC-USDT has a spread series for every pair.
+    for ex in EXCHANGES {
+        let n = ticks.iter().filter(|(_, _, t)| t.exchange == ex).count();
+        assert!(n > 0, "no ticks from {ex}");
+    }
+    let pairs: std::collections::BTreeSet<(&str, &str)> = spreads
+        .iter()
+        .filter(|(_, _, s)| s.symbol == "BTC-USDT")
+        .map(|(_, _, s)| (s.exchange_a.as_str(), s.exchange_b.as_str()))
+        .collect();
+    assert_eq!(
+        pairs.len(),
+        EXCHANGES.len() * (EXCHANGES.len() - 1) / 2,
+        "BTC-USDT pairs: {pairs:?}"
     );
 
     check_received_points_are_stored(&received, &spreads);

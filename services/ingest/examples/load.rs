@@ -27,6 +27,8 @@ const SYMBOLS: usize = 100;
 const ROUND: Duration = Duration::from_secs(8);
 const ROUNDS: usize = 3;
 const IN_FLIGHT: usize = 1024;
+/// The feed's next connection starts its update ids here.
+static NEXT_UPDATE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn native(i: usize) -> String {
     format!("S{i}USDT")
@@ -93,10 +95,15 @@ async fn feed() -> Result<(), Box<dyn std::error::Error>> {
                     }
                 }
             });
-            // Ack the subscribe requests as they come, then stream.
-            let mut u: u64 = 1;
+            // Ack the subscribe requests as they come, then stream. Update ids continue
+            // across connections (as an exchange's do), so no round repeats a message id.
+            let mut u: u64 =
+                NEXT_UPDATE_ID.fetch_add(1 << 40, std::sync::atomic::Ordering::Relaxed);
             let mut i = 0usize;
             let mut frame = String::with_capacity(160);
+            let pace = feed_rate();
+            let started = Instant::now();
+            let mut sent: u64 = 0;
             loop {
                 if let Ok(ack) = acks.try_recv()
                     && tx.send(Message::text(ack)).await.is_err()
@@ -116,13 +123,29 @@ async fn feed() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 u += 1;
                 i = (i + 1) % SYMBOLS;
-                if u.is_multiple_of(64) && tx.flush().await.is_err() {
-                    return;
+                sent += 1;
+                if u.is_multiple_of(64) {
+                    if tx.flush().await.is_err() {
+                        return;
+                    }
+                    // Paced: hold the rate to `FEED_RATE` frames per second.
+                    if let Some(rate) = pace {
+                        let due = started + Duration::from_secs_f64(sent as f64 / rate);
+                        tokio::time::sleep_until(due.into()).await;
+                    }
                 }
             }
         });
     }
     Ok(())
+}
+
+/// `FEED_RATE` (frames per second) paces the feed; unset or 0: as fast as it is read.
+fn feed_rate() -> Option<f64> {
+    std::env::var("FEED_RATE")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|r| *r > 0.0)
 }
 
 fn cpu_seconds() -> f64 {
@@ -162,7 +185,7 @@ async fn measure<F: std::future::Future<Output = ()>>(bus: &Bus, run: F) -> Roun
     }
 }
 
-async fn bare(url: &str, stop: CancellationToken) {
+async fn bare(url: &str, round: usize, stop: CancellationToken) {
     let Ok(client) = async_nats::connect(url).await else {
         return;
     };
@@ -177,7 +200,8 @@ async fn bare(url: &str, stop: CancellationToken) {
             let _ = f.await;
         }
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("bare:{n}").as_str());
+        // Unique across rounds: the duplicate window (2 min) spans them.
+        headers.insert("Nats-Msg-Id", format!("bare:{round}:{n}").as_str());
         let subject = format!("md.tick.binance.S{}-USDT", n % SYMBOLS as u64);
         match js
             .publish_with_headers(subject, headers, payload.clone())
@@ -190,8 +214,40 @@ async fn bare(url: &str, stop: CancellationToken) {
     }
 }
 
+/// Our bus's pipelining publisher alone, with pre-encoded payloads: separates the bus layer
+/// from the ingest pipeline when the two rates differ.
+async fn via_bus(url: &str, round: usize) {
+    let Ok(bus) = Bus::connect(url, &StreamSettings::default()).await else {
+        return;
+    };
+    let mut publisher = bus.publisher(IN_FLIGHT);
+    let payload = bytes::Bytes::from(vec![0x0au8; 90]);
+    let mut n: u64 = 0;
+    loop {
+        let msg = spreadagg_bus::OutMessage {
+            subject: format!("md.tick.binance.S{}-USDT", n % SYMBOLS as u64),
+            msg_id: format!("bus:{round}:{n}"),
+            payload: payload.clone(),
+        };
+        if publisher.publish(msg).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        n += 1;
+    }
+}
+
 async fn harness(me: &str) -> Result<(), Box<dyn std::error::Error>> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // The ingestor's own counters: how many quotes it read, and how many it conflated away.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let counter = |name: &str| -> f64 {
+        recorder
+            .render()
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
     let server = spreadagg_testkit::NatsServer::start()?;
     let url = server.url();
     let mut feed = tokio::process::Command::new(me)
@@ -212,12 +268,25 @@ async fn harness(me: &str) -> Result<(), Box<dyn std::error::Error>> {
     );
     let settings = StreamSettings::default();
     let bus = Bus::connect(&url, &settings).await?;
-    println!("symbols {SYMBOLS}, in-flight {IN_FLIGHT}, rounds of {ROUND:?}");
+    println!(
+        "symbols {SYMBOLS}, in-flight {IN_FLIGHT}, rounds of {} s, feed {}",
+        ROUND.as_secs(),
+        feed_rate().map_or("as fast as it is read".to_owned(), |r| format!(
+            "paced at {r:.0} frames/s"
+        ))
+    );
     let mut ratios = Vec::new();
     for round in 1..=ROUNDS {
         let stop = CancellationToken::new();
-        let b = measure(&bus, bare(&url, stop.clone())).await;
+        let b = measure(&bus, bare(&url, round, stop.clone())).await;
         stop.cancel();
+        if std::env::var_os("VIA_BUS").is_some() {
+            let v = measure(&bus, via_bus(&url, round)).await;
+            println!(
+                "round {round}: our bus publisher alone {:.0} acked/s ({:.2} µs CPU each)",
+                v.rate, v.cpu_us
+            );
+        }
         let stop = CancellationToken::new();
         let config = IngestConfig {
             exchange: Some(ExchangeId::Binance),
@@ -238,16 +307,29 @@ async fn harness(me: &str) -> Result<(), Box<dyn std::error::Error>> {
             health,
             stop.clone(),
         ));
+        let read0 =
+            counter("spreadagg_ingest_conflated_total") + counter("spreadagg_ingest_events_total");
+        let t0 = Instant::now();
         let i = measure(&bus, async {
             std::future::pending::<()>().await;
         })
         .await;
+        let read = (counter("spreadagg_ingest_conflated_total")
+            + counter("spreadagg_ingest_events_total")
+            - read0)
+            / t0.elapsed().as_secs_f64();
+        eprintln!(
+            "  totals so far: published {} (duplicates {}), events {} ticks",
+            counter("spreadagg_bus_published_total"),
+            counter("spreadagg_bus_publish_duplicates_total"),
+            counter("spreadagg_ingest_events_total")
+        );
         stop.cancel();
         let _ = task.await;
         let ratio = i.rate / b.rate;
         ratios.push(ratio);
         println!(
-            "round {round}: bare {:.0} acked/s ({:.2} µs CPU each), ingest {:.0} acked ticks/s ({:.2} µs CPU each), ratio {ratio:.2}",
+            "round {round}: bare {:.0} acked/s ({:.2} µs CPU each), ingest {:.0} acked ticks/s ({:.2} µs CPU each; {read:.0} quotes/s read from the feed), ratio {ratio:.2}",
             b.rate, b.cpu_us, i.rate, i.cpu_us
         );
     }

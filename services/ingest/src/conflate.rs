@@ -27,6 +27,8 @@ struct State {
     pending: VecDeque<u32>,
     trades: VecDeque<Print>,
     closed: bool,
+    /// Receive time of the latest quote per symbol id (0: none yet), for staleness.
+    last_quote_ns: Vec<i64>,
 }
 
 #[derive(Debug)]
@@ -119,7 +121,9 @@ impl Conflator {
                         } else {
                             if i >= s.slots.len() {
                                 s.slots.resize(i + 1, None);
+                                s.last_quote_ns.resize(i + 1, 0);
                             }
+                            s.last_quote_ns[i] = s.last_quote_ns[i].max(q.recv_ts_ns);
                             match &mut s.slots[i] {
                                 // Two connections overlap while rotating: the later of the
                                 // two updates stays, whichever arrived last.
@@ -169,6 +173,7 @@ impl Conflator {
                     pending,
                     trades,
                     closed,
+                    ..
                 } = &mut *s;
                 let max = max.max(1);
                 while out.len() < max {
@@ -195,6 +200,13 @@ impl Conflator {
     }
 
     /// Stops intake: later pushes are dropped (counted); `take` returns what is left, then false.
+    /// Copies the receive time of each symbol's latest quote (by symbol id; 0: none yet).
+    pub fn last_quotes(&self, out: &mut Vec<i64>) {
+        let s = self.lock();
+        out.clear();
+        out.extend_from_slice(&s.last_quote_ns);
+    }
+
     pub fn close(&self) {
         self.lock().closed = true;
         self.wake.notify_one();

@@ -15,6 +15,7 @@ pub(crate) mod connection;
 pub mod discovery;
 pub mod event;
 pub mod exchange;
+mod freshness;
 mod groups;
 pub mod publish;
 pub mod symbols;
@@ -273,6 +274,7 @@ pub async fn run(
     let natives = intern(&mut table, &selection);
     report_selection(ex, &selection, &discovery_component);
 
+    let selected = Arc::new(std::sync::Mutex::new(ids(&table, &natives)));
     let symbols = Arc::new(RwLock::new(Arc::new(table)));
     let sink = Arc::new(Conflator::new(exchange, config.trade_buffer));
     let shared = Arc::new(Shared {
@@ -326,16 +328,26 @@ pub async fn run(
         http,
         rest_url,
         config: config.clone(),
-        symbols,
+        symbols: symbols.clone(),
         shared: shared.clone(),
         health: health.clone(),
         stop: stop.clone(),
         connections: connections.clone(),
         component: discovery_component,
+        selected: selected.clone(),
+    };
+    let freshness = freshness::Freshness {
+        exchange: ex,
+        sink: sink.clone(),
+        symbols: symbols.clone(),
+        selected: selected.clone(),
+        stale_after: Duration::from_secs(config.data_stale_after_s),
+        component: health.register(format!("ingest.{ex}.freshness")),
     };
     tokio::select! {
         () = rediscover.run(&mut groups) => {}
         () = watch_breaker(&shared, &breaker_component, &stop) => {}
+        () = freshness.run(stop.clone()) => {}
     }
     // Stopping: the connections close their sessions (they watch `stop`).
     groups.close();
@@ -374,6 +386,11 @@ fn spawn_connection(
         }
         .run(),
     );
+}
+
+/// The ids of `natives` in `table`.
+fn ids(table: &SymbolTable, natives: &[String]) -> Vec<symbols::SymbolId> {
+    natives.iter().filter_map(|n| table.lookup(n)).collect()
 }
 
 /// Interns the selection; returns the native spellings to subscribe, in symbol order.
@@ -431,6 +448,8 @@ struct Rediscovery {
     stop: CancellationToken,
     connections: TaskTracker,
     component: spreadagg_runtime::Component,
+    /// The subscribed symbols' ids, for the freshness watch.
+    selected: Arc<std::sync::Mutex<Vec<symbols::SymbolId>>>,
 }
 
 impl Rediscovery {
@@ -476,6 +495,10 @@ impl Rediscovery {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let mut table = SymbolTable::clone(&guard);
                 let natives = intern(&mut table, &selection);
+                *self
+                    .selected
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = ids(&table, &natives);
                 *guard = Arc::new(table);
                 natives
             };

@@ -33,6 +33,8 @@ pub(crate) const MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// of the load harness's feed); market-data frames are small, so 16 KiB still takes well over
 /// a hundred frames per read. A larger frame grows the buffer as it needs.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
+/// Market-data frames handled between two yields to the runtime (see the read loop).
+const FRAMES_PER_YIELD: usize = 16;
 /// A send (subscribe, keep-alive, close) that takes longer than this ends the session: the
 /// peer is not reading.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -193,6 +195,7 @@ pub(crate) async fn run(
     let mut last_data: Option<Instant> = None;
     let mut subscribed_at: Option<Instant> = None;
     let mut out = Output::default();
+    let mut since_yield = 0usize;
 
     loop {
         tokio::select! {
@@ -284,6 +287,15 @@ pub(crate) async fn run(
                         proven = true;
                         for event in out.events.drain(..) {
                             shared.sink.push(event);
+                        }
+                        // Frames already buffered are read without touching the socket, so
+                        // tokio's cooperative budget never makes this loop yield; the
+                        // publisher it just woke sits in this worker's LIFO slot (which no
+                        // other worker may steal) until it does. Yield every few frames.
+                        since_yield += 1;
+                        if since_yield >= FRAMES_PER_YIELD {
+                            since_yield = 0;
+                            tokio::task::yield_now().await;
                         }
                     }
                     Ok(Control::Subscribed(id)) => {
