@@ -8,11 +8,16 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use prost::Message as _;
 use spreadagg_ingest::exchange::mexc::{Mexc, pb};
-use spreadagg_ingest::exchange::{Adapter, Frame, Output, SymbolTable, binance::Binance, okx::Okx};
+use spreadagg_ingest::exchange::{
+    Adapter, Frame, Output, SymbolTable, binance::Binance, htx::Htx, kucoin::Kucoin, okx::Okx,
+};
 use std::time::{Duration, Instant};
 
 const BINANCE_BOOK_TICKER: &str = r#"{"u":123456,"s":"BNBUSDT","b":"25.35190000","B":"31.21000000","a":"25.36520000","A":"40.66000000"}"#;
 const OKX_BBO: &str = r#"{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data":[{"asks":[["8476.98","415","0","13"]],"bids":[["8476.97","256","0","12"]],"ts":"1597026383085","seqId":123456}]}"#;
+
+const KUCOIN_TICKER: &str = r#"{"type":"message","topic":"/market/ticker:BTC-USDT","subject":"trade.ticker","data":{"sequence":"123456","price":"0.08","size":"0.011","bestAsk":"0.08","bestAskSize":"0.18","bestBid":"0.049","bestBidSize":"0.036","time":1704873323416}}"#;
+const HTX_BBO: &str = r#"{"ch":"market.btcusdt.bbo","ts":1671941599613,"tick":{"seqId":123456,"ask":16829.51,"askSize":0.707776,"bid":16829.5,"bidSize":1.685945,"quoteTime":1671941599612,"symbol":"btcusdt"}}"#;
 
 /// The update id in the sample frames above, replaced per frame.
 const SEQ: &str = "123456";
@@ -20,7 +25,7 @@ const SEQ_BASE: u64 = 1_000_000;
 const FRAMES: u64 = 10_000;
 
 fn bench(c: &mut Criterion) {
-    let cases: [(&str, &dyn Adapter, &str, &str, &str); 2] = [
+    let cases: [(&str, &dyn Adapter, &str, &str, &str); 3] = [
         (
             "binance_book_ticker",
             &Binance,
@@ -29,6 +34,13 @@ fn bench(c: &mut Criterion) {
             "BNB-USDT",
         ),
         ("okx_bbo_tbt", &Okx, OKX_BBO, "BTC-USDT", "BTC-USDT"),
+        (
+            "kucoin_ticker",
+            &Kucoin,
+            KUCOIN_TICKER,
+            "BTC-USDT",
+            "BTC-USDT",
+        ),
     ];
     for (name, adapter, frame, native, canonical) in cases {
         let symbols = SymbolTable::from_pairs(adapter.id(), [(native, canonical)]);
@@ -125,5 +137,54 @@ fn bench_mexc(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, bench_mexc);
+/// HTX's gzip-compressed bbo, against the baseline of decompressing the same bytes and
+/// parsing them into a `serde_json::Value`.
+fn bench_htx(c: &mut Criterion) {
+    use std::io::{Read as _, Write as _};
+    let symbols = SymbolTable::from_pairs(Htx.id(), [("btcusdt", "BTC-USDT")]);
+    let frames: Vec<Vec<u8>> = (0..FRAMES)
+        .map(|i| {
+            let text = HTX_BBO.replace(SEQ, &(SEQ_BASE + i).to_string());
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(text.as_bytes()).expect("gzip");
+            e.finish().expect("gzip")
+        })
+        .collect();
+    let mut group = c.benchmark_group("htx_bbo_gzip");
+    group.bench_function("adapter_parse_to_tick", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            let mut out = Output::default();
+            while left > 0 {
+                let n = left.min(FRAMES);
+                let mut session = Htx.session();
+                let started = Instant::now();
+                for f in &frames[..n as usize] {
+                    out.clear();
+                    let r = session.on_frame(Frame::Binary(black_box(f)), &symbols, 1, &mut out);
+                    assert!(r.is_ok(), "{r:?}");
+                    black_box(out.events.len());
+                }
+                total += started.elapsed();
+                left -= n;
+            }
+            total
+        });
+    });
+    group.bench_function("baseline_gunzip_serde_json_value", |b| {
+        let mut i = 0;
+        let mut text = Vec::with_capacity(512);
+        b.iter(|| {
+            i = (i + 1) % frames.len();
+            text.clear();
+            let _ = flate2::read::GzDecoder::new(black_box(frames[i].as_slice()))
+                .read_to_end(&mut text);
+            black_box(serde_json::from_slice::<serde_json::Value>(&text).ok())
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_mexc, bench_htx);
 criterion_main!(benches);
