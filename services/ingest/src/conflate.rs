@@ -29,11 +29,15 @@ struct State {
     closed: bool,
     /// Receive time of the latest quote per symbol id (0: none yet), for staleness.
     last_quote_ns: Vec<i64>,
+    /// The latest update accepted per symbol id, so that an earlier one arriving later (two
+    /// connections overlapping while rotating) is never published after it.
+    latest: Vec<Latest>,
 }
 
 #[derive(Debug)]
 struct Meters {
     conflated: Counter,
+    superseded: Counter,
     trades_dropped: Counter,
     quotes_dropped: Counter,
     trades_closed: Counter,
@@ -57,17 +61,33 @@ pub enum Pushed {
     Queued,
     /// A quote replaced an unpublished quote of the same symbol.
     Conflated,
+    /// A quote was older than one already accepted for its symbol, and was dropped.
+    Superseded,
     /// Dropped: the trade buffer is full, the symbol id is out of range, or intake closed.
     Dropped,
 }
 
-/// `new` is an earlier update of the exchange than `pending`: a lower update id, or with no
-/// ids, an earlier exchange time. Where neither tells, the later arrival wins.
-fn older(new: &Quote, pending: &Quote) -> bool {
-    if new.seq != 0 && pending.seq != 0 {
-        new.seq < pending.seq && new.exchange_ts_ns <= pending.exchange_ts_ns
-    } else if new.exchange_ts_ns != 0 && pending.exchange_ts_ns != 0 {
-        new.exchange_ts_ns < pending.exchange_ts_ns
+/// The latest update accepted for one symbol (pending or already published).
+#[derive(Debug, Default, Clone, Copy)]
+struct Latest {
+    seq: u64,
+    ts_ns: i64,
+    /// Earlier updates refused in a row since.
+    refused: u8,
+}
+
+/// Earlier updates in a row after which the next is taken anyway: the exchange restarted its
+/// sequence without a time to tell (the connection's sequence gate takes such a reset too).
+const RESET_AFTER_REFUSALS: u8 = 3;
+
+/// `new` is an earlier update of the exchange than `latest`: a lower update id (unless its
+/// exchange time is later: a sequence reset), or with no ids, an earlier exchange time. Where
+/// neither tells, the later arrival wins.
+fn older(new: &Quote, latest: &Latest) -> bool {
+    if new.seq != 0 && latest.seq != 0 {
+        new.seq < latest.seq && new.exchange_ts_ns <= latest.ts_ns
+    } else if new.exchange_ts_ns != 0 && latest.ts_ns != 0 {
+        new.exchange_ts_ns < latest.ts_ns
     } else {
         false
     }
@@ -82,6 +102,7 @@ impl Conflator {
             trade_capacity: trade_capacity.max(1),
             meters: Meters {
                 conflated: metrics::counter!("spreadagg_ingest_conflated_total", "exchange" => ex),
+                superseded: metrics::counter!("spreadagg_ingest_superseded_total", "exchange" => ex),
                 trades_dropped: metrics::counter!("spreadagg_ingest_dropped_total", "exchange" => ex, "kind" => "trade", "reason" => "buffer_full"),
                 quotes_dropped: metrics::counter!("spreadagg_ingest_dropped_total", "exchange" => ex, "kind" => "tick", "reason" => "closed"),
                 trades_closed: metrics::counter!("spreadagg_ingest_dropped_total", "exchange" => ex, "kind" => "trade", "reason" => "closed"),
@@ -122,21 +143,31 @@ impl Conflator {
                             if i >= s.slots.len() {
                                 s.slots.resize(i + 1, None);
                                 s.last_quote_ns.resize(i + 1, 0);
+                                s.latest.resize(i + 1, Latest::default());
                             }
                             s.last_quote_ns[i] = s.last_quote_ns[i].max(q.recv_ts_ns);
-                            match &mut s.slots[i] {
-                                // Two connections overlap while rotating: the later of the
-                                // two updates stays, whichever arrived last.
-                                Some(pending) => {
-                                    if !older(&q, pending) {
+                            let latest = &mut s.latest[i];
+                            if older(&q, latest) && latest.refused + 1 < RESET_AFTER_REFUSALS {
+                                // Two connections overlap while rotating: an earlier update
+                                // arriving after a later one is never published after it.
+                                latest.refused += 1;
+                                (Pushed::Superseded, Some(&m.superseded))
+                            } else {
+                                *latest = Latest {
+                                    seq: q.seq,
+                                    ts_ns: q.exchange_ts_ns,
+                                    refused: 0,
+                                };
+                                match &mut s.slots[i] {
+                                    Some(pending) => {
                                         *pending = q;
+                                        (Pushed::Conflated, None)
                                     }
-                                    (Pushed::Conflated, None)
-                                }
-                                slot @ None => {
-                                    *slot = Some(q);
-                                    s.pending.push_back(q.symbol.0);
-                                    (Pushed::Queued, None)
+                                    slot @ None => {
+                                        *slot = Some(q);
+                                        s.pending.push_back(q.symbol.0);
+                                        (Pushed::Queued, None)
+                                    }
                                 }
                             }
                         }
@@ -155,8 +186,8 @@ impl Conflator {
         match (pushed, dropped_as) {
             (Pushed::Queued, _) => self.wake.notify_one(),
             (Pushed::Conflated, _) => m.conflated.increment(1),
-            (Pushed::Dropped, Some(counter)) => counter.increment(1),
-            (Pushed::Dropped, None) => {}
+            (Pushed::Dropped | Pushed::Superseded, Some(counter)) => counter.increment(1),
+            (Pushed::Dropped | Pushed::Superseded, None) => {}
         }
         pushed
     }
@@ -266,14 +297,19 @@ mod tests {
         // Rotation overlap: the new connection is ahead of the old one.
         let c = Conflator::new(ExchangeId::Okx, 3);
         assert_eq!(c.push(quote(0, 7)), Pushed::Queued);
-        assert_eq!(
-            c.push(quote(0, 5)),
-            Pushed::Conflated,
-            "counted as replaced"
-        );
+        assert_eq!(c.push(quote(0, 5)), Pushed::Superseded, "counted, dropped");
         let mut out = Vec::new();
         assert!(c.take(10, &mut out).await);
         assert_eq!(seqs(&out), vec![(0, 7)], "the later update stays");
+        // Also once the later one is published: the earlier one never follows it.
+        assert_eq!(c.push(quote(0, 6)), Pushed::Superseded);
+        assert_eq!(c.depth().0, 0, "nothing pending");
+        // A sequence restarted (no time to tell): the third earlier update in a row is taken.
+        assert_eq!(c.push(quote(0, 1)), Pushed::Queued);
+        assert_eq!(c.push(quote(0, 2)), Pushed::Conflated);
+        out.clear();
+        assert!(c.take(10, &mut out).await);
+        assert_eq!(seqs(&out), vec![(0, 2)]);
         // Without ids, exchange times decide.
         let at = |ts: i64| {
             Event::Quote(Quote {

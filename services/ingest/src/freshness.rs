@@ -76,6 +76,14 @@ impl Freshness {
                     .set(age);
                 ages.push((age, id));
             }
+            // Symbols no longer subscribed (re-discovery dropped them) show no age, not a
+            // frozen one.
+            let live: std::collections::HashSet<u32> = ages.iter().map(|(_, s)| s.0).collect();
+            for (id, gauge) in &gauges {
+                if !live.contains(id) {
+                    gauge.set(f64::NAN);
+                }
+            }
             let limit = self.stale_after.as_secs_f64();
             let stale = ages.iter().filter(|(a, _)| *a > limit).count();
             stale_count.set(stale as f64);

@@ -352,7 +352,17 @@ pub async fn run(
     // Stopping: the connections close their sessions (they watch `stop`).
     groups.close();
     connections.close();
-    connections.wait().await;
+    // Each connection closes its sessions within a second; the wait is bounded all the same,
+    // so the drain below always gets its time within the role's shutdown budget.
+    if tokio::time::timeout(CONNECTIONS_STOP_WITHIN, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            exchange = ex,
+            "connections still closing at the shutdown deadline; draining the publisher"
+        );
+    }
     sink.close();
     let deadline = tokio::time::sleep(Duration::from_millis(config.drain_timeout_ms));
     tokio::pin!(deadline);
@@ -520,6 +530,9 @@ impl Rediscovery {
         }
     }
 }
+
+/// How long stopping connections may take before the publisher's drain starts regardless.
+const CONNECTIONS_STOP_WITHIN: Duration = Duration::from_millis(1_500);
 
 /// How often discovery is retried when it selects nothing (a listing may appear later).
 const EMPTY_SELECTION_RETRY: Duration = Duration::from_secs(60);

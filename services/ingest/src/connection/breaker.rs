@@ -186,6 +186,20 @@ impl Breaker {
         }
     }
 
+    /// A probe proved the exchange works, whether or not the supervisor heard of it (its
+    /// reports may be lost to a cancellation): closes the breaker if it is still that probe's
+    /// half-open period. A normal attempt's late success changes nothing.
+    pub fn probe_succeeded(&self, admission: Admission) {
+        let mut s = self.lock();
+        if let State::HalfOpen { epoch, .. } = *s
+            && admission == Admission::Probe(epoch)
+        {
+            *s = State::Closed { failures: 0 };
+            self.gauge.set(0.0);
+            self.changed.notify_waiters();
+        }
+    }
+
     /// An admitted probe ended without an outcome (the role stopped): let another probe go.
     pub fn release(&self, admission: Admission) {
         let mut s = self.lock();
@@ -281,7 +295,11 @@ mod tests {
         // The first probe's late outcome does not decide the second period.
         b.failure(probe);
         b.release(probe);
+        b.probe_succeeded(probe);
         assert_eq!(b.report()["state"], "half_open");
+        // The current probe's success closes it, even if nobody else reported it.
+        b.probe_succeeded(second_probe);
+        assert_eq!(b.report()["state"], "closed");
         b.success();
         assert_eq!(b.report()["state"], "closed");
         assert_eq!(b.admit(&stop).await, Some(Admission::Normal));

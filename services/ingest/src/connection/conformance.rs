@@ -326,11 +326,16 @@ async fn rotates_without_a_gap(exchange: ExchangeId) {
     .await;
     rig.wait_connected(Duration::from_secs(15)).await;
     let seen = rig.collect(Duration::from_secs(9)).await;
-    let rotations = rig.detail()["rotations"].as_u64().unwrap_or(0);
+    // Handovers, not attempts: a successor took over (subscribed, then the old one closed).
+    let handovers = rig.detail()["handovers"].as_u64().unwrap_or(0);
     assert!(
-        rotations >= 2,
-        "{exchange}: {rotations} rotations in 9 s at a 2 s age: {}",
+        handovers >= 2,
+        "{exchange}: {handovers} completed handovers in 9 s at a 2 s age: {}",
         rig.health.report()
+    );
+    assert!(
+        rig.generation() >= 3,
+        "{exchange}: the serving session is a successor's successor"
     );
     // Make before break: quotes never pause for a reconnect (the simulator quotes each symbol
     // every 20 ms, jittered).

@@ -2,7 +2,9 @@
 //! runs in the same process, on the same simulator. The faulted connection must recover on
 //! its own (the way the fault calls for: the data watchdog, a reconnect, a retried
 //! subscription, a fresh token, a rotation), and the other exchange's quote rate must not
-//! notice. Counters are read from a real Prometheus recorder.
+//! notice. Counters are read from a real Prometheus recorder, one per test process: run these
+//! under `cargo nextest` (a process per test, as CI does); under `cargo test` the tests of one
+//! binary share the counters, so a count could be met by another test's events.
 
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -91,7 +91,7 @@ impl Shared {
 const STABLE_UPTIME: Duration = Duration::from_secs(30);
 /// How long a stopped session may take to close before its task is aborted; shutdown and
 /// rotation never wait on a peer that does not read.
-const STOP_GRACE: Duration = Duration::from_secs(2);
+const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// A running attempt, owned by its connection: waiting for the breaker and the attempt
 /// limiter, then a session. The supervisor never waits for admission itself, so a serving
@@ -127,8 +127,10 @@ impl Running {
 }
 
 /// Settles the breaker for one attempt however its task ends (returns, is aborted, panics):
-/// a proven session changes nothing (its success was recorded when it proved itself), one
-/// cancelled before an outcome releases its probe, any other counts as a failure.
+/// a proven session closes the breaker only if it was the current half-open probe (a normal
+/// attempt's success was recorded when it proved itself; recording it again at its end would
+/// hide other connections' failures), one cancelled before an outcome releases its probe,
+/// any other counts as a failure.
 struct Settle {
     shared: Arc<Shared>,
     admission: Admission,
@@ -138,7 +140,7 @@ struct Settle {
 impl Drop for Settle {
     fn drop(&mut self) {
         match self.outcome {
-            Some(true) => {}
+            Some(true) => self.shared.breaker.probe_succeeded(self.admission),
             Some(false) => self.shared.breaker.failure(self.admission),
             None => self.shared.breaker.release(self.admission),
         }
@@ -220,10 +222,18 @@ impl Connection {
         let mut natives = self.natives.borrow_and_update().clone();
         let mut rotate_reason: Option<String> = None;
         let mut rotations: u64 = 0;
+        // Rotations whose successor took over (make-before-break completed).
+        let mut handovers: u64 = 0;
         let mut last_end = String::new();
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         loop {
-            self.report_health(&current, &successor, natives.len(), rotations, &last_end);
+            self.report_health(
+                &current,
+                &successor,
+                natives.len(),
+                (rotations, handovers),
+                &last_end,
+            );
             let step = tokio::select! {
                 () = self.stop.cancelled() => Step::Stop,
                 e = next_event(&mut current) => match e {
@@ -267,6 +277,7 @@ impl Connection {
                             old.stop().await;
                         }
                         current = successor.take();
+                        handovers += 1;
                         rotation_backoff.reset();
                         rotate_not_before = None;
                         tracing::info!(
@@ -304,15 +315,19 @@ impl Connection {
                         // Mid-rotation: the successor takes over at once.
                         current = Some(next);
                     } else if let Some(reason) =
-                        rotate_reason.take_if(|r| r.starts_with("announced"))
+                        rotate_reason.take_if(|r| stable && r.starts_with("announced"))
                     {
-                        // The exchange announced this close: the successor starts now, with
-                        // no backoff (the exchange is healthy; it is moving us).
+                        // The exchange announced this close of a session that served for a
+                        // while: the successor starts now, with no backoff (the exchange is
+                        // healthy; it is moving us). An exchange announcing closes of young
+                        // sessions gets the ordinary backoff.
                         rotations += 1;
                         metrics::counter!("spreadagg_ingest_rotations_total", "exchange" => ex, "reason" => rotation_label(&reason)).increment(1);
                         tracing::info!(exchange = ex, connection = self.index, reason = %reason, "the exchange closed after announcing it; connecting again at once");
                         current = Some(self.start(&natives, &mut generation));
                     } else {
+                        // Whatever the ended session announced ends with it.
+                        rotate_reason = None;
                         let delay = backoff.next_delay();
                         tracing::info!(
                             exchange = ex,
@@ -448,7 +463,7 @@ impl Connection {
         current: &Option<Running>,
         successor: &Option<Running>,
         symbols: usize,
-        rotations: u64,
+        (rotations, handovers): (u64, u64),
         last_end: &str,
     ) {
         let breaker = self.shared.breaker.report();
@@ -467,6 +482,7 @@ impl Connection {
                 "age_s": current.as_ref().map(|c| c.started.elapsed().as_secs()),
                 "rotating": successor.is_some(),
                 "rotations": rotations,
+                "handovers": handovers,
                 "last_end": last_end,
                 "breaker": breaker,
             }),

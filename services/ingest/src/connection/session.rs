@@ -265,6 +265,15 @@ pub(crate) async fn run(
                 last_frame = Instant::now();
                 out.clear();
                 let symbols = shared.symbols();
+                // Frames already buffered are read without touching the socket, so tokio's
+                // cooperative budget never makes this loop yield; the publisher it woke sits in
+                // this worker's LIFO slot (which no other worker may steal) until it does.
+                // Yield every few frames, whatever they are.
+                since_yield += 1;
+                if since_yield >= FRAMES_PER_YIELD {
+                    since_yield = 0;
+                    tokio::task::yield_now().await;
+                }
                 let result = match &message {
                     Message::Text(t) => session.on_frame(Frame::Text(t.as_str()), &symbols, recv_ts_ns, &mut out),
                     Message::Binary(b) => session.on_frame(Frame::Binary(b), &symbols, recv_ts_ns, &mut out),
@@ -287,15 +296,6 @@ pub(crate) async fn run(
                         proven = true;
                         for event in out.events.drain(..) {
                             shared.sink.push(event);
-                        }
-                        // Frames already buffered are read without touching the socket, so
-                        // tokio's cooperative budget never makes this loop yield; the
-                        // publisher it just woke sits in this worker's LIFO slot (which no
-                        // other worker may steal) until it does. Yield every few frames.
-                        since_yield += 1;
-                        if since_yield >= FRAMES_PER_YIELD {
-                            since_yield = 0;
-                            tokio::task::yield_now().await;
                         }
                     }
                     Ok(Control::Subscribed(id)) => {

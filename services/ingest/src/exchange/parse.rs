@@ -173,8 +173,11 @@ impl SeqGate {
             };
             return Ok(());
         }
+        // Only lower ids in a row count towards a reset; a repeat breaks the run.
         if seq < last.seq {
             last.regressions = last.regressions.saturating_add(1);
+        } else {
+            last.regressions = 0;
         }
         Err(ParseError::OutOfOrder {
             seq,

@@ -294,7 +294,15 @@ impl MexcSession {
             .unwrap_or(0);
         match body {
             pb::envelope::Body::AggreBookTicker(b) => {
-                let seq = b.version.parse::<u64>().unwrap_or(0);
+                // Older pushes carry no version (empty: no id, the gate passes it); one that is
+                // there must be a number.
+                let seq = if b.version.is_empty() {
+                    0
+                } else {
+                    b.version
+                        .parse::<u64>()
+                        .map_err(|_| ParseError::BadNumber(b.version.chars().take(40).collect()))?
+                };
                 let q = quote(
                     symbol,
                     (num(&b.bid_price)?, num(&b.bid_quantity)?),
