@@ -27,7 +27,7 @@ use super::{
     Adapter, Control, Event, Frame, Instrument, Limits, Outgoing, Output, ParseError, Request,
     SeqGate, Session, SymbolTable, malformed, print, quote,
 };
-use crate::codec::{Compression, MAX_INFLATED_BYTES, inflate};
+use crate::codec::{Compression, Inflater, MAX_INFLATED_BYTES};
 
 /// Symbols per connection: two topics each, well inside the per-connection topic cap HTX
 /// documents.
@@ -164,8 +164,9 @@ pub struct HtxSession {
     /// Topics confirmed on this connection (bounded by the symbols it carries, times two).
     subbed: HashSet<(String, Topic)>,
     seq: SeqGate,
-    /// Decompression buffer, reused across frames.
+    /// Decompression buffer and state, reused across frames.
     scratch: Vec<u8>,
+    inflater: Inflater,
 }
 
 impl Session for HtxSession {
@@ -209,7 +210,9 @@ impl Session for HtxSession {
             Frame::Text(_) => return Err(malformed("text frame (HTX frames are gzip binary)")),
         };
         let mut scratch = std::mem::take(&mut self.scratch);
-        let result = inflate(Compression::Gzip, bytes, MAX_INFLATED_BYTES, &mut scratch)
+        let result = self
+            .inflater
+            .inflate(Compression::Gzip, bytes, MAX_INFLATED_BYTES, &mut scratch)
             .map_err(ParseError::from)
             .and_then(|()| self.on_json(&scratch, symbols, recv_ts_ns, out));
         self.scratch = scratch;

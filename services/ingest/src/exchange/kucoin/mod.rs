@@ -31,7 +31,7 @@ use spreadagg_model::wire::Side;
 use spreadagg_model::{ExchangeId, Symbol, time::ms_to_ns};
 
 use super::{
-    Adapter, Control, Event, Frame, Instrument, Limits, Outgoing, Output, ParseError, Plan,
+    Adapter, Control, Event, Frame, Instrument, Layout, Limits, Outgoing, Output, ParseError, Plan,
     PlanContext, PlanError, Request, SeqGate, Session, SymbolTable, malformed, num, print, quote,
 };
 
@@ -340,6 +340,28 @@ impl Session for KucoinSession {
         let Frame::Text(text) = frame else {
             return Err(malformed("binary frame"));
         };
+        // The hot frame in KuCoin's documented layout, read without a JSON parser; any
+        // other layout goes through serde below (the two agree: tests and property tests).
+        if let Some(t) = ticker_layout(text) {
+            let symbol = symbols
+                .lookup(t.native)
+                .ok_or_else(|| ParseError::UnknownSymbol(t.native.chars().take(40).collect()))?;
+            let seq = t
+                .sequence
+                .parse::<u64>()
+                .map_err(|_| ParseError::BadNumber(t.sequence.chars().take(40).collect()))?;
+            let q = quote(
+                symbol,
+                (num(t.best_bid)?, num(t.best_bid_size)?),
+                (num(t.best_ask)?, num(t.best_ask_size)?),
+                ms_to_ns(i64::try_from(t.time).unwrap_or(i64::MAX)),
+                recv_ts_ns,
+                seq,
+            )?;
+            self.seq.admit(&q)?;
+            out.events.push(Event::Quote(q));
+            return Ok(Control::Data);
+        }
         let env: wire::Envelope<'_> = serde_json::from_str(text).map_err(malformed)?;
         let request = env.id.as_deref().and_then(|i| i.parse::<u64>().ok());
         match env.kind.as_ref() {
@@ -437,6 +459,52 @@ impl Session for KucoinSession {
             _ => Ok(Control::Ignored),
         }
     }
+}
+
+/// The fields of a `trade.ticker` push in KuCoin's documented layout.
+struct TickerFields<'a> {
+    native: &'a str,
+    sequence: &'a str,
+    best_ask: &'a str,
+    best_ask_size: &'a str,
+    best_bid: &'a str,
+    best_bid_size: &'a str,
+    time: u64,
+}
+
+/// `{"type":"message","topic":"/market/ticker:BTC-USDT","subject":"trade.ticker","data":
+/// {"sequence":"..","price":"..","size":"..","bestAsk":"..","bestAskSize":"..","bestBid":"..",
+/// "bestBidSize":"..","time":N}}` exactly (`time` or `Time`), or `None`.
+fn ticker_layout(text: &str) -> Option<TickerFields<'_>> {
+    let mut l = Layout::new(text);
+    l.lit(r#"{"type":"message","topic":"/market/ticker:"#)?;
+    let native = l.until_quote()?;
+    l.lit(r#","subject":"trade.ticker","data":{"sequence":""#)?;
+    let sequence = l.until_quote()?;
+    l.lit(r#","price":""#)?;
+    l.until_quote()?;
+    l.lit(r#","size":""#)?;
+    l.until_quote()?;
+    l.lit(r#","bestAsk":""#)?;
+    let best_ask = l.until_quote()?;
+    l.lit(r#","bestAskSize":""#)?;
+    let best_ask_size = l.until_quote()?;
+    l.lit(r#","bestBid":""#)?;
+    let best_bid = l.until_quote()?;
+    l.lit(r#","bestBidSize":""#)?;
+    let best_bid_size = l.until_quote()?;
+    l.lit(r#","time":"#).or_else(|| l.lit(r#","Time":"#))?;
+    let time = l.uint()?;
+    l.lit("}}")?;
+    l.done().then_some(TickerFields {
+        native,
+        sequence,
+        best_ask,
+        best_ask_size,
+        best_bid,
+        best_bid_size,
+        time,
+    })
 }
 
 #[cfg(test)]

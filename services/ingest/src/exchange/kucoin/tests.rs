@@ -283,3 +283,32 @@ fn no_input_panics() {
         );
     }
 }
+
+#[test]
+fn the_fast_layout_and_the_general_parser_agree() {
+    let documented = r#"{"type":"message","topic":"/market/ticker:BTC-USDT","subject":"trade.ticker","data":{"sequence":"1545896668986","price":"0.08","size":"0.011","bestAsk":"0.08","bestAskSize":"0.18","bestBid":"0.049","bestBidSize":"0.036","time":1704873323416}}"#;
+    assert!(
+        ticker_layout(documented).is_some(),
+        "the documented layout is the fast one"
+    );
+    assert!(
+        ticker_layout(&documented.replace("\"time\"", "\"Time\"")).is_some(),
+        "with either spelling of the time"
+    );
+    let fast = parse(documented);
+    assert_eq!(fast.0, Ok(Control::Data));
+    let others = [
+        // Fields in another order, whitespace, an unknown extra field, a leading-zero time.
+        r#"{"topic":"/market/ticker:BTC-USDT","type":"message","subject":"trade.ticker","data":{"sequence":"1545896668986","price":"0.08","size":"0.011","bestAsk":"0.08","bestAskSize":"0.18","bestBid":"0.049","bestBidSize":"0.036","time":1704873323416}}"#,
+        r#"{"type": "message", "topic": "/market/ticker:BTC-USDT", "subject": "trade.ticker", "data": {"sequence": "1545896668986", "price": "0.08", "size": "0.011", "bestAsk": "0.08", "bestAskSize": "0.18", "bestBid": "0.049", "bestBidSize": "0.036", "time": 1704873323416}}"#,
+        r#"{"type":"message","topic":"/market/ticker:BTC-USDT","subject":"trade.ticker","data":{"sequence":"1545896668986","price":"0.08","size":"0.011","bestAsk":"0.08","bestAskSize":"0.18","bestBid":"0.049","bestBidSize":"0.036","time":1704873323416,"x":1}}"#,
+    ];
+    for other in others {
+        assert!(ticker_layout(other).is_none(), "{other}");
+        assert_eq!(parse(other), fast, "{other}");
+    }
+    // What the general parser refuses, the fast one does not take either.
+    let leading_zero = documented.replace(":1704873323416", ":01704873323416");
+    assert!(ticker_layout(&leading_zero).is_none());
+    assert!(parse(&leading_zero).0.is_err());
+}
