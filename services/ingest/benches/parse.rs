@@ -24,6 +24,44 @@ const SEQ: &str = "123456";
 const SEQ_BASE: u64 = 1_000_000;
 const FRAMES: u64 = 10_000;
 
+/// Times `iters` frames through fresh sessions of `adapter`: blocks of rising update ids, each
+/// block parsed by a new session (made untimed), so the sequence gate admits every frame.
+fn time_sessions<F: AsRef<[u8]>>(
+    adapter: &dyn Adapter,
+    symbols: &SymbolTable,
+    frames: &[F],
+    frame: fn(&[u8]) -> Frame<'_>,
+    iters: u64,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    let mut out = Output::default();
+    while left > 0 {
+        let n = left.min(frames.len() as u64);
+        let mut session = adapter.session();
+        let started = Instant::now();
+        for f in &frames[..n as usize] {
+            out.clear();
+            let r = session.on_frame(frame(black_box(f.as_ref())), symbols, 1, &mut out);
+            assert!(r.is_ok(), "{r:?}");
+            black_box(out.events.len());
+        }
+        total += started.elapsed();
+        left -= n;
+    }
+    total
+}
+
+/// A binary frame.
+fn binary(b: &[u8]) -> Frame<'_> {
+    Frame::Binary(b)
+}
+
+/// A text frame (the bytes are a `String`'s).
+fn text(b: &[u8]) -> Frame<'_> {
+    Frame::Text(std::str::from_utf8(b).unwrap_or_default())
+}
+
 fn bench(c: &mut Criterion) {
     let cases: [(&str, &dyn Adapter, &str, &str, &str); 3] = [
         (
@@ -51,25 +89,7 @@ fn bench(c: &mut Criterion) {
             .collect();
         let mut group = c.benchmark_group(name);
         group.bench_function("adapter_parse_to_tick", |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                let mut left = iters;
-                let mut out = Output::default();
-                while left > 0 {
-                    let n = left.min(FRAMES);
-                    let mut session = adapter.session();
-                    let started = Instant::now();
-                    for f in &frames[..n as usize] {
-                        out.clear();
-                        let r = session.on_frame(Frame::Text(black_box(f)), &symbols, 1, &mut out);
-                        assert!(r.is_ok(), "{r:?}");
-                        black_box(out.events.len());
-                    }
-                    total += started.elapsed();
-                    left -= n;
-                }
-                total
-            });
+            b.iter_custom(|iters| time_sessions(adapter, &symbols, &frames, text, iters));
         });
         group.bench_function("baseline_serde_json_value", |b| {
             let mut i = 0;
@@ -107,25 +127,7 @@ fn bench_mexc(c: &mut Criterion) {
         .collect();
     let mut group = c.benchmark_group("mexc_aggre_book_ticker");
     group.bench_function("adapter_parse_to_tick", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            let mut out = Output::default();
-            while left > 0 {
-                let n = left.min(FRAMES);
-                let mut session = Mexc.session();
-                let started = Instant::now();
-                for f in &frames[..n as usize] {
-                    out.clear();
-                    let r = session.on_frame(Frame::Binary(black_box(f)), &symbols, 1, &mut out);
-                    assert!(r.is_ok(), "{r:?}");
-                    black_box(out.events.len());
-                }
-                total += started.elapsed();
-                left -= n;
-            }
-            total
-        });
+        b.iter_custom(|iters| time_sessions(&Mexc, &symbols, &frames, binary, iters));
     });
     group.bench_function("baseline_prost_decode", |b| {
         let mut i = 0;
@@ -152,25 +154,7 @@ fn bench_htx(c: &mut Criterion) {
         .collect();
     let mut group = c.benchmark_group("htx_bbo_gzip");
     group.bench_function("adapter_parse_to_tick", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            let mut out = Output::default();
-            while left > 0 {
-                let n = left.min(FRAMES);
-                let mut session = Htx.session();
-                let started = Instant::now();
-                for f in &frames[..n as usize] {
-                    out.clear();
-                    let r = session.on_frame(Frame::Binary(black_box(f)), &symbols, 1, &mut out);
-                    assert!(r.is_ok(), "{r:?}");
-                    black_box(out.events.len());
-                }
-                total += started.elapsed();
-                left -= n;
-            }
-            total
-        });
+        b.iter_custom(|iters| time_sessions(&Htx, &symbols, &frames, binary, iters));
     });
     group.bench_function("baseline_gunzip_serde_json_value", |b| {
         let mut i = 0;
