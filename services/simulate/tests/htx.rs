@@ -2,66 +2,23 @@
 //! documented shapes: gzip binary frames, one topic per subscribe, `{"ping":n}` answered by
 //! `{"pong":n}`, and disconnection of a client that does not answer.
 
+mod common;
+
 use std::io::Read;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use spreadagg_model::ExchangeId;
-use spreadagg_simulate::{SimConfig, Simulator};
-use tokio::net::TcpStream;
+
+use common::{Sim, WAIT, Ws, start};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
-use tokio_util::sync::CancellationToken;
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-const WAIT: Duration = Duration::from_secs(10);
-
-/// A running simulator that stops when dropped.
-struct Sim {
-    sim: Simulator,
-    stop: CancellationToken,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-impl Sim {
-    fn endpoint(&self) -> &spreadagg_simulate::Endpoint {
-        self.sim
-            .endpoint(ExchangeId::Htx)
-            .expect("htx is simulated")
-    }
-}
-
-async fn start() -> Sim {
-    let stop = CancellationToken::new();
-    let config = SimConfig {
-        exchanges: vec![ExchangeId::Htx],
-        update_interval_ms: 20,
-        trade_probability: 0.5,
-        seed: Some(2026),
-        ..SimConfig::default()
-    };
-    let sim = Simulator::start(config, stop.clone())
-        .await
-        .expect("simulator starts");
-    Sim { sim, stop }
-}
 
 async fn connect(sim: &Sim) -> Ws {
-    let url = &sim.endpoint().ws_url;
+    let url = sim.ws(ExchangeId::Htx);
     assert!(url.ends_with("/ws"), "{url}");
-    let (ws, _) = tokio::time::timeout(WAIT, connect_async(url.as_str()))
-        .await
-        .expect("connect in time")
-        .expect("WebSocket handshake");
-    ws
+    common::connect(&url).await
 }
 
 fn gunzip(bytes: &[u8]) -> Value {
@@ -113,8 +70,8 @@ async fn get(url: &str) -> Value {
 
 #[tokio::test]
 async fn rest_discovery_shapes() {
-    let sim = start().await;
-    let rest = &sim.endpoint().rest_url;
+    let sim = start(&[ExchangeId::Htx]).await;
+    let rest = &sim.rest(ExchangeId::Htx);
     let symbols = get(&format!("{rest}/v1/common/symbols")).await;
     assert_eq!(symbols["status"], "ok");
     let btc = symbols["data"]
@@ -148,7 +105,7 @@ async fn rest_discovery_shapes() {
 
 #[tokio::test]
 async fn subscribe_acks_errors_and_pushes() {
-    let sim = start().await;
+    let sim = start(&[ExchangeId::Htx]).await;
     let mut ws = connect(&sim).await;
     send(&mut ws, r#"{"sub":"market.btcusdt.bbo","id":"id1"}"#).await;
     let ack = wait_for(&mut ws, |v| v.get("id").is_some()).await;
@@ -208,7 +165,7 @@ async fn subscribe_acks_errors_and_pushes() {
 
 #[tokio::test]
 async fn a_client_that_answers_pings_stays_connected() {
-    let sim = start().await;
+    let sim = start(&[ExchangeId::Htx]).await;
     let mut ws = connect(&sim).await;
     send(&mut ws, r#"{"sub":"market.btcusdt.bbo","id":"1"}"#).await;
     let began = Instant::now();
@@ -228,7 +185,7 @@ async fn a_client_that_answers_pings_stays_connected() {
 
 #[tokio::test]
 async fn a_client_that_never_pongs_or_pongs_wrong_is_disconnected() {
-    let sim = start().await;
+    let sim = start(&[ExchangeId::Htx]).await;
     let mut ws = connect(&sim).await;
     send(&mut ws, r#"{"sub":"market.btcusdt.bbo","id":"1"}"#).await;
     let began = Instant::now();

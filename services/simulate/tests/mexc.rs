@@ -2,54 +2,15 @@
 //! and a WebSocket client that subscribes, pings, and gets binary protobuf pushes (read with a
 //! minimal schema-less walker: field 1 of the envelope is the channel).
 
-use std::time::Duration;
+mod common;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use spreadagg_model::ExchangeId;
-use spreadagg_simulate::{SimConfig, Simulator};
-use tokio::net::TcpStream;
+
+use common::{WAIT, Ws, start};
+use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
-use tokio_util::sync::CancellationToken;
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-const WAIT: Duration = Duration::from_secs(10);
-
-struct Sim {
-    sim: Simulator,
-    stop: CancellationToken,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-impl Sim {
-    fn endpoint(&self) -> &spreadagg_simulate::Endpoint {
-        self.sim
-            .endpoint(ExchangeId::Mexc)
-            .expect("mexc is simulated")
-    }
-}
-
-async fn start() -> Sim {
-    let stop = CancellationToken::new();
-    let config = SimConfig {
-        exchanges: vec![ExchangeId::Mexc],
-        update_interval_ms: 20,
-        trade_probability: 0.5,
-        seed: Some(2026),
-        ..SimConfig::default()
-    };
-    let sim = Simulator::start(config, stop.clone())
-        .await
-        .expect("simulator starts");
-    Sim { sim, stop }
-}
 
 async fn get(url: &str) -> Value {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -68,8 +29,8 @@ fn channel(frame: &[u8]) -> String {
 
 #[tokio::test]
 async fn rest_discovery_shapes() {
-    let sim = start().await;
-    let rest = &sim.endpoint().rest_url;
+    let sim = start(&[ExchangeId::Mexc]).await;
+    let rest = &sim.rest(ExchangeId::Mexc);
     let info = get(&format!("{rest}/api/v3/exchangeInfo")).await;
     assert!(info["serverTime"].is_i64());
     let btc = info["symbols"]
@@ -105,8 +66,8 @@ async fn rest_discovery_shapes() {
 
 #[tokio::test]
 async fn subscribe_ping_and_binary_pushes() {
-    let sim = start().await;
-    let url = &sim.endpoint().ws_url;
+    let sim = start(&[ExchangeId::Mexc]).await;
+    let url = &sim.ws(ExchangeId::Mexc);
     assert!(url.ends_with("/ws"), "{url}");
     let (mut ws, _): (Ws, _) = tokio::time::timeout(WAIT, connect_async(url.as_str()))
         .await

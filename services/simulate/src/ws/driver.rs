@@ -67,7 +67,18 @@ pub(crate) enum Inbound<'a> {
     Pong(&'a [u8]),
 }
 
-impl Inbound<'_> {
+impl<'a> Inbound<'a> {
+    /// A data frame as the JSON protocols read their requests: text as is, binary decoded
+    /// lossily (an exchange answers what it can read); `None` for WebSocket pings and pongs,
+    /// which the WebSocket layer answers.
+    pub(crate) fn request_text(&self) -> Option<std::borrow::Cow<'a, str>> {
+        match *self {
+            Inbound::Text(t) => Some(std::borrow::Cow::Borrowed(t)),
+            Inbound::Binary(b) => Some(String::from_utf8_lossy(b)),
+            Inbound::Ping | Inbound::Pong(_) => None,
+        }
+    }
+
     /// The frame as text: a text frame, or a binary frame that is UTF-8.
     pub(crate) fn text(&self) -> Option<&str> {
         match *self {

@@ -1,4 +1,4 @@
-//! Helpers shared by the fault tests: a simulator that stops when dropped, a raw WebSocket
+//! Helpers shared by the black-box tests: a simulator that stops when dropped, a raw WebSocket
 //! client (tokio-tungstenite) and an HTTP client.
 
 #![allow(dead_code)]

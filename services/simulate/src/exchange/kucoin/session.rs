@@ -325,11 +325,8 @@ impl Protocol for Opening {
         let Some(s) = self.session() else {
             return Reply::default();
         };
-        let text = match frame {
-            Inbound::Text(t) => std::borrow::Cow::Borrowed(t),
-            Inbound::Binary(b) => String::from_utf8_lossy(b),
-            // WebSocket-level pings are answered by the WebSocket layer; KuCoin pings in JSON.
-            Inbound::Ping | Inbound::Pong(_) => return Reply::default(),
+        let Some(text) = frame.request_text() else {
+            return Reply::default();
         };
         let (frames, rejected) = s.handle(&text, now);
         Reply {

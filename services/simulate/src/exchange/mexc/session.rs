@@ -302,11 +302,8 @@ impl Protocol for Session {
     }
 
     fn on_client(&mut self, frame: Inbound<'_>, now: Instant) -> Reply {
-        let text = match frame {
-            Inbound::Text(t) => std::borrow::Cow::Borrowed(t),
-            Inbound::Binary(b) => String::from_utf8_lossy(b),
-            // WebSocket-level pings are answered by the WebSocket layer; MEXC pings in JSON.
-            Inbound::Ping | Inbound::Pong(_) => return Reply::default(),
+        let Some(text) = frame.request_text() else {
+            return Reply::default();
         };
         let handled = self.handle(&text, now);
         Reply {
