@@ -314,13 +314,22 @@ impl Connection {
                     if let Some(next) = successor.take() {
                         // Mid-rotation: the successor takes over at once.
                         current = Some(next);
-                    } else if let Some(reason) =
-                        rotate_reason.take_if(|r| stable && r.starts_with("announced"))
-                    {
-                        // The exchange announced this close of a session that served for a
-                        // while: the successor starts now, with no backoff (the exchange is
-                        // healthy; it is moving us). An exchange announcing closes of young
-                        // sessions gets the ordinary backoff.
+                    } else if let Some(reason) = rotate_reason.take_if(|r| {
+                        r.starts_with("announced")
+                            && (stable || rotate_not_before.is_none_or(|t| Instant::now() >= t))
+                    }) {
+                        // The exchange announced this close: the successor starts now, with no
+                        // backoff (the exchange is healthy; it is moving us). This is the same
+                        // rule as when the announcement is handled before the close: a young
+                        // session's announced close spends the rotation backoff, so an
+                        // exchange announcing closes of every fresh session is not redialled
+                        // in a tight loop; past it, the ordinary backoff applies.
+                        if stable {
+                            rotation_backoff.reset();
+                        } else {
+                            rotate_not_before =
+                                Some(Instant::now() + rotation_backoff.next_delay());
+                        }
                         rotations += 1;
                         metrics::counter!("spreadagg_ingest_rotations_total", "exchange" => ex, "reason" => rotation_label(&reason)).increment(1);
                         tracing::info!(exchange = ex, connection = self.index, reason = %reason, "the exchange closed after announcing it; connecting again at once");

@@ -31,6 +31,9 @@ enum Mode {
     IgnoreFirst(usize),
     /// Sends garbage between quotes.
     Garbage,
+    /// Like Stream, but the first connection, after three quotes, sends OKX's service-upgrade
+    /// notice and its Close frame in one write, so the client may see either first.
+    AnnounceThenClose,
 }
 
 struct Server {
@@ -57,7 +60,7 @@ async fn server(mode: Mode) -> Server {
     let (a, o, subs) = (accepted.clone(), open.clone(), subscribes.clone());
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            a.fetch_add(1, Ordering::SeqCst);
+            let nth = a.fetch_add(1, Ordering::SeqCst);
             let (o, subs, seq) = (o.clone(), subs.clone(), seq.clone());
             tokio::spawn(async move {
                 let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
@@ -66,6 +69,7 @@ async fn server(mode: Mode) -> Server {
                 o.fetch_add(1, Ordering::SeqCst);
                 let (mut tx, mut rx) = ws.split();
                 let mut streaming = false;
+                let mut sent = 0;
                 let mut tick = tokio::time::interval(Duration::from_millis(50));
                 loop {
                     tokio::select! {
@@ -106,6 +110,18 @@ async fn server(mode: Mode) -> Server {
                             }
                             let s = seq.fetch_add(1, Ordering::SeqCst);
                             if tx.send(Message::text(bbo(s))).await.is_err() { break }
+                            sent += 1;
+                            if mode == Mode::AnnounceThenClose && nth == 0 && sent == 3 {
+                                let notice = r#"{"event":"notice","msg":"The connection will soon be closed for a service upgrade. Please reconnect.","code":"64008","connId":"t"}"#;
+                                let close = Message::Close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                                    code: 1001.into(),
+                                    reason: "server shutdown".into(),
+                                }));
+                                let _ = tx.feed(Message::text(notice)).await;
+                                let _ = tx.feed(close).await;
+                                let _ = tx.flush().await;
+                                break;
+                            }
                         }
                     }
                 }
@@ -310,6 +326,25 @@ async fn an_unreachable_exchange_opens_the_breaker_which_gates_attempts() {
     assert!(!f.health.is_ready());
     assert_eq!(f.health.report()["components"]["test.conn"]["ready"], false);
     f.stop().await;
+}
+
+#[tokio::test]
+async fn an_announced_close_is_a_rotation_whichever_the_client_sees_first() {
+    // The notice and the Close frame arrive together: whether the connection task handles
+    // the announcement or the session's end first, the close counts as a rotation and the
+    // next session connects (decision 25). Run a few times: each run may take either order.
+    for _ in 0..5 {
+        let s = server(Mode::AnnounceThenClose).await;
+        let f = start(&s.url, settings());
+        f.seqs(5, Duration::from_secs(5)).await;
+        let detail = &f.health.report()["components"]["test.conn"]["detail"];
+        assert!(
+            detail["rotations"].as_u64().unwrap_or(0) >= 1,
+            "the announced close was not a rotation: {detail}"
+        );
+        assert!(s.accepted.load(Ordering::SeqCst) >= 2, "reconnected");
+        f.stop().await;
+    }
 }
 
 #[tokio::test]
