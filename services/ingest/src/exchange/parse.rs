@@ -114,6 +114,44 @@ impl<'a> Layout<'a> {
         digits.parse().ok()
     }
 
+    /// A number as JSON writes one (`-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`), finite.
+    /// Correctly rounded (the standard library's parse); serde_json's default float parse,
+    /// which the general path uses, may differ from it in the last bit.
+    pub(crate) fn number(&mut self) -> Option<f64> {
+        let b = self.rest.as_bytes();
+        let digits = |mut i: usize| {
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            i
+        };
+        let int_start = usize::from(b.first() == Some(&b'-'));
+        let mut end = digits(int_start);
+        let int_len = end - int_start;
+        if int_len == 0 || (int_len > 1 && b[int_start] == b'0') {
+            return None;
+        }
+        if b.get(end) == Some(&b'.') {
+            let frac_end = digits(end + 1);
+            if frac_end == end + 1 {
+                return None;
+            }
+            end = frac_end;
+        }
+        if matches!(b.get(end), Some(b'e' | b'E')) {
+            let sign = usize::from(matches!(b.get(end + 1), Some(b'+' | b'-')));
+            let exp_end = digits(end + 1 + sign);
+            if exp_end == end + 1 + sign {
+                return None;
+            }
+            end = exp_end;
+        }
+        let (text, rest) = self.rest.split_at(end);
+        let value = text.parse::<f64>().ok().filter(|v| v.is_finite())?;
+        self.rest = rest;
+        Some(value)
+    }
+
     /// True when nothing is left.
     pub(crate) fn done(&self) -> bool {
         self.rest.is_empty()
@@ -262,6 +300,29 @@ mod tests {
         assert_eq!(Layout::new("x").uint(), None);
         assert_eq!(Layout::new("abc").until_quote(), None, "unterminated");
         assert_eq!(Layout::new("ab").lit("abc"), None);
+    }
+
+    #[test]
+    fn the_layout_cursor_reads_json_numbers_only() {
+        for (text, value, rest) in [
+            ("16829.51,", 16829.51, ","),
+            ("0.707776}", 0.707776, "}"),
+            ("0,", 0.0, ","),
+            ("-1.5e3,", -1500.0, ","),
+            ("2E-2}", 0.02, "}"),
+            ("1e+2", 100.0, ""),
+        ] {
+            let mut l = Layout::new(text);
+            assert_eq!(l.number(), Some(value), "{text}");
+            assert_eq!(l.rest, rest, "{text}");
+        }
+        for bad in [
+            "", "-", "01", ".5", "1.", "1.e2", "1e", "1e+", "+1", "NaN", "1e999", "x",
+        ] {
+            let mut l = Layout::new(bad);
+            assert_eq!(l.number(), None, "{bad:?}");
+            assert_eq!(l.rest, bad, "nothing consumed on {bad:?}");
+        }
     }
 
     #[test]

@@ -274,9 +274,14 @@ fn frames(id: ExchangeId, q: &Bbo) -> Vec<Vec<u8>> {
                 r#"{{"arg": {{"channel": "bbo-tbt", "instId": "BTC-USDT"}}, "data": [{{"bids": [["{bid}", "{bid_qty}", "0", "1"]], "asks": [["{ask}", "{ask_qty}", "0", "1"]], "ts": "{ts_ms}", "seqId": {seq}}}]}}"#
             ),
         ],
-        ExchangeId::Htx => vec![format!(
-            r#"{{"ch":"market.btcusdt.bbo","ts":{ts_ms},"tick":{{"seqId":{seq},"ask":{ask},"askSize":{ask_qty},"bid":{bid},"bidSize":{bid_qty},"quoteTime":{ts_ms},"symbol":"btcusdt"}}}}"#
-        )],
+        ExchangeId::Htx => vec![
+            format!(
+                r#"{{"ch":"market.btcusdt.bbo","ts":{ts_ms},"tick":{{"seqId":{seq},"ask":{ask},"askSize":{ask_qty},"bid":{bid},"bidSize":{bid_qty},"quoteTime":{ts_ms},"symbol":"btcusdt"}}}}"#
+            ),
+            format!(
+                r#"{{"ts": {ts_ms}, "ch": "market.btcusdt.bbo", "tick": {{"bid": {bid}, "bidSize": {bid_qty}, "ask": {ask}, "askSize": {ask_qty}, "seqId": {seq}, "quoteTime": {ts_ms}, "symbol": "btcusdt"}}}}"#
+            ),
+        ],
         ExchangeId::Kucoin => ["Time", "time"]
             .iter()
             .map(|time| format!(

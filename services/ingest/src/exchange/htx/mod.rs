@@ -24,8 +24,8 @@ use spreadagg_model::wire::Side;
 use spreadagg_model::{ExchangeId, Symbol, time::ms_to_ns};
 
 use super::{
-    Adapter, Control, Event, Frame, Instrument, Limits, Outgoing, Output, ParseError, Request,
-    SeqGate, Session, SymbolTable, malformed, print, quote,
+    Adapter, Control, Event, Frame, Instrument, Layout, Limits, Outgoing, Output, ParseError,
+    Request, SeqGate, Session, SymbolTable, malformed, print, quote,
 };
 use crate::codec::{Compression, Inflater, MAX_INFLATED_BYTES};
 
@@ -228,6 +228,24 @@ impl HtxSession {
         recv_ts_ns: i64,
         out: &mut Output,
     ) -> Result<Control, ParseError> {
+        // The hot frame in HTX's documented layout, read without a JSON parser; any other
+        // layout goes through serde below (the two agree: tests and property tests).
+        if let Some(b) = std::str::from_utf8(json).ok().and_then(bbo_layout) {
+            let symbol = symbols
+                .lookup(b.native)
+                .ok_or_else(|| ParseError::UnknownSymbol(b.native.chars().take(40).collect()))?;
+            let q = quote(
+                symbol,
+                (b.bid, b.bid_size),
+                (b.ask, b.ask_size),
+                ms_to_ns(b.quote_time),
+                recv_ts_ns,
+                b.seq_id,
+            )?;
+            self.seq.admit(&q)?;
+            out.events.push(Event::Quote(q));
+            return Ok(Control::Data);
+        }
         let env: wire::Envelope<'_> = serde_json::from_slice(json).map_err(malformed)?;
         if let Some(n) = env.ping {
             out.replies
@@ -315,6 +333,53 @@ impl HtxSession {
         }
         Ok(Control::Data)
     }
+}
+
+/// The fields of a `bbo` push in HTX's documented layout.
+struct BboFields<'a> {
+    native: &'a str,
+    seq_id: u64,
+    ask: f64,
+    ask_size: f64,
+    bid: f64,
+    bid_size: f64,
+    quote_time: i64,
+}
+
+/// `{"ch":"market.<sym>.bbo","ts":N,"tick":{"seqId":N,"ask":X,"askSize":X,"bid":X,
+/// "bidSize":X,"quoteTime":N,"symbol":"<sym>"}}` exactly, or `None`. As in the general path,
+/// the symbol is the channel's; the tick's own `symbol` is not compared.
+fn bbo_layout(text: &str) -> Option<BboFields<'_>> {
+    let mut l = Layout::new(text);
+    l.lit(r#"{"ch":"market."#)?;
+    let native = l.until_quote()?.strip_suffix(".bbo")?;
+    l.lit(r#","ts":"#)?;
+    // Out of `i64`'s range: the general parser rejects the frame, so it gets the frame.
+    i64::try_from(l.uint()?).ok()?;
+    l.lit(r#","tick":{"seqId":"#)?;
+    let seq_id = l.uint()?;
+    l.lit(r#","ask":"#)?;
+    let ask = l.number()?;
+    l.lit(r#","askSize":"#)?;
+    let ask_size = l.number()?;
+    l.lit(r#","bid":"#)?;
+    let bid = l.number()?;
+    l.lit(r#","bidSize":"#)?;
+    let bid_size = l.number()?;
+    l.lit(r#","quoteTime":"#)?;
+    let quote_time = i64::try_from(l.uint()?).ok()?;
+    l.lit(r#","symbol":""#)?;
+    l.until_quote()?;
+    l.lit("}}")?;
+    l.done().then_some(BboFields {
+        native,
+        seq_id,
+        ask,
+        ask_size,
+        bid,
+        bid_size,
+        quote_time,
+    })
 }
 
 #[cfg(test)]

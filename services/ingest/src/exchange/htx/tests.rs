@@ -48,6 +48,25 @@ fn bbo_as_documented() {
 }
 
 #[test]
+fn the_exact_layout_and_the_general_parser_agree() {
+    // The documented layout (read by the fast path) and the same push reordered and spaced
+    // (read by serde) give the same quote.
+    let quotes: Vec<Event> = [
+        r#"{"ch":"market.btcusdt.bbo","ts":1671941599613,"tick":{"seqId":161499562790,"ask":16829.51,"askSize":0.707776,"bid":16829.5,"bidSize":1.685945,"quoteTime":1671941599612,"symbol":"btcusdt"}}"#,
+        r#"{"ts": 1671941599613, "ch": "market.btcusdt.bbo", "tick": {"symbol": "btcusdt", "bid": 16829.5, "bidSize": 1.685945, "ask": 16829.51, "askSize": 0.707776, "quoteTime": 1671941599612, "seqId": 161499562790}}"#,
+    ]
+    .into_iter()
+    .map(|frame| {
+        let (r, mut out) = parse(frame);
+        assert_eq!(r, Ok(Control::Data), "{frame}");
+        assert_eq!(out.len(), 1, "{frame}");
+        out.remove(0)
+    })
+    .collect();
+    assert_eq!(quotes[0], quotes[1]);
+}
+
+#[test]
 fn trade_detail_as_documented_with_an_overflowing_id() {
     let (r, out) = parse(
         r#"{"ch":"market.btcusdt.trade.detail","ts":1630994963175,"tick":{"id":137005445109,"ts":1630994963173,"data":[{"id":1370054451090000000000000000000000000001,"ts":1630994963173,"tradeId":102523573486,"amount":0.006754,"price":52648.62,"direction":"buy"},{"id":13700544510900000000000000000002,"ts":1630994963174,"tradeId":102523573487,"amount":1.5,"price":52648.6,"direction":"sell"}]}}"#,
@@ -197,11 +216,29 @@ fn malformed_and_unusable_frames_are_named() {
             "bad_number",
         ),
     ];
+    // The same faults in the exact layout the fast path reads (a `symbol` in the tick).
+    let layout = |sym: &str, ask: &str, bid: &str, quote_time: &str| {
+        format!(
+            r#"{{"ch":"market.{sym}.bbo","ts":1,"tick":{{"seqId":1,"ask":{ask},"askSize":1,"bid":{bid},"bidSize":1,"quoteTime":{quote_time},"symbol":"{sym}"}}}}"#
+        )
+    };
+    let fast = [
+        (layout("ethusdt", "2", "1", "1"), "unknown_symbol"),
+        (layout("btcusdt", "1", "2", "1"), "crossed"),
+        (layout("btcusdt", "1e999", "1", "1"), "malformed"),
+        (layout("btcusdt", "2", "0", "1"), "non_positive_price"),
+        (
+            layout("btcusdt", "2", "1", "9223372036854775808"),
+            "malformed",
+        ),
+    ];
+    let cases = cases.iter().map(|(f, l)| ((*f).to_owned(), *l)).chain(fast);
     for (frame, label) in cases {
+        let frame = frame.as_str();
         let (r, out) = parse(frame);
         assert_eq!(
             r.as_ref().map_err(ParseError::label).err(),
-            Some(*label),
+            Some(label),
             "{frame}"
         );
         assert!(out.is_empty(), "{frame}");
