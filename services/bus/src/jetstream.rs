@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self as js, Context};
 use futures_util::StreamExt;
@@ -113,8 +112,7 @@ impl JetStreamBus {
                 reason: e.to_string(),
             })?;
         Ok(PendingAck {
-            subject: msg.subject.clone(),
-            future,
+            future: std::future::IntoFuture::into_future(future),
         })
     }
 
@@ -267,34 +265,35 @@ impl JetStreamBus {
     }
 }
 
-/// A publish whose acknowledgement has not arrived yet.
+/// A publish whose acknowledgement has not arrived yet: async-nats's own future, held as it
+/// is (no second box, no copy of the subject; the caller names the subject on error).
 pub struct PendingAck {
-    subject: String,
-    future: PublishAckFuture,
+    future: std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<js::publish::PublishAck, js::context::PublishError>,
+                > + Send,
+        >,
+    >,
 }
 
 impl std::fmt::Debug for PendingAck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PendingAck")
-            .field("subject", &self.subject)
-            .finish_non_exhaustive()
+        f.debug_struct("PendingAck").finish_non_exhaustive()
     }
 }
 
-impl std::future::IntoFuture for PendingAck {
-    type Output = Result<PubAck, BusError>;
-    type IntoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Self::Output> + Send>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let ack = self.future.await.map_err(|e| BusError::Publish {
-                subject: self.subject,
-                reason: e.to_string(),
-            })?;
-            Ok(PubAck {
-                stream_seq: ack.sequence,
-                duplicate: ack.duplicate,
-            })
+impl PendingAck {
+    /// Waits for the acknowledgement. Cancellation-safe (the future is kept); must not be
+    /// called again once it has answered.
+    pub(crate) async fn wait(&mut self, subject: &str) -> Result<PubAck, BusError> {
+        let ack = self.future.as_mut().await.map_err(|e| BusError::Publish {
+            subject: subject.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Ok(PubAck {
+            stream_seq: ack.sequence,
+            duplicate: ack.duplicate,
         })
     }
 }

@@ -204,7 +204,7 @@ impl Bus {
     pub async fn publish(&self, msg: &OutMessage) -> Result<PubAck, BusError> {
         match self {
             Bus::InProc(b) => b.publish(msg),
-            Bus::JetStream(b) => b.publish(msg).await?.await,
+            Bus::JetStream(b) => b.publish(msg).await?.wait(&msg.subject).await,
         }
     }
 

@@ -13,8 +13,6 @@
 //! for the window to fill.
 
 use std::collections::VecDeque;
-use std::future::{Future, IntoFuture};
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use metrics::Counter;
@@ -34,27 +32,21 @@ pub struct PublishFailed {
     pub error: BusError,
 }
 
-type AckFuture = Pin<Box<dyn Future<Output = Result<PubAck, BusError>> + Send>>;
-
 enum Pending {
     Done(Option<Result<PubAck, BusError>>),
-    JetStream(AckFuture),
+    JetStream(PendingAck),
 }
 
 impl Pending {
-    fn from_ack(ack: PendingAck) -> Self {
-        Pending::JetStream(ack.into_future())
-    }
-
     /// Resumable: dropping this future mid-wait keeps the acknowledgement being awaited.
     /// Once it has answered, the slot reads as "send again" (`Done(None)`), so a caller that
     /// stops waiting between a failure and its retry gets the message republished, and a
     /// finished future is never polled again.
-    async fn wait(&mut self) -> Result<PubAck, BusError> {
+    async fn wait(&mut self, subject: &str) -> Result<PubAck, BusError> {
         match self {
             Pending::Done(r) => r.take().unwrap_or(Err(BusError::Closed)),
-            Pending::JetStream(f) => {
-                let result = f.as_mut().await;
+            Pending::JetStream(ack) => {
+                let result = ack.wait(subject).await;
                 *self = Pending::Done(None);
                 result
             }
@@ -173,7 +165,7 @@ impl Publisher {
         match bus {
             Bus::InProc(b) => Pending::Done(Some(b.publish(msg))),
             Bus::JetStream(b) => match b.publish(msg).await {
-                Ok(p) => Pending::from_ack(p),
+                Ok(p) => Pending::JetStream(p),
                 Err(e) => Pending::Done(Some(Err(e))),
             },
         }
@@ -195,7 +187,7 @@ impl Publisher {
         let mut retried = false;
         loop {
             // Cancelled here, the pending acknowledgement (or the retry just started) stays.
-            let result = pending.wait().await;
+            let result = pending.wait(&msg.subject).await;
             match result {
                 Ok(ack) => {
                     if ack.duplicate {

@@ -9,7 +9,9 @@
 //! bus returns the latest quote of every symbol goes out with its original message id.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use metrics::{Counter, Gauge};
 use spreadagg_model::ExchangeId;
@@ -51,6 +53,10 @@ struct Meters {
 pub struct Conflator {
     state: Mutex<State>,
     wake: Notify,
+    /// Batches taken so far, and a wake-up for readers waiting on the next one
+    /// ([`Conflator::next_take`]).
+    takes: AtomicU64,
+    taken: Notify,
     trade_capacity: usize,
     meters: Meters,
 }
@@ -99,6 +105,8 @@ impl Conflator {
         Self {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
+            takes: AtomicU64::new(0),
+            taken: Notify::new(),
             trade_capacity: trade_capacity.max(1),
             meters: Meters {
                 conflated: metrics::counter!("spreadagg_ingest_conflated_total", "exchange" => ex),
@@ -220,6 +228,9 @@ impl Conflator {
                 self.meters.pending_quotes.set(pending.len() as f64);
                 self.meters.pending_trades.set(trades.len() as f64);
                 if !out.is_empty() {
+                    drop(s);
+                    self.takes.fetch_add(1, Ordering::Release);
+                    self.taken.notify_waiters();
                     return true;
                 }
                 if *closed {
@@ -230,7 +241,24 @@ impl Conflator {
         }
     }
 
-    /// Stops intake: later pushes are dropped (counted); `take` returns what is left, then false.
+    /// Batches taken so far.
+    pub fn takes(&self) -> u64 {
+        self.takes.load(Ordering::Acquire)
+    }
+
+    /// Waits until the publisher takes a batch after `seen` takes, at most `within`. Returns
+    /// whether it did.
+    pub async fn next_take(&self, seen: u64, within: Duration) -> bool {
+        let notified = self.taken.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so a take in between is not missed.
+        notified.as_mut().enable();
+        if self.takes() != seen {
+            return true;
+        }
+        tokio::time::timeout(within, notified).await.is_ok()
+    }
+
     /// Copies the receive time of each symbol's latest quote (by symbol id; 0: none yet).
     pub fn last_quotes(&self, out: &mut Vec<i64>) {
         let s = self.lock();
@@ -238,6 +266,7 @@ impl Conflator {
         out.extend_from_slice(&s.last_quote_ns);
     }
 
+    /// Stops intake: later pushes are dropped (counted); `take` returns what is left, then false.
     pub fn close(&self) {
         self.lock().closed = true;
         self.wake.notify_one();

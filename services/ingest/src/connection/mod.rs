@@ -15,6 +15,7 @@
 
 pub(crate) mod breaker;
 pub(crate) mod pacing;
+pub(crate) mod read_pacer;
 pub(crate) mod session;
 
 use std::sync::{Arc, RwLock};

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::pacing::Backoff;
+use super::read_pacer::ReadPacer;
 use crate::exchange::{Control, Frame, Outgoing, Output, PlanContext, Request};
 
 /// Largest WebSocket message and frame accepted from an exchange. Market-data frames are a
@@ -196,6 +197,7 @@ pub(crate) async fn run(
     let mut subscribed_at: Option<Instant> = None;
     let mut out = Output::default();
     let mut since_yield = 0usize;
+    let mut read_pacer = ReadPacer::new(ex);
 
     loop {
         tokio::select! {
@@ -295,7 +297,11 @@ pub(crate) async fn run(
                         last_data = Some(last_frame);
                         proven = true;
                         for event in out.events.drain(..) {
-                            shared.sink.push(event);
+                            read_pacer.note(shared.sink.push(event));
+                        }
+                        // Behind the publisher: let it have the CPU (see read_pacer).
+                        if read_pacer.pace(&shared.sink).await {
+                            since_yield = 0;
                         }
                     }
                     Ok(Control::Subscribed(id)) => {
