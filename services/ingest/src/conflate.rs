@@ -82,8 +82,8 @@ struct Latest {
     refused: u8,
 }
 
-/// Earlier updates in a row after which the next is taken anyway: the exchange restarted its
-/// sequence without a time to tell (the connection's sequence gate takes such a reset too).
+/// Earlier updates in a row after which the next is taken anyway, where there is no exchange
+/// time to tell a reset from a late arrival (the connection's sequence gate does the same).
 const RESET_AFTER_REFUSALS: u8 = 3;
 
 /// `new` is an earlier update of the exchange than `latest`: a lower update id (unless its
@@ -155,10 +155,15 @@ impl Conflator {
                             }
                             s.last_quote_ns[i] = s.last_quote_ns[i].max(q.recv_ts_ns);
                             let latest = &mut s.latest[i];
-                            if older(&q, latest) && latest.refused + 1 < RESET_AFTER_REFUSALS {
+                            // Only ids without times to compare can hide a reset: an
+                            // update whose exchange time shows it earlier is always refused.
+                            let untimed = q.exchange_ts_ns == 0 || latest.ts_ns == 0;
+                            if older(&q, latest)
+                                && (!untimed || latest.refused + 1 < RESET_AFTER_REFUSALS)
+                            {
                                 // Two connections overlap while rotating: an earlier update
                                 // arriving after a later one is never published after it.
-                                latest.refused += 1;
+                                latest.refused = latest.refused.saturating_add(1);
                                 (Pushed::Superseded, Some(&m.superseded))
                             } else {
                                 *latest = Latest {
@@ -354,6 +359,41 @@ mod tests {
         let mut out = Vec::new();
         assert!(c.take(10, &mut out).await);
         assert!(matches!(out.as_slice(), [Event::Quote(q)] if q.exchange_ts_ns == 200));
+    }
+
+    #[tokio::test]
+    async fn an_update_timed_earlier_is_refused_however_many_come_in_a_row() {
+        // A rotation's old connection several updates behind the new one: its ids are lower
+        // and its exchange times earlier, so no run of them is a reset.
+        let timed = |seq: u64, ts: i64| {
+            Event::Quote(Quote {
+                exchange_ts_ns: ts,
+                ..match quote(0, seq) {
+                    Event::Quote(q) => q,
+                    Event::Print(_) => unreachable!(),
+                }
+            })
+        };
+        let c = Conflator::new(ExchangeId::Binance, 3);
+        assert_eq!(c.push(timed(105, 1_050)), Pushed::Queued);
+        for seq in 101..105 {
+            assert_eq!(
+                c.push(timed(seq, seq as i64 * 10)),
+                Pushed::Superseded,
+                "update {seq}"
+            );
+        }
+        // Without ids, an earlier time is refused however often too.
+        let c = Conflator::new(ExchangeId::Mexc, 3);
+        assert_eq!(c.push(timed(0, 500)), Pushed::Queued);
+        for ts in 1..400 {
+            assert_eq!(c.push(timed(0, ts)), Pushed::Superseded);
+        }
+        // A later time is taken.
+        assert_eq!(c.push(timed(0, 600)), Pushed::Conflated);
+        let mut out = Vec::new();
+        assert!(c.take(10, &mut out).await);
+        assert!(matches!(out.as_slice(), [Event::Quote(q)] if q.exchange_ts_ns == 600));
     }
 
     #[tokio::test]

@@ -35,7 +35,8 @@ pub(crate) struct Freshness {
 impl Freshness {
     /// Updates the gauges and `/health` every second until `stop`.
     pub(crate) async fn run(self, stop: CancellationToken) {
-        let started_ns = now_ns();
+        // When each selected symbol was selected (bounded by the selection).
+        let mut selected_since: HashMap<u32, i64> = HashMap::new();
         let mut gauges: HashMap<u32, metrics::Gauge> = HashMap::new();
         let stale_count =
             metrics::gauge!("spreadagg_ingest_stale_symbols", "exchange" => self.exchange);
@@ -60,12 +61,11 @@ impl Freshness {
             let now = now_ns();
             let mut ages: Vec<(f64, SymbolId)> = Vec::with_capacity(selected.len());
             for id in selected {
-                // Never quoted: counted from the start of the role.
-                let since = last
-                    .get(id.index())
-                    .copied()
-                    .filter(|t| *t > 0)
-                    .unwrap_or(started_ns);
+                // Counted from the later of its last quote and when it was (last) selected: a
+                // symbol listed by re-discovery, or listed again after a delisting, is not
+                // stale before it had the time to be quoted.
+                let selected_at = *selected_since.entry(id.0).or_insert(now);
+                let since = last.get(id.index()).copied().unwrap_or(0).max(selected_at);
                 let age = (now.saturating_sub(since)).max(0) as f64 / 1e9;
                 let Some(entry) = table.get(id) else { continue };
                 gauges
@@ -84,6 +84,7 @@ impl Freshness {
                     gauge.set(f64::NAN);
                 }
             }
+            selected_since.retain(|id, _| live.contains(id));
             let limit = self.stale_after.as_secs_f64();
             let stale = ages.iter().filter(|(a, _)| *a > limit).count();
             stale_count.set(stale as f64);

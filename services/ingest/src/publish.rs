@@ -180,13 +180,21 @@ impl Encoder {
 
     /// `tick:<exchange>:<symbol>:<seq>:<exchange_ts>`: the exchange's update id identifies a
     /// book state, with the exchange's time so an update id that restarts after maintenance
-    /// cannot make a new tick look like an old one. Without an update id (seq 0) only the
-    /// receive time can tell ticks apart.
+    /// cannot make a new tick look like an old one. Without an update id (seq 0) the
+    /// exchange's time and the quote itself identify it (`t<ts>:<bid>/<qty>/<ask>/<qty>`: the
+    /// same update read by two connections is stored once, two updates of one millisecond
+    /// both are); with neither, only the receive time can tell ticks apart.
     fn tick_id(&mut self, entry: &SymbolEntry, q: &Quote) -> String {
         self.id.clear();
         let ex = self.exchange.as_str();
         let sym = entry.symbol.as_str();
-        if q.seq == 0 {
+        if q.seq == 0 && q.exchange_ts_ns != 0 {
+            let _ = write!(
+                self.id,
+                "tick:{ex}:{sym}:t{}:{}/{}/{}/{}",
+                q.exchange_ts_ns, q.bid_px, q.bid_qty, q.ask_px, q.ask_qty
+            );
+        } else if q.seq == 0 {
             let _ = write!(self.id, "tick:{ex}:{sym}:r{}", q.recv_ts_ns);
         } else {
             let _ = write!(self.id, "tick:{ex}:{sym}:{}:{}", q.seq, q.exchange_ts_ns);
@@ -372,7 +380,15 @@ mod tests {
         assert_eq!(id(&quote(7, 1_000, 1)), "tick:okx:BTC-USDT:7:1000");
         // An update id reused after an exchange restart, at another time, is another id.
         assert_ne!(id(&quote(7, 1_000, 1)), id(&quote(7, 9_000, 2)));
-        // Without an update id only the receive time tells ticks apart.
+        // Without an update id, the exchange's time and the quote identify the update: read
+        // twice it is one id; another quote in the same millisecond is another.
+        assert_eq!(id(&quote(0, 1_000, 1)), id(&quote(0, 1_000, 2)));
+        let mut other = quote(0, 1_000, 1);
+        if let Event::Quote(q) = &mut other {
+            q.bid_qty += 1.0;
+        }
+        assert_ne!(id(&quote(0, 1_000, 1)), id(&other));
+        // With neither, only the receive time tells ticks apart.
         assert_ne!(id(&quote(0, 0, 1)), id(&quote(0, 0, 2)));
     }
 

@@ -5,8 +5,10 @@
 //! cool-down has passed. Half-open: one probe goes ahead, the others wait; its success closes
 //! the breaker, its failure opens it again with twice the cool-down (up to a cap). Each probe
 //! carries the epoch of the half-open period it was admitted in, so the late outcome of an
-//! earlier probe cannot decide a later period. A session that proved itself and later ends
-//! changes nothing: its success was recorded when it proved itself.
+//! earlier probe cannot decide a later period. A session that proved itself records its
+//! success when it does; when it later ends, only a half-open probe's end does anything (it
+//! closes the breaker if its period is still current, in case the supervisor never heard of
+//! the success).
 //! Its state is a gauge (`spreadagg_ingest_breaker_state`: 0 closed, 1 half-open, 2 open) and
 //! part of `/health`.
 
@@ -47,6 +49,7 @@ pub struct Breaker {
     max_cooldown: Duration,
     gauge: metrics::Gauge,
     opened: metrics::Counter,
+    exchange: &'static str,
 }
 
 /// What an admitted attempt is: an ordinary one, or the half-open probe whose outcome decides.
@@ -74,6 +77,7 @@ impl Breaker {
             max_cooldown: max_cooldown.max(cooldown),
             gauge: metrics::gauge!("spreadagg_ingest_breaker_state", "exchange" => ex),
             opened: metrics::counter!("spreadagg_ingest_breaker_opened_total", "exchange" => ex),
+            exchange: ex,
         };
         b.gauge.set(0.0);
         b
@@ -179,6 +183,7 @@ impl Breaker {
             self.gauge.set(2.0);
             self.opened.increment(1);
             tracing::warn!(
+                exchange = self.exchange,
                 cooldown_ms = cooldown.as_millis() as u64,
                 "circuit breaker open: connection attempts paused"
             );

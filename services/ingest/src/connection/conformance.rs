@@ -181,6 +181,8 @@ impl Rig {
 #[derive(Default)]
 pub(super) struct Seen {
     pub quotes: HashMap<u32, Vec<Instant>>,
+    /// Each symbol's quotes as (update id, exchange time), in the order they were taken.
+    pub updates: HashMap<u32, Vec<(u64, i64)>>,
     pub trades: Vec<crate::event::Print>,
 }
 
@@ -225,6 +227,10 @@ impl Feed {
                             "{ex}: exchange time in ns: {q:?}"
                         );
                         seen.quotes.entry(q.symbol.0).or_default().push(now);
+                        seen.updates
+                            .entry(q.symbol.0)
+                            .or_default()
+                            .push((q.seq, q.exchange_ts_ns));
                     }
                     Event::Print(p) => {
                         assert!(p.price > 0.0 && p.qty > 0.0, "{ex}: {p:?}");
@@ -344,8 +350,26 @@ async fn rotates_without_a_gap(exchange: ExchangeId) {
         "{exchange}: a {:?} gap in quotes across rotations",
         seen.worst_gap()
     );
-    // Both connections feed the conflator during the overlap; a trade seen twice is the same
-    // trade (same id, same values), which the stream's duplicate window stores once.
+    // Both connections feed the conflator during the overlap; what it hands on never goes back
+    // in time: no quote after a later one of its symbol (by update id where there is one, by
+    // exchange time where there is none).
+    for (symbol, updates) in &seen.updates {
+        for w in updates.windows(2) {
+            let ((seq0, ts0), (seq1, ts1)) = (w[0], w[1]);
+            let back = if seq0 != 0 && seq1 != 0 {
+                seq1 < seq0
+            } else {
+                ts0 != 0 && ts1 != 0 && ts1 < ts0
+            };
+            assert!(
+                !back,
+                "{exchange}: symbol {symbol} went back from {:?} to {:?} across a rotation",
+                w[0], w[1]
+            );
+        }
+    }
+    // A trade seen twice is the same trade (same id, same values), which the stream's
+    // duplicate window stores once.
     let mut by_id: HashMap<(u32, &str), &crate::event::Print> = HashMap::new();
     for p in &seen.trades {
         if let Some(first) = by_id.insert((p.symbol.0, p.trade_id.as_str()), p) {

@@ -4,7 +4,9 @@
 //! subscription, a fresh token, a rotation), and the other exchange's quote rate must not
 //! notice. Counters are read from a real Prometheus recorder, one per test process: run these
 //! under `cargo nextest` (a process per test, as CI does); under `cargo test` the tests of one
-//! binary share the counters, so a count could be met by another test's events.
+//! binary share the counters, so a count could be met by another test's events: there, run
+//! them alone and one at a time (`scripts/test` does when nextest is missing:
+//! `cargo test -p spreadagg-ingest --lib -- connection::faults:: --test-threads=1`).
 
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -118,11 +118,21 @@ impl Running {
 
     /// Cancels the session and waits (at most [`STOP_GRACE`]) for it to close.
     async fn stop(self) {
+        self.stop_unless(std::future::pending()).await;
+    }
+
+    /// As [`Running::stop`], but aborts the session at once if `cut_short` completes first:
+    /// a session replaced while the role starts shutting down does not hold up the
+    /// shutdown, whose own close of the remaining sessions then has its whole grace.
+    async fn stop_unless(self, cut_short: impl std::future::Future<Output = ()>) {
         self.cancel.cancel();
         drop(self.reports);
         let mut handle = self.handle;
-        if tokio::time::timeout(STOP_GRACE, &mut handle).await.is_err() {
-            handle.abort();
+        tokio::select! {
+            r = tokio::time::timeout(STOP_GRACE, &mut handle) => if r.is_err() {
+                handle.abort();
+            },
+            () = cut_short => handle.abort(),
         }
     }
 }
@@ -222,6 +232,8 @@ impl Connection {
         let mut start_at: Option<Instant> = Some(Instant::now());
         let mut natives = self.natives.borrow_and_update().clone();
         let mut rotate_reason: Option<String> = None;
+        // A rotation the successor asked for (an announced close) before it took over.
+        let mut successor_reason: Option<String> = None;
         let mut rotations: u64 = 0;
         // Rotations whose successor took over (make-before-break completed).
         let mut handovers: u64 = 0;
@@ -270,14 +282,17 @@ impl Connection {
                     if let Some(next) = successor.as_mut()
                         && let Some(reason) = self.on_report(next, report)
                     {
-                        rotate_reason.get_or_insert(reason);
+                        successor_reason.get_or_insert(reason);
                     }
                     if successor_subscribed(&successor) {
                         // Make before break: the successor is subscribed, close the old one.
                         if let Some(old) = current.take() {
-                            old.stop().await;
+                            old.stop_unless(self.stop.cancelled()).await;
                         }
                         current = successor.take();
+                        // What was due concerned the old session; what the new one announced
+                        // while subscribing concerns it.
+                        rotate_reason = successor_reason.take();
                         handovers += 1;
                         rotation_backoff.reset();
                         rotate_not_before = None;
@@ -315,6 +330,7 @@ impl Connection {
                     if let Some(next) = successor.take() {
                         // Mid-rotation: the successor takes over at once.
                         current = Some(next);
+                        rotate_reason = successor_reason.take();
                     } else if let Some(reason) = rotate_reason.take_if(|r| {
                         r.starts_with("announced")
                             && (stable || rotate_not_before.is_none_or(|t| Instant::now() >= t))
@@ -350,6 +366,7 @@ impl Connection {
                 }
                 Step::SuccessorEnded(ended) => {
                     successor = None;
+                    successor_reason = None;
                     let delay = rotation_backoff.next_delay();
                     rotate_not_before = Some(Instant::now() + delay);
                     tracing::warn!(exchange = ex, connection = self.index, reason = %ended.reason, retry_ms = delay.as_millis() as u64, "rotation failed: the new connection ended; the old one stays");
@@ -363,11 +380,14 @@ impl Connection {
                     rotate_reason = Some("symbols changed".into());
                     rotate_not_before = None;
                     if let Some(next) = successor.take() {
-                        next.stop().await;
+                        successor_reason = None;
+                        next.stop_unless(self.stop.cancelled()).await;
                     }
                 }
                 Step::Tick => {
-                    if let (Some(cur), Some(at)) = (&current, self.shared.rotate_at())
+                    // Only while no successor runs: a rotation under way is this one.
+                    if let (Some(cur), Some(at), None) =
+                        (&current, self.shared.rotate_at(), &successor)
                         && cur.started.elapsed() >= at
                     {
                         rotate_reason.get_or_insert("maximum connection age".into());
@@ -378,6 +398,7 @@ impl Connection {
                         .is_some_and(|s| s.started.elapsed() > settings.handover_timeout)
                         && let Some(next) = successor.take()
                     {
+                        successor_reason = None;
                         let delay = rotation_backoff.next_delay();
                         rotate_not_before = Some(Instant::now() + delay);
                         tracing::warn!(
@@ -386,7 +407,7 @@ impl Connection {
                             retry_ms = delay.as_millis() as u64,
                             "rotation abandoned: the new connection did not subscribe in time"
                         );
-                        next.stop().await;
+                        next.stop_unless(self.stop.cancelled()).await;
                     }
                 }
             }

@@ -31,6 +31,9 @@ enum Mode {
     IgnoreFirst(usize),
     /// Sends garbage between quotes.
     Garbage,
+    /// Like Stream, but each subscription is acked 1.3 s after its request (KuCoin's bootstrap
+    /// and HTX's per-topic requests make a subscription take that long).
+    SlowAck,
     /// Like Stream, but the first connection, after three quotes, sends OKX's service-upgrade
     /// notice and its Close frame in one write, so the client may see either first.
     AnnounceThenClose,
@@ -39,6 +42,8 @@ enum Mode {
 struct Server {
     url: String,
     accepted: Arc<AtomicUsize>,
+    /// When each connection was accepted.
+    accepted_at: Arc<std::sync::Mutex<Vec<tokio::time::Instant>>>,
     open: Arc<AtomicUsize>,
     subscribes: Arc<AtomicUsize>,
 }
@@ -54,6 +59,8 @@ async fn server(mode: Mode) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("ws://{}/ws/v5/public", listener.local_addr().expect("addr"));
     let accepted = Arc::new(AtomicUsize::new(0));
+    let accepted_at = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let at = accepted_at.clone();
     let open = Arc::new(AtomicUsize::new(0));
     let subscribes = Arc::new(AtomicUsize::new(0));
     let seq = Arc::new(AtomicUsize::new(1));
@@ -61,6 +68,7 @@ async fn server(mode: Mode) -> Server {
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let nth = a.fetch_add(1, Ordering::SeqCst);
+            at.lock().expect("lock").push(tokio::time::Instant::now());
             let (o, subs, seq) = (o.clone(), subs.clone(), seq.clone());
             tokio::spawn(async move {
                 let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
@@ -71,6 +79,8 @@ async fn server(mode: Mode) -> Server {
                 let mut streaming = false;
                 let mut sent = 0;
                 let mut tick = tokio::time::interval(Duration::from_millis(50));
+                // SlowAck: acks to send, and when.
+                let mut slow_acks: Option<(tokio::time::Instant, Vec<String>)> = None;
                 loop {
                     tokio::select! {
                         m = rx.next() => {
@@ -96,11 +106,26 @@ async fn server(mode: Mode) -> Server {
                                 Mode::IgnoreFirst(k) if n < k => continue,
                                 _ => {}
                             }
-                            for arg in req["args"].as_array().into_iter().flatten() {
-                                let ack = serde_json::json!({"id": id, "event": "subscribe", "arg": arg, "connId": "t"});
-                                if tx.send(Message::text(ack.to_string())).await.is_err() { return }
+                            let acks: Vec<String> = req["args"].as_array().into_iter().flatten().map(|arg| serde_json::json!({"id": id, "event": "subscribe", "arg": arg, "connId": "t"}).to_string()).collect();
+                            if mode == Mode::SlowAck {
+                                slow_acks = Some((tokio::time::Instant::now() + Duration::from_millis(1300), acks));
+                                continue;
+                            }
+                            for ack in acks {
+                                if tx.send(Message::text(ack)).await.is_err() { return }
                             }
                             streaming = mode != Mode::Stall;
+                        }
+                        () = async {
+                            match &slow_acks {
+                                Some((due, _)) => tokio::time::sleep_until(*due).await,
+                                None => std::future::pending().await,
+                            }
+                        } => {
+                            for ack in slow_acks.take().map(|(_, a)| a).unwrap_or_default() {
+                                if tx.send(Message::text(ack)).await.is_err() { return }
+                            }
+                            streaming = true;
                         }
                         _ = tick.tick(), if streaming => {
                             if mode == Mode::Garbage {
@@ -132,6 +157,7 @@ async fn server(mode: Mode) -> Server {
     Server {
         url,
         accepted,
+        accepted_at,
         open,
         subscribes,
     }
@@ -372,5 +398,42 @@ async fn rotation_opens_the_new_connection_before_closing_the_old() {
         .as_u64()
         .unwrap_or(0);
     assert!(rotations >= 2, "{}", f.health.report());
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn an_age_rotation_dials_each_successor_at_its_own_age() {
+    // The old session stays past its age while the successor subscribes (1.3 s); that age
+    // must not start another rotation of the successor the moment it takes over.
+    let s = server(Mode::SlowAck).await;
+    let mut settings = settings();
+    settings.rotate_after = Some(Duration::from_secs(2));
+    // Nothing arrives while a subscription waits for its ack: the watchdogs and the ack
+    // timeout allow the wait.
+    settings.stale_after = Duration::from_secs(5);
+    settings.data_stale_after = Duration::from_secs(5);
+    settings.ack_timeout = Duration::from_secs(3);
+    let f = start(&s.url, settings);
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let detail = f.health.report()["components"]["test.conn"]["detail"].clone();
+    let rotations = detail["rotations"].as_u64().unwrap_or(0);
+    let handovers = detail["handovers"].as_u64().unwrap_or(0);
+    // A session lives about 2 s (its age) before its successor starts, so 9 s hold three or
+    // four rotations; each started either completed or is the one under way.
+    assert!(handovers >= 2, "{detail}");
+    assert!(
+        rotations <= handovers + 1,
+        "{rotations} rotations for {handovers} handovers: {detail}"
+    );
+    // Each successor is dialled once its predecessor has reached the age (2 s, checked every
+    // second), not the moment that predecessor took over (1.3 s after it was dialled).
+    let at = s.accepted_at.lock().expect("lock").clone();
+    for w in at.windows(2) {
+        assert!(
+            w[1] - w[0] >= Duration::from_millis(1_800),
+            "a connection dialled {:?} after the one before: {detail}",
+            w[1] - w[0]
+        );
+    }
     f.stop().await;
 }

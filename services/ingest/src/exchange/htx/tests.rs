@@ -56,7 +56,10 @@ fn the_exact_layout_and_the_general_parser_agree() {
         r#"{"ts": 1671941599613, "ch": "market.btcusdt.bbo", "tick": {"symbol": "btcusdt", "bid": 16829.5, "bidSize": 1.685945, "ask": 16829.51, "askSize": 0.707776, "quoteTime": 1671941599612, "seqId": 161499562790}}"#,
     ]
     .into_iter()
-    .map(|frame| {
+    .enumerate()
+    .map(|(i, frame)| {
+        // The first goes through the exact-layout path, the second does not.
+        assert_eq!(super::bbo_layout(frame).is_some(), i == 0, "{frame}");
         let (r, mut out) = parse(frame);
         assert_eq!(r, Ok(Control::Data), "{frame}");
         assert_eq!(out.len(), 1, "{frame}");
@@ -232,6 +235,12 @@ fn malformed_and_unusable_frames_are_named() {
             "malformed",
         ),
     ];
+    for (frame, _) in &fast {
+        // Sent the exact-layout way (apart from the number that overflows its grammar).
+        if !frame.contains("9223372036854775808") && !frame.contains("1e999") {
+            assert!(super::bbo_layout(frame).is_some(), "{frame}");
+        }
+    }
     let cases = cases.iter().map(|(f, l)| ((*f).to_owned(), *l)).chain(fast);
     for (frame, label) in cases {
         let frame = frame.as_str();

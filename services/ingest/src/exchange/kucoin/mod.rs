@@ -354,7 +354,8 @@ impl Session for KucoinSession {
                 symbol,
                 (num(t.best_bid)?, num(t.best_bid_size)?),
                 (num(t.best_ask)?, num(t.best_ask_size)?),
-                ms_to_ns(i64::try_from(t.time).unwrap_or(i64::MAX)),
+                // serde (`time: i64`) refuses such a time too.
+                ms_to_ns(i64::try_from(t.time).map_err(|_| malformed("time out of range"))?),
                 recv_ts_ns,
                 seq,
             )?;
