@@ -66,7 +66,9 @@ pub struct Publisher {
     bus: Bus,
     max_in_flight: usize,
     /// Oldest first, each with its acknowledgement being awaited.
-    in_flight: VecDeque<(OutMessage, Pending)>,
+    /// Each message with its pending acknowledgement and the caller's counter of
+    /// acknowledged messages of its kind, if any.
+    in_flight: VecDeque<(OutMessage, Pending, Option<Counter>)>,
     retry_for: Option<Duration>,
     meters: Meters,
 }
@@ -119,6 +121,19 @@ impl Publisher {
     /// When an earlier publish failed for good: that message is returned. `msg` itself is
     /// sent either way.
     pub async fn publish(&mut self, msg: OutMessage) -> Result<(), PublishFailed> {
+        self.publish_counted(msg, None).await
+    }
+
+    /// As [`Publisher::publish`], and `on_ack` is incremented when the stream acknowledges
+    /// `msg` (a count of what is stored, not of what was sent).
+    ///
+    /// # Errors
+    /// As [`Publisher::publish`].
+    pub async fn publish_counted(
+        &mut self,
+        msg: OutMessage,
+        on_ack: Option<Counter>,
+    ) -> Result<(), PublishFailed> {
         let mut failed = None;
         while self.in_flight.len() >= self.max_in_flight {
             if let Err(f) = self.settle_oldest().await {
@@ -129,7 +144,7 @@ impl Publisher {
         }
         // Only the bus is borrowed across the await (the publisher itself is not `Sync`).
         let pending = Self::start_on(&self.bus, &msg).await;
-        self.in_flight.push_back((msg, pending));
+        self.in_flight.push_back((msg, pending, on_ack));
         failed.map_or(Ok(()), Err)
     }
 
@@ -179,7 +194,7 @@ impl Publisher {
             meters,
             ..
         } = self;
-        let Some((msg, pending)) = in_flight.front_mut() else {
+        let Some((msg, pending, on_ack)) = in_flight.front_mut() else {
             return Ok(());
         };
         let started = Instant::now();
@@ -194,6 +209,9 @@ impl Publisher {
                         meters.duplicates.increment(1);
                     }
                     meters.published.increment(1);
+                    if let Some(counter) = on_ack {
+                        counter.increment(1);
+                    }
                     in_flight.pop_front();
                     return Ok(());
                 }

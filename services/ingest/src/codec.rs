@@ -168,7 +168,7 @@ impl Inflater {
             if out.len() > cap {
                 return Err(CodecError::TooLarge(cap));
             }
-            out.reserve((cap + 1 - out.len()).clamp(1, STEP));
+            out.reserve_exact((cap + 1 - out.len()).clamp(1, STEP));
             let consumed = usize::try_from(self.raw.total_in()).unwrap_or(usize::MAX);
             let produced_before = out.len();
             let input = body.get(consumed..).unwrap_or_default();

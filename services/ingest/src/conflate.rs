@@ -80,11 +80,21 @@ struct Latest {
     ts_ns: i64,
     /// Earlier updates refused in a row since.
     refused: u8,
+    /// Receive time of the first of them.
+    first_refused_ns: i64,
 }
 
-/// Earlier updates in a row after which the next is taken anyway, where there is no exchange
-/// time to tell a reset from a late arrival (the connection's sequence gate does the same).
+/// An earlier update is taken anyway (the exchange reset its sequence, or the accepted one
+/// carried a bogus future time) once at least this many were refused in a row, with no update
+/// accepted in between, over at least the span below. While a rotation's two connections
+/// overlap, the one ahead keeps being accepted and interrupts every run, so a lagging
+/// connection's updates are never taken for a reset.
 const RESET_AFTER_REFUSALS: u8 = 3;
+/// The span without ids and times to compare: a reset can only be told by its persistence.
+const RESET_SPAN_UNTIMED_NS: i64 = 2_000_000_000;
+/// The span where exchange times say the update is earlier: only a clock that went back, or an
+/// accepted update timed in the future, keeps them earlier that long.
+const RESET_SPAN_TIMED_NS: i64 = 10_000_000_000;
 
 /// `new` is an earlier update of the exchange than `latest`: a lower update id (unless its
 /// exchange time is later: a sequence reset), or with no ids, an earlier exchange time. Where
@@ -96,6 +106,20 @@ fn older(new: &Quote, latest: &Latest) -> bool {
         new.exchange_ts_ns < latest.ts_ns
     } else {
         false
+    }
+}
+
+impl Latest {
+    /// Whether an earlier update `q` ends a run of refusals long enough to be a reset.
+    fn reset_by(&self, q: &Quote) -> bool {
+        let untimed = q.exchange_ts_ns == 0 || self.ts_ns == 0;
+        let span = if untimed {
+            RESET_SPAN_UNTIMED_NS
+        } else {
+            RESET_SPAN_TIMED_NS
+        };
+        self.refused.saturating_add(1) >= RESET_AFTER_REFUSALS
+            && q.recv_ts_ns.saturating_sub(self.first_refused_ns) >= span
     }
 }
 
@@ -155,14 +179,12 @@ impl Conflator {
                             }
                             s.last_quote_ns[i] = s.last_quote_ns[i].max(q.recv_ts_ns);
                             let latest = &mut s.latest[i];
-                            // Only ids without times to compare can hide a reset: an
-                            // update whose exchange time shows it earlier is always refused.
-                            let untimed = q.exchange_ts_ns == 0 || latest.ts_ns == 0;
-                            if older(&q, latest)
-                                && (!untimed || latest.refused + 1 < RESET_AFTER_REFUSALS)
-                            {
+                            if older(&q, latest) && !latest.reset_by(&q) {
                                 // Two connections overlap while rotating: an earlier update
                                 // arriving after a later one is never published after it.
+                                if latest.refused == 0 {
+                                    latest.first_refused_ns = q.recv_ts_ns;
+                                }
                                 latest.refused = latest.refused.saturating_add(1);
                                 (Pushed::Superseded, Some(&m.superseded))
                             } else {
@@ -170,6 +192,7 @@ impl Conflator {
                                     seq: q.seq,
                                     ts_ns: q.exchange_ts_ns,
                                     refused: 0,
+                                    first_refused_ns: 0,
                                 };
                                 match &mut s.slots[i] {
                                     Some(pending) => {
@@ -338,12 +361,53 @@ mod tests {
         // Also once the later one is published: the earlier one never follows it.
         assert_eq!(c.push(quote(0, 6)), Pushed::Superseded);
         assert_eq!(c.depth().0, 0, "nothing pending");
-        // A sequence restarted (no time to tell): the third earlier update in a row is taken.
-        assert_eq!(c.push(quote(0, 1)), Pushed::Queued);
-        assert_eq!(c.push(quote(0, 2)), Pushed::Conflated);
+        // A sequence restarted (no time to tell): earlier updates go on being refused until
+        // they have persisted for the untimed span, then the next is taken.
+        let received = |seq: u64, recv_ts_ns: i64| match quote(0, seq) {
+            Event::Quote(q) => Event::Quote(Quote { recv_ts_ns, ..q }),
+            Event::Print(_) => unreachable!(),
+        };
+        // (The refusals of 5 and 6 above, received at 0, started the run.)
+        assert_eq!(c.push(received(1, 1_000)), Pushed::Superseded);
+        assert_eq!(
+            c.push(received(2, RESET_SPAN_UNTIMED_NS - 1)),
+            Pushed::Superseded,
+            "four refusals, but not for long enough"
+        );
+        assert_eq!(c.push(received(3, RESET_SPAN_UNTIMED_NS)), Pushed::Queued);
+        assert_eq!(
+            c.push(received(4, RESET_SPAN_UNTIMED_NS)),
+            Pushed::Conflated
+        );
         out.clear();
         assert!(c.take(10, &mut out).await);
-        assert_eq!(seqs(&out), vec![(0, 2)]);
+        assert_eq!(seqs(&out), vec![(0, 4)]);
+        // A lagging connection interleaved with the one ahead is never a reset, however long.
+        let mut t = 10 * RESET_SPAN_UNTIMED_NS;
+        for step in 0..100_u64 {
+            t += RESET_SPAN_UNTIMED_NS / 10;
+            assert_eq!(
+                c.push(received(100 + step, t)),
+                if step == 0 {
+                    Pushed::Queued
+                } else {
+                    Pushed::Conflated
+                }
+            );
+            assert_eq!(
+                c.push(received(90 + step, t)),
+                Pushed::Superseded,
+                "step {step}"
+            );
+            assert_eq!(
+                c.push(received(91 + step, t)),
+                Pushed::Superseded,
+                "step {step}"
+            );
+        }
+        out.clear();
+        assert!(c.take(10, &mut out).await);
+        assert_eq!(seqs(&out), vec![(0, 199)], "the connection ahead");
         // Without ids, exchange times decide.
         let at = |ts: i64| {
             Event::Quote(Quote {
@@ -362,12 +426,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_update_timed_earlier_is_refused_however_many_come_in_a_row() {
+    async fn an_update_timed_earlier_is_refused_until_it_has_persisted_for_the_timed_span() {
         // A rotation's old connection several updates behind the new one: its ids are lower
-        // and its exchange times earlier, so no run of them is a reset.
-        let timed = |seq: u64, ts: i64| {
+        // and its exchange times earlier, so no short run of them is a reset.
+        let timed = |seq: u64, ts: i64, recv_ts_ns: i64| {
             Event::Quote(Quote {
                 exchange_ts_ns: ts,
+                recv_ts_ns,
                 ..match quote(0, seq) {
                     Event::Quote(q) => q,
                     Event::Print(_) => unreachable!(),
@@ -375,25 +440,45 @@ mod tests {
             })
         };
         let c = Conflator::new(ExchangeId::Binance, 3);
-        assert_eq!(c.push(timed(105, 1_050)), Pushed::Queued);
+        assert_eq!(c.push(timed(105, 1_050, 1)), Pushed::Queued);
         for seq in 101..105 {
             assert_eq!(
-                c.push(timed(seq, seq as i64 * 10)),
+                c.push(timed(seq, seq as i64 * 10, RESET_SPAN_UNTIMED_NS * 2)),
                 Pushed::Superseded,
                 "update {seq}"
             );
         }
-        // Without ids, an earlier time is refused however often too.
+        // Without ids, an earlier time is refused however often within the timed span.
         let c = Conflator::new(ExchangeId::Mexc, 3);
-        assert_eq!(c.push(timed(0, 500)), Pushed::Queued);
+        assert_eq!(c.push(timed(0, 500, 0)), Pushed::Queued);
         for ts in 1..400 {
-            assert_eq!(c.push(timed(0, ts)), Pushed::Superseded);
+            assert_eq!(c.push(timed(0, ts, ts * 1_000_000)), Pushed::Superseded);
         }
         // A later time is taken.
-        assert_eq!(c.push(timed(0, 600)), Pushed::Conflated);
+        assert_eq!(c.push(timed(0, 600, 400_000_000)), Pushed::Conflated);
         let mut out = Vec::new();
         assert!(c.take(10, &mut out).await);
         assert!(matches!(out.as_slice(), [Event::Quote(q)] if q.exchange_ts_ns == 600));
+
+        // One update timed far in the future does not freeze the symbol for ever: once earlier
+        // updates have been refused for the timed span, the next is taken.
+        let c = Conflator::new(ExchangeId::Mexc, 3);
+        let future = i64::MAX / 2;
+        assert_eq!(c.push(timed(0, future, 0)), Pushed::Queued);
+        let mut recv = 0;
+        while recv < RESET_SPAN_TIMED_NS {
+            assert_eq!(c.push(timed(0, 1_000 + recv, recv)), Pushed::Superseded);
+            recv += RESET_SPAN_TIMED_NS / 20;
+        }
+        assert_eq!(c.push(timed(0, 1_000 + recv, recv)), Pushed::Conflated);
+        assert_eq!(
+            c.push(timed(0, 2_000 + recv, recv)),
+            Pushed::Conflated,
+            "and after it"
+        );
+        out.clear();
+        assert!(c.take(10, &mut out).await);
+        assert!(matches!(out.as_slice(), [Event::Quote(q)] if q.exchange_ts_ns == 2_000 + recv));
     }
 
     #[tokio::test]

@@ -44,14 +44,15 @@ pub(crate) async fn run(
     let ex = exchange.as_str();
     let mut publisher = bus.publisher(max_in_flight).retry_forever();
     let mut encoder = Encoder::new(exchange);
-    let published_ticks =
+    // Counted when the stream acknowledges them: stored, not merely sent.
+    let stored_ticks =
         metrics::counter!("spreadagg_ingest_events_total", "exchange" => ex, "kind" => "tick");
-    let published_trades =
+    let stored_trades =
         metrics::counter!("spreadagg_ingest_events_total", "exchange" => ex, "kind" => "trade");
     let unknown = metrics::counter!("spreadagg_ingest_dropped_total", "exchange" => ex, "kind" => "any", "reason" => "unknown_symbol_id");
     let lost = metrics::counter!("spreadagg_ingest_dropped_total", "exchange" => ex, "kind" => "any", "reason" => "shutdown_unacknowledged");
     component.set(true, json!({"state": "publishing", "bus": bus.kind()}));
-    let mut published: u64 = 0;
+    let mut sent: u64 = 0;
     let mut batch = Vec::with_capacity(BATCH);
     let mut abandoned = 0usize;
     'outer: loop {
@@ -80,9 +81,13 @@ pub(crate) async fn run(
                 unknown.increment(1);
                 continue;
             };
-            let is_tick = matches!(event, Event::Quote(_));
+            let on_ack = if matches!(event, Event::Quote(_)) {
+                stored_ticks.clone()
+            } else {
+                stored_trades.clone()
+            };
             tokio::select! {
-                r = publisher.publish(msg) => {
+                r = publisher.publish_counted(msg, Some(on_ack)) => {
                     if let Err(failed) = r {
                         // Not with retry_forever; kept so a change of policy cannot go silent.
                         lost.increment(1);
@@ -95,15 +100,10 @@ pub(crate) async fn run(
                     break 'outer;
                 }
             }
-            if is_tick {
-                published_ticks.increment(1);
-            } else {
-                published_trades.increment(1);
-            }
-            published += 1;
-            if published.is_multiple_of(4096) {
+            sent += 1;
+            if sent.is_multiple_of(4096) {
                 let (quotes, trades) = source.depth();
-                component.set(true, json!({"state": "publishing", "bus": bus.kind(), "published": published, "pending_ticks": quotes, "pending_trades": trades, "in_flight": publisher.in_flight()}));
+                component.set(true, json!({"state": "publishing", "bus": bus.kind(), "sent": sent, "pending_ticks": quotes, "pending_trades": trades, "in_flight": publisher.in_flight()}));
             }
         }
         if !more {
@@ -138,7 +138,7 @@ pub(crate) async fn run(
     }
     component.set(
         false,
-        json!({"state": "stopped", "published": published, "lost_at_shutdown": abandoned}),
+        json!({"state": "stopped", "sent": sent, "lost_at_shutdown": abandoned}),
     );
 }
 

@@ -128,11 +128,15 @@ impl Running {
         self.cancel.cancel();
         drop(self.reports);
         let mut handle = self.handle;
-        tokio::select! {
-            r = tokio::time::timeout(STOP_GRACE, &mut handle) => if r.is_err() {
-                handle.abort();
-            },
-            () = cut_short => handle.abort(),
+        let aborted = tokio::select! {
+            r = tokio::time::timeout(STOP_GRACE, &mut handle) => r.is_err(),
+            () = cut_short => true,
+        };
+        if aborted {
+            handle.abort();
+            // Joined all the same: an aborted task ends at its next await, and its socket and
+            // reports are released by then.
+            let _ = tokio::time::timeout(Duration::from_millis(100), handle).await;
         }
     }
 }

@@ -6,17 +6,26 @@
 //! publisher and the broker need (profiled under a feed as fast as it is read: 43% of the
 //! ingestor's CPU went to reading quotes replaced before they were published). So the reader
 //! waits for the publisher's next batch, at most [`WAIT`], then reads on. The frames wait in
-//! the socket's buffer meanwhile: nothing is lost, the order is kept, and the quote published
-//! next is at most one batch older than it would have been.
+//! the socket's buffer meanwhile: nothing is lost and the order is kept.
+//!
+//! A real exchange does not send more when it is read faster: whatever the reader does not read
+//! now it must read later, and a reader that waited too long falls behind its feed for good
+//! (quotes published late, in-band pings answered late, the exchange closing a slow client).
+//! So waiting has a budget: it earns [`BUDGET_SHARE`] of the time spent reading, as a token
+//! bucket of at most [`WAIT`], so a reader waits at most a third of wall time. A reader that
+//! can read R frames a second therefore still reads at least 2R/3 while it waits, and keeps up
+//! with any feed below that; the time spent waiting
+//! is a counter (`spreadagg_ingest_read_wait_microseconds_total`).
 //!
 //! A publisher that takes nothing within [`WAIT`] is stuck (the broker is away and its window
 //! is full): the reader then stops waiting until the publisher takes again, so during an outage
-//! the socket is read at full speed, as an exchange requires, and the latest quote of every
-//! symbol is kept. Trades never make a reader wait: a trade ends the run.
+//! the socket is read at full speed and the latest quote of every symbol is kept. Trades never
+//! make a reader wait: a trade ends the run.
 
 use std::time::Duration;
 
 use metrics::Counter;
+use tokio::time::Instant;
 
 use crate::conflate::{Conflator, Pushed};
 
@@ -24,6 +33,10 @@ use crate::conflate::{Conflator, Pushed};
 pub(crate) const RUN: u32 = 64;
 /// Longest wait for the publisher's next batch.
 pub(crate) const WAIT: Duration = Duration::from_millis(50);
+/// Shortest wait worth a timer (tokio's timers tick in milliseconds).
+const MIN_WAIT: Duration = Duration::from_millis(1);
+/// Wait time earned per unit of time spent reading (see the module documentation).
+pub(crate) const BUDGET_SHARE: f64 = 0.5;
 
 /// One per session. See the module documentation.
 #[derive(Debug)]
@@ -31,7 +44,14 @@ pub(crate) struct ReadPacer {
     run: u32,
     /// The publisher's batch count when it last failed to take within `WAIT`.
     stuck_at: Option<u64>,
+    /// Wait time still allowed in nanoseconds, earned at `BUDGET_SHARE` of the time spent
+    /// reading, up to `WAIT`; negative while a wait's overrun is being paid back.
+    credit_ns: i64,
+    refilled_at: Instant,
+    /// Time waited in a row without the publisher taking anything.
+    unanswered: Duration,
     waits: Counter,
+    waited: Counter,
 }
 
 impl ReadPacer {
@@ -39,7 +59,11 @@ impl ReadPacer {
         Self {
             run: 0,
             stuck_at: None,
+            credit_ns: i64::try_from(WAIT.as_nanos()).unwrap_or(i64::MAX),
+            refilled_at: Instant::now(),
+            unanswered: Duration::ZERO,
             waits: metrics::counter!("spreadagg_ingest_read_waits_total", "exchange" => exchange),
+            waited: metrics::counter!("spreadagg_ingest_read_wait_microseconds_total", "exchange" => exchange),
         }
     }
 
@@ -52,8 +76,8 @@ impl ReadPacer {
         }
     }
 
-    /// Waits for the publisher's next batch when the run is long enough and the publisher is
-    /// not stuck. Returns whether it waited.
+    /// Waits for the publisher's next batch when the run is long enough, the publisher is not
+    /// stuck and the budget allows. Returns whether it waited.
     pub(crate) async fn pace(&mut self, sink: &Conflator) -> bool {
         if self.run < RUN {
             return false;
@@ -63,11 +87,42 @@ impl ReadPacer {
         if self.stuck_at == Some(seen) {
             return false;
         }
+        let now = Instant::now();
+        let earned = now
+            .saturating_duration_since(self.refilled_at)
+            .mul_f64(BUDGET_SHARE);
+        self.refilled_at = now;
+        // Nanoseconds; negative after a wait overran its allowance (timers fire on millisecond
+        // ticks): the overrun is paid from later earnings.
+        let wait_ns = i64::try_from(WAIT.as_nanos()).unwrap_or(i64::MAX);
+        self.credit_ns = self
+            .credit_ns
+            .saturating_add(i64::try_from(earned.as_nanos()).unwrap_or(i64::MAX))
+            .min(wait_ns);
+        if self.credit_ns < i64::try_from(MIN_WAIT.as_nanos()).unwrap_or(i64::MAX) {
+            return false;
+        }
+        let allowed = Duration::from_nanos(self.credit_ns.unsigned_abs());
         self.waits.increment(1);
-        if sink.next_take(seen, WAIT).await {
+        let took = sink.next_take(seen, allowed).await;
+        let waited = now.elapsed();
+        self.credit_ns = self
+            .credit_ns
+            .saturating_sub(i64::try_from(waited.as_nanos()).unwrap_or(i64::MAX));
+        // Time spent waiting earns nothing: the budget is a share of the time spent reading.
+        self.refilled_at = Instant::now();
+        self.waited
+            .increment(u64::try_from(waited.as_micros()).unwrap_or(u64::MAX));
+        if took {
             self.stuck_at = None;
+            self.unanswered = Duration::ZERO;
         } else {
-            self.stuck_at = Some(seen);
+            self.unanswered += waited;
+            if self.unanswered >= WAIT {
+                // A whole WAIT without a take: the publisher is stuck, not just busy.
+                self.stuck_at = Some(seen);
+                self.unanswered = Duration::ZERO;
+            }
         }
         true
     }
@@ -156,10 +211,59 @@ mod tests {
             fill_run(&c, &mut pacer, &mut seq);
             assert!(!pacer.pace(&c).await, "stuck: no more waits");
         }
-        // The publisher takes again: the next full run waits again.
+        // The publisher takes again: once reading has earned budget back, a full run waits
+        // again.
         let mut out = Vec::new();
         assert!(c.take(16, &mut out).await);
         fill_run(&c, &mut pacer, &mut seq);
+        assert!(!pacer.pace(&c).await, "no budget left after a whole WAIT");
+        tokio::time::advance(WAIT * 2).await;
+        fill_run(&c, &mut pacer, &mut seq);
         assert!(pacer.pace(&c).await);
+    }
+
+    /// A publisher that keeps taking, but slowly, never holds a reader more than its budget:
+    /// it waits at most `BUDGET_SHARE` of the time it spent reading (plus one initial `WAIT`).
+    #[tokio::test(start_paused = true)]
+    async fn waiting_never_takes_more_than_its_share_of_the_time() {
+        let c = std::sync::Arc::new(Conflator::new(ExchangeId::Binance, 8));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let publisher = {
+            let (c, stop) = (c.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                while !stop.is_cancelled() {
+                    // A slow broker: one batch every 20 ms.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    out.clear();
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(1), c.take(16, &mut out)).await;
+                }
+            })
+        };
+        let mut pacer = ReadPacer::new("binance");
+        let mut seq = 0;
+        let started = Instant::now();
+        let mut waited = Duration::ZERO;
+        let mut waits = 0;
+        for _ in 0..2_000 {
+            // Reading a run of frames costs the reader 1 ms.
+            tokio::time::advance(Duration::from_millis(1)).await;
+            fill_run(&c, &mut pacer, &mut seq);
+            let before = Instant::now();
+            if pacer.pace(&c).await {
+                waits += 1;
+                waited += before.elapsed();
+            }
+        }
+        stop.cancel();
+        publisher.await.expect("publisher");
+        let elapsed = started.elapsed();
+        assert!(waits > 100, "the pacer waited ({waits} times)");
+        assert!(
+            waited.as_secs_f64()
+                <= BUDGET_SHARE * (elapsed - waited).as_secs_f64() + WAIT.as_secs_f64(),
+            "waited {waited:?} of {elapsed:?}"
+        );
     }
 }

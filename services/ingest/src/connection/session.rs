@@ -78,6 +78,7 @@ struct Meters {
     subscribe_timeout: Counter,
     link_stale: Counter,
     data_stale: Counter,
+    never_ready: Counter,
     exchange_errors: Counter,
 }
 
@@ -91,6 +92,7 @@ impl Meters {
             subscribe_timeout: sub("timeout"),
             link_stale: metrics::counter!("spreadagg_ingest_stale_total", "exchange" => exchange, "watchdog" => "link"),
             data_stale: metrics::counter!("spreadagg_ingest_stale_total", "exchange" => exchange, "watchdog" => "data"),
+            never_ready: metrics::counter!("spreadagg_ingest_stale_total", "exchange" => exchange, "watchdog" => "ready"),
             exchange_errors: metrics::counter!("spreadagg_ingest_exchange_errors_total", "exchange" => exchange),
         }
     }
@@ -193,6 +195,9 @@ pub(crate) async fn run(
     keepalive.reset();
     let mut housekeeping = tokio::time::interval(Duration::from_millis(250));
     let mut last_frame = Instant::now();
+    // A session the exchange never makes ready (KuCoin's welcome never comes, or names another
+    // connection) would otherwise sit forever with pongs keeping the link watchdog happy.
+    let ready_by = last_frame + settings.ack_timeout * 3;
     let mut last_data: Option<Instant> = None;
     let mut subscribed_at: Option<Instant> = None;
     let mut out = Output::default();
@@ -225,6 +230,10 @@ pub(crate) async fn run(
                 if now.duration_since(last_frame) > settings.stale_after {
                     meters.link_stale.increment(1);
                     return end(format!("link watchdog: no frame for {} s", settings.stale_after.as_secs_f64()), proven);
+                }
+                if now > ready_by && !outbox.is_empty() && !session.ready_to_subscribe() {
+                    meters.never_ready.increment(1);
+                    return end(format!("not ready to subscribe {} s after connecting", (settings.ack_timeout * 3).as_secs_f64()), proven);
                 }
                 // The data watchdog runs once something is subscribed.
                 if let Some(since) = last_data.or(subscribed_at)

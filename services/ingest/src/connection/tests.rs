@@ -15,6 +15,8 @@ use tokio_tungstenite::tungstenite::Message;
 use super::*;
 use crate::event::Event;
 use crate::exchange::okx::Okx;
+use crate::exchange::{Control, Frame, Instrument, Limits, Output, ParseError, Request, Session};
+use std::collections::HashMap;
 
 /// How the fake server treats a connection.
 #[derive(Clone, Copy, PartialEq)]
@@ -186,11 +188,15 @@ struct Fixture {
 }
 
 fn start(url: &str, settings: ConnectionSettings) -> Fixture {
+    start_with(Arc::new(Okx), url, settings)
+}
+
+fn start_with(adapter: Arc<dyn Adapter>, url: &str, settings: ConnectionSettings) -> Fixture {
     // reqwest is built without a default TLS provider; the binary installs ring, so do tests.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let table = SymbolTable::from_pairs(ExchangeId::Okx, [("BTC-USDT", "BTC-USDT")]);
     let shared = Arc::new(Shared {
-        adapter: Arc::new(Okx),
+        adapter,
         settings,
         http: reqwest::Client::new(),
         rest_url: "http://127.0.0.1:9".into(),
@@ -435,5 +441,83 @@ async fn an_age_rotation_dials_each_successor_at_its_own_age() {
             w[1] - w[0]
         );
     }
+    f.stop().await;
+}
+
+/// OKX, except that no session ever becomes ready to subscribe (as a KuCoin session whose
+/// welcome never comes, or names another connection).
+struct NeverReady;
+
+struct NeverReadySession(Box<dyn Session>);
+
+impl Session for NeverReadySession {
+    fn subscribe(&mut self, natives: &[String], next_id: &mut u64) -> Vec<Request> {
+        self.0.subscribe(natives, next_id)
+    }
+    fn on_frame(
+        &mut self,
+        frame: Frame<'_>,
+        symbols: &SymbolTable,
+        recv_ts_ns: i64,
+        out: &mut Output,
+    ) -> Result<Control, ParseError> {
+        self.0.on_frame(frame, symbols, recv_ts_ns, out)
+    }
+    fn ready_to_subscribe(&self) -> bool {
+        false
+    }
+}
+
+impl Adapter for NeverReady {
+    fn id(&self) -> ExchangeId {
+        Okx.id()
+    }
+    fn default_ws_url(&self) -> &'static str {
+        Okx.default_ws_url()
+    }
+    fn default_rest_url(&self) -> &'static str {
+        Okx.default_rest_url()
+    }
+    fn limits(&self) -> Limits {
+        Okx.limits()
+    }
+    fn instruments_path(&self) -> &'static str {
+        Okx.instruments_path()
+    }
+    fn volumes_path(&self) -> &'static str {
+        Okx.volumes_path()
+    }
+    fn parse_instruments(&self, body: &str) -> Result<Vec<Instrument>, ParseError> {
+        Okx.parse_instruments(body)
+    }
+    fn parse_volumes(&self, body: &str) -> Result<HashMap<String, f64>, ParseError> {
+        Okx.parse_volumes(body)
+    }
+    fn session(&self) -> Box<dyn Session> {
+        Box::new(NeverReadySession(Okx.session()))
+    }
+    fn keepalive_every(&self) -> Option<Duration> {
+        Okx.keepalive_every()
+    }
+}
+
+#[tokio::test]
+async fn a_session_never_ready_to_subscribe_is_recycled() {
+    let s = server(Mode::Stall).await;
+    let mut settings = settings();
+    // The link stays alive; only the readiness deadline (3 ack timeouts) can end the session.
+    settings.stale_after = Duration::from_secs(60);
+    let f = start_with(Arc::new(NeverReady), &s.url, settings);
+    tokio::time::sleep(Duration::from_millis(4000)).await;
+    assert!(
+        s.accepted.load(Ordering::SeqCst) >= 2,
+        "a session never ready was not recycled: {} connections",
+        s.accepted.load(Ordering::SeqCst)
+    );
+    assert_eq!(
+        s.subscribes.load(Ordering::SeqCst),
+        0,
+        "nothing is sent before the session is ready"
+    );
     f.stop().await;
 }
