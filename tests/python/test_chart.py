@@ -778,3 +778,19 @@ def test_k8s_stream_definitions_follow_the_production_streams_section():
         assert d["storage"] == prod["storage"]
         assert d["max_age"] == prod["max_age"] * 10**9
         assert d["duplicate_window"] == prod["duplicate_window"] * 10**9
+
+
+def test_notes_render_with_the_gateway_address_and_warnings(tmp_path):
+    """NOTES.txt, which `helm template` leaves out, rendered through `tpl` in a copy of the chart."""
+    chart_dir = gen.chart_copy(tmp_path)
+    (chart_dir / "notes-check").mkdir()
+    shutil.copy(chart_dir / "templates" / "NOTES.txt", chart_dir / "notes-check" / "NOTES.txt")
+    (chart_dir / "templates" / "zz-notes-check.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes-check}\n"
+        "data:\n  notes: {{ tpl (.Files.Get \"notes-check/NOTES.txt\") . | quote }}\n")
+    notes = lambda *sets: one(render(chart_dir, sets=sets), "ConfigMap", "notes-check")["data"]["notes"]
+    text = notes()
+    assert "port-forward svc/spreadagg-gateway 8080" in text and "nats://nats:4222" in text
+    assert "below 3" in text and "WARNING" not in text and "simulator is ON" not in text
+    text = notes("ingestors.bybit.enabled=true", "simulator.enabled=true", "config.streams.replicas=3")
+    assert "bybit" in text and "no bybit adapter" in text and "simulator is ON" in text and "below 3" not in text
