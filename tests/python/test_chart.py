@@ -794,3 +794,27 @@ def test_notes_render_with_the_gateway_address_and_warnings(tmp_path):
     assert "below 3" in text and "WARNING" not in text and "simulator is ON" not in text
     text = notes("ingestors.bybit.enabled=true", "simulator.enabled=true", "config.streams.replicas=3")
     assert "bybit" in text and "no bybit adapter" in text and "simulator is ON" in text and "below 3" not in text
+
+
+OPAQUE = {"resources", "podSecurityContext", "securityContext", "metricsNamespaceSelector", "namespaceSelector", "podSelector", "hosts", "ports"}
+
+
+def leaf_paths(node, path=()):
+    if isinstance(node, dict) and node and not (path and path[-1] in OPAQUE):
+        for k, v in node.items():
+            yield from leaf_paths(v, path + (k,))
+    else:
+        yield path
+
+
+def test_readme_lists_every_value():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    readme = (CHART / "README.md").read_text()
+    documented = set(re.findall(r"`([A-Za-z0-9_.<>]+)`", readme))
+    missing = []
+    for path in leaf_paths(values):
+        if path[0] == "ingestors":
+            path = ("ingestors", "<id>") + path[2:]
+        if ".".join(path) not in documented:
+            missing.append(".".join(path))
+    assert not missing, f"charts/spreadagg/README.md does not list: {missing}"
