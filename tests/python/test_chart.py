@@ -586,6 +586,9 @@ def test_archive_store_credentials_and_volume(rendered, chart):
     pvc = one(prod, "PersistentVolumeClaim", "spreadagg-archive")
     data = {v["name"]: v for v in pod_spec(one(prod, "Deployment", "spreadagg-archive"))["volumes"]}["data"]
     assert data["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    err = render_error(chart, sets=["archive.store=file:///data/archive"])
+    assert err and "outside archive.dataPath" in err, "a file store off the data volume would hit the read-only root"
+    assert render_error(chart, sets=["archive.store=file:///data/archive", "archive.dataPath=/data"]) is None
     existing = render(chart, sets=["archive.persistence.enabled=true", "archive.persistence.existingClaim=old"])
     assert not by_kind(existing, "PersistentVolumeClaim")
 
