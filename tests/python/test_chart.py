@@ -488,6 +488,8 @@ def test_stream_job_is_a_hook_that_runs_spreadagg_streams_after_its_config(rende
     assert hooks == ["post-install", "pre-upgrade"]
     assert cm["metadata"]["annotations"]["helm.sh/hook"] == job["metadata"]["annotations"]["helm.sh/hook"]
     assert int(cm["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(job["metadata"]["annotations"]["helm.sh/hook-weight"])
+    assert "hook-succeeded" in cm["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+    assert job["metadata"]["annotations"]["helm.sh/hook-delete-policy"] == "before-hook-creation", "the Job stays for its logs"
     c = pod_spec(job)["containers"][0]
     assert c["args"] == ["streams"]
     volumes = {v["name"]: v for v in pod_spec(job)["volumes"]}
