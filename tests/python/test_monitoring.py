@@ -350,6 +350,18 @@ def live(tmp_path_factory):
         def seen(name, **labels):
             return lambda: any(all(lb.get(k) == v for k, v in labels.items()) for lb in metrics().get(name, []))
 
+        # A failing store: the archive's `ticks` directory becomes a plain file, so the next
+        # flush of ticks cannot write (retried with backoff); then the store comes back.
+        ticks_dir = workdir / "data/ticks"
+        if ticks_dir.is_dir():
+            ticks_dir.rename(workdir / "data/ticks.away")
+            ticks_dir.write_text("not a directory")
+            try:
+                wait_for("archive write error", seen("spreadagg_archive_write_errors_total", stream="ticks"), 30)
+            finally:
+                ticks_dir.unlink()
+                (workdir / "data/ticks.away").rename(ticks_dir)
+
         wait_for("reconnect", seen("spreadagg_ingest_reconnects_total", exchange="okx"), 30)
         wait_for("rotation", seen("spreadagg_ingest_rotations_total", exchange="binance"), 30)
         wait_for("rejected frames", seen("spreadagg_ingest_rejected_total", exchange="htx"), 30)
