@@ -2,8 +2,8 @@
 
 A running `spreadagg all` (embedded default: simulator, in-process bus) is scraped once for the
 module, after a few real faults (a dropped exchange connection, an announced close, garbage
-frames, refused client frames, a WebSocket client too slow to read) so that the counters the
-binary registers only on their first event are in the scrape too. Then:
+frames, a failing store, refused client frames, a WebSocket client too slow to read) so that
+the counters the binary registers only on their first event are in the scrape too. Then:
 
 - every metric named by a dashboard query, a dashboard variable or a rule expression is in the
   scrape, or is a recording rule of the rule file, or is on ALLOWED_UNEXPORTED;
