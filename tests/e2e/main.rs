@@ -3,6 +3,7 @@
 
 mod embedded;
 mod isolation;
+mod kubernetes;
 mod outage;
 mod pipeline;
 mod recovery;

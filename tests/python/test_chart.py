@@ -713,11 +713,12 @@ def test_dashboards_and_rules_of_the_chart(rendered, tools, tmp_path):
 
 
 def test_dashboard_and_rule_templates_with_sample_files(tmp_path, tools):
-    """The same templates over sample files in a copy of the chart (the real files are written
-    on another branch): Grafana and Prometheus template braces pass through untouched."""
+    """The same templates over sample files in a copy of the chart (in place of the real ones):
+    Grafana and Prometheus template braces pass through untouched."""
     chart_dir = gen.chart_copy(tmp_path / "sample")
-    (chart_dir / "files" / "dashboards").mkdir(parents=True, exist_ok=True)
-    (chart_dir / "files" / "alerts").mkdir(parents=True, exist_ok=True)
+    for sub in ("dashboards", "alerts"):
+        shutil.rmtree(chart_dir / "files" / sub, ignore_errors=True)
+        (chart_dir / "files" / sub).mkdir(parents=True)
     for name in ("feeds.json", "engine_overview.json"):
         (chart_dir / "files" / "dashboards" / name).write_text(json.dumps(
             {"title": name, "panels": [{"targets": [{"expr": "rate(spreadagg_x_total[1m])", "legendFormat": "{{exchange}}"}]}]}))

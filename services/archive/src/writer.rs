@@ -299,6 +299,10 @@ impl<T: Record> Writer<T> {
         status: Arc<StreamStatus>,
         stop: CancellationToken,
     ) -> Self {
+        // Exported from the start (at zero), so dashboards and alerts see the series before
+        // the first failure and `increase()` counts that one too.
+        metrics::counter!("spreadagg_archive_ack_errors_total", "stream" => T::KIND.name())
+            .increment(0);
         Self {
             bus,
             store,

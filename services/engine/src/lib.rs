@@ -151,6 +151,14 @@ pub async fn run(
         }
     };
     component.set(true, json!({"state": "running"}));
+    // Exported from the start (at zero), so dashboards and alerts see the series before the
+    // first rejection and `increase()` counts that one too.
+    metrics::counter!("spreadagg_engine_rejected_total", "reason" => "superseded").increment(0);
+    let lag = tokio::spawn(report_lag(
+        bus.clone(),
+        config.durable.clone(),
+        stop.clone(),
+    ));
 
     let mut work = Work {
         state: SpreadState::new(limits),
@@ -181,8 +189,40 @@ pub async fn run(
     if let Err(e) = bus.flush().await {
         tracing::warn!(error = %e, "could not flush acknowledgements; those ticks will be redelivered");
     }
+    let _ = lag.await;
     tracing::info!(ticks = work.ticks, points = work.points, "engine stopped");
     Ok(())
+}
+
+/// How often the engine's consumer lag is measured.
+const LAG_REFRESH: Duration = Duration::from_secs(5);
+
+/// Keeps `spreadagg_engine_lag_messages` (ticks in MD_TICKS past the consumer's acknowledged
+/// floor) current until stop. A query that fails or takes over 2 s is skipped.
+async fn report_lag(bus: Bus, durable: String, stop: CancellationToken) {
+    let gauge = metrics::gauge!("spreadagg_engine_lag_messages", "stream" => STREAM_TICKS);
+    let mut every = tokio::time::interval(LAG_REFRESH);
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let query = async {
+            let stream = bus.stream_state(STREAM_TICKS).await?;
+            let consumer = bus.consumer_state(STREAM_TICKS, &durable).await?;
+            Ok::<_, spreadagg_bus::BusError>(stream.last_seq.saturating_sub(consumer.ack_floor))
+        };
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            measured = tokio::time::timeout(Duration::from_secs(2), query) => match measured {
+                Ok(Ok(lag)) => gauge.set(lag as f64),
+                Ok(Err(error)) => tracing::debug!(%error, "engine lag query failed"),
+                Err(_) => tracing::debug!("engine lag query timed out"),
+            },
+        }
+    }
 }
 
 struct Work {

@@ -31,6 +31,10 @@ pub struct Global {
     /// Admin HTTP address: /healthz, /readyz, /metrics, /health, POST /drain.
     #[arg(long, env = "SPREADAGG_ADMIN_ADDR", global = true)]
     pub admin_addr: Option<SocketAddr>,
+    /// File holding the admin token that lets non-loopback callers use POST /drain and
+    /// /config (SPREADAGG_ADMIN_TOKEN gives the token itself instead).
+    #[arg(long, env = "SPREADAGG_ADMIN_TOKEN_FILE", global = true)]
+    pub admin_token_file: Option<PathBuf>,
     /// TOML configuration file; flags and environment variables override it.
     #[arg(long, env = "SPREADAGG_CONFIG", global = true)]
     pub config: Option<PathBuf>,
@@ -58,6 +62,12 @@ pub enum Role {
     Simulate(SimulateArgs),
     /// Every role in one process (the embedded default with no flags).
     All(AllArgs),
+    /// Ask the role running on this host's admin address to drain, and wait until it has
+    /// stopped (the Kubernetes preStop hook).
+    Drain(DrainArgs),
+    /// Create or update the JetStream streams from the [streams] configuration, then exit
+    /// (the Helm hook Job).
+    Streams(StreamsArgs),
     /// List the roles.
     Roles,
 }
@@ -111,6 +121,20 @@ pub struct SimulateArgs {
     /// Fixed port for an exchange, EXCHANGE=PORT (repeatable); others get free ports.
     #[arg(long = "port", value_parser = parse_port)]
     pub ports: Vec<(ExchangeId, u16)>,
+}
+
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// Seconds to wait for the role to stop after accepting the drain.
+    #[arg(long, default_value_t = 10.0)]
+    pub wait: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct StreamsArgs {
+    /// Seconds to keep retrying while NATS is not reachable.
+    #[arg(long, default_value_t = 60.0)]
+    pub timeout: f64,
 }
 
 #[derive(Debug, Args)]

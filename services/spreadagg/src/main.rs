@@ -3,6 +3,7 @@
 //! starts the chosen roles; the roles live in their own crates and never depend on each other.
 
 mod cli;
+mod commands;
 mod roles;
 mod settings;
 
@@ -11,8 +12,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use spreadagg_runtime::admin::AdminServer;
-use spreadagg_runtime::{Health, Shutdown, telemetry};
+use spreadagg_runtime::admin::{AdminServer, AdminToken};
+use spreadagg_runtime::{Health, Shutdown, process, telemetry};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Role};
@@ -36,6 +37,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Read before any port is bound: a token the operator set but cannot be used is bad
+    // configuration, not an open admin surface.
+    let admin_token = match settings.admin_token() {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "configuration");
+            return ExitCode::from(2);
+        }
+    };
     // TLS for exchange connections (WebSocket and REST) uses rustls with the ring provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -48,7 +58,25 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(serve(cli.role, settings));
+    let code = runtime.block_on(async move {
+        match cli.role {
+            Role::Drain(a) => {
+                let Ok(wait) = Duration::try_from_secs_f64(a.wait) else {
+                    tracing::error!(wait = a.wait, "--wait must be a number of seconds");
+                    return ExitCode::from(2);
+                };
+                commands::drain(settings.admin_addr, admin_token, wait).await
+            }
+            Role::Streams(a) => {
+                let Ok(timeout) = Duration::try_from_secs_f64(a.timeout) else {
+                    tracing::error!(timeout = a.timeout, "--timeout must be a number of seconds");
+                    return ExitCode::from(2);
+                };
+                commands::streams(&settings, timeout).await
+            }
+            role => serve(role, settings, admin_token).await,
+        }
+    });
     // Every role has returned; do not wait on anything still blocked in the runtime.
     runtime.shutdown_timeout(Duration::from_millis(500));
     code
@@ -61,7 +89,7 @@ pub(crate) fn announce(line: &str) {
     let _ = out.flush();
 }
 
-async fn serve(role: Role, settings: Settings) -> ExitCode {
+async fn serve(role: Role, settings: Settings, admin_token: Option<AdminToken>) -> ExitCode {
     let shutdown = Shutdown::new();
     let health = Health::new();
     let admin = match AdminServer::bind(
@@ -69,6 +97,7 @@ async fn serve(role: Role, settings: Settings) -> ExitCode {
         health.clone(),
         shutdown.clone(),
         settings.redacted(),
+        admin_token,
     )
     .await
     {
@@ -82,13 +111,20 @@ async fn serve(role: Role, settings: Settings) -> ExitCode {
         announce(&format!("listening admin {addr}"));
     }
     // Histograms keep samples until upkeep folds them; do it on a timer, not only on scrape.
-    let upkeep = tokio::spawn(async {
-        let mut every = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            every.tick().await;
-            telemetry::metrics().run_upkeep();
-        }
-    });
+    // The process gauges (memory, its limit, readiness) are refreshed on the same timer.
+    process::record_build_info();
+    let upkeep = {
+        let health = health.clone();
+        let cgroup = process::CgroupRoot::default();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                process::record(&health, &cgroup);
+                telemetry::metrics().run_upkeep();
+            }
+        })
+    };
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(admin.serve(admin_stop.clone()));
     let signals = {

@@ -151,7 +151,7 @@ pub async fn run(
                 Ok::<(), RoleError>(())
             });
         }
-        Role::Simulate(_) | Role::Roles => {}
+        Role::Simulate(_) | Role::Roles | Role::Drain(_) | Role::Streams(_) => {}
     }
     // The first role to fail stops the rest; every role is joined before returning.
     let mut first_error = None;

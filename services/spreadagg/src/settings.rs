@@ -3,6 +3,7 @@
 //! NATS credentials redacted.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use spreadagg_archive::ArchiveConfig;
@@ -11,6 +12,9 @@ use spreadagg_engine::EngineConfig;
 use spreadagg_gateway::GatewayConfig;
 use spreadagg_ingest::IngestConfig;
 use spreadagg_simulate::SimConfig;
+
+use spreadagg_runtime::admin::AdminToken;
+use spreadagg_runtime::config::ConfigError;
 
 use crate::cli::{Cli, Role};
 
@@ -22,6 +26,9 @@ pub struct Settings {
     pub nats_url: Option<String>,
     /// Admin HTTP address.
     pub admin_addr: SocketAddr,
+    /// File holding the admin token (see `admin_token`); the environment variable
+    /// `SPREADAGG_ADMIN_TOKEN` gives the token itself and wins.
+    pub admin_token_file: Option<PathBuf>,
     /// Seconds the roles may take to drain after SIGTERM or `/drain` before the process
     /// exits without them. Below the 5 s target, well inside Kubernetes' grace period.
     pub drain_timeout_s: f64,
@@ -39,6 +46,7 @@ impl Default for Settings {
         Self {
             nats_url: None,
             admin_addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            admin_token_file: None,
             drain_timeout_s: 4.5,
             streams: StreamSettings::default(),
             ingest: IngestConfig::default(),
@@ -65,6 +73,9 @@ impl Settings {
         }
         if let Some(addr) = cli.global.admin_addr {
             s.admin_addr = addr;
+        }
+        if let Some(path) = &cli.global.admin_token_file {
+            s.admin_token_file = Some(path.clone());
         }
         match &cli.role {
             Role::Ingest(a) => {
@@ -117,9 +128,39 @@ impl Settings {
                     s.gateway.listen = v;
                 }
             }
-            Role::Engine | Role::Roles => {}
+            Role::Engine | Role::Roles | Role::Drain(_) | Role::Streams(_) => {}
         }
         Ok(s)
+    }
+
+    /// The admin token: `SPREADAGG_ADMIN_TOKEN` if set, else the contents of
+    /// `admin_token_file`, else none (loopback callers only).
+    ///
+    /// # Errors
+    /// When either is set but empty, or the file cannot be read: a token the operator meant
+    /// to set must never silently become "no token".
+    pub fn admin_token(&self) -> Result<Option<AdminToken>, ConfigError> {
+        self.admin_token_from(std::env::var("SPREADAGG_ADMIN_TOKEN").ok())
+    }
+
+    fn admin_token_from(&self, env: Option<String>) -> Result<Option<AdminToken>, ConfigError> {
+        if let Some(value) = env {
+            return AdminToken::new(&value).map(Some).ok_or_else(|| {
+                ConfigError::Invalid("SPREADAGG_ADMIN_TOKEN is set but empty".into())
+            });
+        }
+        let Some(path) = &self.admin_token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "--admin-token-file {}: cannot read: {e}",
+                path.display()
+            ))
+        })?;
+        AdminToken::new(&text).map(Some).ok_or_else(|| {
+            ConfigError::Invalid(format!("--admin-token-file {}: empty", path.display()))
+        })
     }
 
     /// The configuration as `/config` shows it: credentials in the NATS URL redacted.
@@ -179,6 +220,40 @@ mod tests {
         assert!(load("[engine]\nmax_stalenes_ms = 1\n", &["engine"]).is_err());
         assert!(load("[ingest]\nexchange = \"ftx\"\n", &["engine"]).is_err());
         assert!(load("[ingest]\nsymbols = [\"btc-usdt\"]\n", &["engine"]).is_err());
+    }
+
+    #[test]
+    fn the_admin_token_comes_from_the_environment_or_a_file_and_is_never_silently_empty() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-file\n").expect("write");
+        let with_file = Settings {
+            admin_token_file: Some(file.clone()),
+            ..Settings::default()
+        };
+        let secret = |t: Option<AdminToken>| t.map(|t| t.secret().to_owned());
+        assert_eq!(
+            secret(Settings::default().admin_token_from(None).expect("ok")),
+            None
+        );
+        assert_eq!(
+            secret(with_file.admin_token_from(None).expect("ok")).as_deref(),
+            Some("from-file")
+        );
+        assert_eq!(
+            secret(with_file.admin_token_from(Some("env".into())).expect("ok")).as_deref(),
+            Some("env"),
+            "the environment wins"
+        );
+        assert!(with_file.admin_token_from(Some("  ".into())).is_err());
+        std::fs::write(&file, "\n").expect("write");
+        let e = with_file.admin_token_from(None).expect_err("empty file");
+        assert!(e.to_string().contains("--admin-token-file"), "{e}");
+        let missing = Settings {
+            admin_token_file: Some(dir.path().join("absent")),
+            ..Settings::default()
+        };
+        assert!(missing.admin_token_from(None).is_err());
     }
 
     #[test]

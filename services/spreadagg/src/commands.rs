@@ -1,0 +1,132 @@
+//! The two subcommands that are clients, not roles: `drain` (the preStop hook) and `streams`
+//! (the Helm hook Job). Neither binds the admin address.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use spreadagg_bus::Bus;
+use spreadagg_runtime::admin::AdminToken;
+use tokio::time::Instant;
+
+use crate::announce;
+use crate::settings::Settings;
+
+/// Where to reach a role whose admin server is bound to `addr`: an unspecified address
+/// (0.0.0.0, ::) is reached on loopback, which the admin server trusts without a token.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+/// `spreadagg drain`: POST /drain to the local role, then wait until it stops answering.
+/// Exit 0 when the role has stopped (or nothing was listening: already stopped), 1 when it
+/// refused or is still running after `wait`.
+pub async fn drain(admin_addr: SocketAddr, token: Option<AdminToken>, wait: Duration) -> ExitCode {
+    let target = reachable(admin_addr);
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build an HTTP client");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut request = client.post(format!("http://{target}/drain"));
+    if let Some(token) = &token {
+        request = request.bearer_auth(token.secret());
+    }
+    match request.send().await {
+        Err(e) if e.is_connect() => {
+            announce(&format!("nothing listening on {target}: already stopped"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            tracing::error!(addr = %target, error = %e, "drain request failed");
+            return ExitCode::FAILURE;
+        }
+        Ok(r) if r.status() == reqwest::StatusCode::ACCEPTED => {
+            announce(&format!("draining {target}"));
+        }
+        Ok(r) => {
+            tracing::error!(addr = %target, status = r.status().as_u16(), "drain refused");
+            return ExitCode::FAILURE;
+        }
+    }
+    let deadline = Instant::now() + wait;
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match client.get(format!("http://{target}/healthz")).send().await {
+            Err(e) if e.is_connect() => {
+                announce(&format!(
+                    "stopped after {} ms",
+                    started.elapsed().as_millis()
+                ));
+                return ExitCode::SUCCESS;
+            }
+            _ if Instant::now() >= deadline => {
+                tracing::error!(addr = %target, wait_s = wait.as_secs_f64(), "still running after the wait");
+                return ExitCode::FAILURE;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `spreadagg streams`: creates or updates the four streams (connecting does), retrying while
+/// NATS is not reachable, at most `timeout`. Exit 2 without a NATS URL.
+pub async fn streams(settings: &Settings, timeout: Duration) -> ExitCode {
+    let Some(url) = &settings.nats_url else {
+        tracing::error!(
+            "streams needs --nats-url (or NATS_URL): the in-process bus has no streams to create"
+        );
+        return ExitCode::from(2);
+    };
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match Bus::connect(url, &settings.streams).await {
+            Ok(_) => {
+                let names: Vec<&str> = spreadagg_model::subjects::STREAMS
+                    .iter()
+                    .map(|(name, _)| *name)
+                    .collect();
+                announce(&format!("streams up to date: {}", names.join(" ")));
+                return ExitCode::SUCCESS;
+            }
+            Err(e) if Instant::now() + delay < deadline => {
+                tracing::warn!(error = %e, retry_ms = delay.as_millis() as u64, "streams: NATS not ready");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "streams: giving up");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unspecified_bind_address_is_reached_on_loopback() {
+        let r = |s: &str| reachable(s.parse().expect("address")).to_string();
+        assert_eq!(r("0.0.0.0:9090"), "127.0.0.1:9090");
+        assert_eq!(r("[::]:9090"), "[::1]:9090");
+        assert_eq!(r("127.0.0.1:9100"), "127.0.0.1:9100");
+        assert_eq!(r("10.0.0.5:9090"), "10.0.0.5:9090");
+    }
+}

@@ -1,0 +1,154 @@
+//! What the Helm chart relies on, run as Kubernetes runs it: `spreadagg drain` as the preStop
+//! hook (the role drains and exits, the hook returns once it has), `spreadagg streams` as the
+//! hook Job against a real nats-server, and bad admin-token configuration refused at start.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use spreadagg_testkit::NatsServer;
+use tokio::process::Command;
+
+use crate::support::{Proc, binary, eventually, http_get};
+
+/// Runs `spreadagg <args>` to completion; returns its exit code and stdout.
+async fn run(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(binary());
+    cmd.args(args)
+        .args(["--log-format", "text"])
+        .env_remove("NATS_URL")
+        .env_remove("SPREADAGG_ADMIN_TOKEN")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
+        .await
+        .expect("finishes")
+        .expect("runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prestop_drain_command_returns_once_the_role_has_stopped() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut all = Proc::spawn("all", dir.path(), &["all", "--listen", "127.0.0.1:0"]);
+    let admin = all.admin().await;
+    eventually("ready", Duration::from_secs(30), || async {
+        http_get(&admin, "/readyz").await.0 == 200
+    })
+    .await;
+    // As the chart runs it: the admin address from the environment, as the role was given it.
+    let (code, stdout, stderr) = run(
+        &["drain", "--wait", "10"],
+        &[("SPREADAGG_ADMIN_ADDR", &admin)],
+    )
+    .await;
+    assert_eq!(code, 0, "drain: {stdout}\n{stderr}");
+    assert!(stdout.contains("draining"), "{stdout}");
+    assert!(stdout.contains("stopped after"), "{stdout}");
+    let status = all.wait_exit(Duration::from_secs(1)).await;
+    assert!(status.success(), "exit {status}; log:\n{}", all.log_text());
+    // A second hook finds nothing listening: the role is already gone, which is success.
+    let (code, stdout, _) = run(&["drain"], &[("SPREADAGG_ADMIN_ADDR", &admin)]).await;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("already stopped"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_streams_job_creates_and_updates_the_streams_on_nats() {
+    let nats = NatsServer::start().expect("nats-server");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("spreadagg.toml");
+    let write = |max_age: u32| {
+        std::fs::write(
+            &config,
+            format!(
+                "[streams]\nmax_age = {max_age}\nmax_bytes = 10485760\nduplicate_window = 60\n"
+            ),
+        )
+        .expect("config");
+    };
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let config_arg = config.to_str().expect("utf-8").to_owned();
+    for max_age in [3600, 7200] {
+        write(max_age);
+        let (code, stdout, stderr) = run(
+            &["streams", "--config", &config_arg],
+            &[("NATS_URL", &nats.url())],
+        )
+        .await;
+        assert_eq!(code, 0, "{stdout}\n{stderr}");
+        assert!(stdout.contains("MD_TICKS"), "{stdout}");
+        for name in ["MD_TICKS", "MD_TRADES", "MD_SPREADS", "MD_SIGNALS"] {
+            let mut stream = js.get_stream(name).await.expect("stream exists");
+            let info = stream.info().await.expect("info");
+            assert_eq!(
+                info.config.max_age,
+                Duration::from_secs(u64::from(max_age)),
+                "{name}"
+            );
+            assert_eq!(info.config.max_bytes, 10 << 20, "{name}");
+        }
+    }
+    // Without a NATS URL there is nothing to create: bad configuration, exit 2.
+    let (code, _, stderr) = run(&["streams"], &[]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--nats-url"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_admin_token_fails_at_start_before_binding() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let empty = dir.path().join("token");
+    std::fs::write(&empty, "\n").expect("write");
+    let empty = empty.to_str().expect("utf-8").to_owned();
+    let missing = dir
+        .path()
+        .join("absent")
+        .to_str()
+        .expect("utf-8")
+        .to_owned();
+    for (args, envs) in [
+        (
+            vec![
+                "engine",
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--admin-token-file",
+                empty.as_str(),
+            ],
+            vec![],
+        ),
+        (
+            vec![
+                "engine",
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--admin-token-file",
+                missing.as_str(),
+            ],
+            vec![],
+        ),
+        (
+            vec!["engine", "--admin-addr", "127.0.0.1:0"],
+            vec![("SPREADAGG_ADMIN_TOKEN", " ")],
+        ),
+    ] {
+        let (code, stdout, stderr) = run(&args, &envs).await;
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(
+            !stdout.contains("listening admin"),
+            "bound before failing: {stdout}"
+        );
+        assert!(
+            stderr.contains("--admin-token-file") || stderr.contains("SPREADAGG_ADMIN_TOKEN"),
+            "the flag is named: {stderr}"
+        );
+    }
+}
