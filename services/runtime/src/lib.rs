@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod config;
 pub mod health;
+pub mod net;
 pub mod process;
 pub mod shutdown;
 pub mod telemetry;

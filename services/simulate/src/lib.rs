@@ -57,12 +57,13 @@ mod market;
 mod tests;
 mod ws;
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use spreadagg_model::ExchangeId;
+use spreadagg_runtime::net::dialable;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -104,19 +105,6 @@ pub struct Simulator {
     faults: Vec<(ExchangeId, Arc<Faults>)>,
     /// The KuCoin listener's state, when KuCoin is simulated (for its token fault).
     kucoin: Option<Arc<exchange::kucoin::KucoinState>>,
-}
-
-/// The address clients should dial: the bound one, or loopback if bound to "any".
-fn advertised(bound: SocketAddr) -> SocketAddr {
-    match bound.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), bound.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), bound.port())
-        }
-        _ => bound,
-    }
 }
 
 impl Simulator {
@@ -190,7 +178,7 @@ impl Simulator {
                 ExchangeId::Htx => (exchange::htx::router(ctx), exchange::htx::WS_PATH),
                 ExchangeId::Kucoin => {
                     let state = Arc::new(exchange::kucoin::KucoinState::new(
-                        format!("ws://{}{}", advertised(local), exchange::kucoin::WS_PATH),
+                        format!("ws://{}{}", dialable(local), exchange::kucoin::WS_PATH),
                         exchange::kucoin::Timing {
                             ping_interval: Duration::from_millis(config.kucoin_ping_interval_ms),
                             ping_timeout: Duration::from_millis(config.kucoin_ping_timeout_ms),
@@ -205,7 +193,7 @@ impl Simulator {
                 ExchangeId::Mexc => (exchange::mexc::router(ctx), exchange::mexc::WS_PATH),
                 other => return Err(SimError::NotSimulated(other)),
             };
-            let at = advertised(local);
+            let at = dialable(local);
             endpoints.push(Endpoint {
                 exchange,
                 ws_url: format!("ws://{at}{ws_path}"),

@@ -138,16 +138,6 @@ fn invalid_configs_name_the_problem() {
     }
 }
 
-#[test]
-fn unspecified_hosts_advertise_loopback() {
-    let any: SocketAddr = "0.0.0.0:1234".parse().expect("addr");
-    assert_eq!(advertised(any).to_string(), "127.0.0.1:1234");
-    let any6: SocketAddr = "[::]:1234".parse().expect("addr");
-    assert_eq!(advertised(any6).to_string(), "[::1]:1234");
-    let one: SocketAddr = "10.1.2.3:99".parse().expect("addr");
-    assert_eq!(advertised(one), one);
-}
-
 #[tokio::test]
 async fn a_taken_port_fails_the_start() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -1,36 +1,24 @@
 //! The two subcommands that are clients, not roles: `drain` (the preStop hook) and `streams`
 //! (the Helm hook Job). Neither binds the admin address.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use spreadagg_bus::Bus;
 use spreadagg_runtime::admin::AdminToken;
+use spreadagg_runtime::net::dialable;
 use tokio::time::Instant;
 
 use crate::announce;
 use crate::settings::Settings;
 
-/// Where to reach a role whose admin server is bound to `addr`: an unspecified address
-/// (0.0.0.0, ::) is reached on loopback, which the admin server trusts without a token.
-fn reachable(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
-        }
-        _ => addr,
-    }
-}
-
 /// `spreadagg drain`: POST /drain to the local role, then wait until it stops answering.
 /// Exit 0 when the role has stopped (or nothing was listening: already stopped), 1 when it
 /// refused or is still running after `wait`.
 pub async fn drain(admin_addr: SocketAddr, token: Option<AdminToken>, wait: Duration) -> ExitCode {
-    let target = reachable(admin_addr);
+    // Bound to "any", the role is reached on loopback, which it trusts without a token.
+    let target = dialable(admin_addr);
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
@@ -114,19 +102,5 @@ pub async fn streams(settings: &Settings, timeout: Duration) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_unspecified_bind_address_is_reached_on_loopback() {
-        let r = |s: &str| reachable(s.parse().expect("address")).to_string();
-        assert_eq!(r("0.0.0.0:9090"), "127.0.0.1:9090");
-        assert_eq!(r("[::]:9090"), "[::1]:9090");
-        assert_eq!(r("127.0.0.1:9100"), "127.0.0.1:9100");
-        assert_eq!(r("10.0.0.5:9090"), "10.0.0.5:9090");
     }
 }
