@@ -42,7 +42,8 @@ async fn the_prestop_drain_command_returns_once_the_role_has_stopped() {
         http_get(&admin, "/readyz").await.0 == 200
     })
     .await;
-    // As the chart runs it: the admin address from the environment, as the role was given it.
+    // The admin address from the environment, as the chart gives it to the role; waiting for
+    // the exit, as an operator does by hand (the preStop hook returns once the drain starts).
     let (code, stdout, stderr) = run(
         &["drain", "--wait", "10"],
         &[("SPREADAGG_ADMIN_ADDR", &admin)],
@@ -57,6 +58,44 @@ async fn the_prestop_drain_command_returns_once_the_role_has_stopped() {
     let (code, stdout, _) = run(&["drain"], &[("SPREADAGG_ADMIN_ADDR", &admin)]).await;
     assert_eq!(code, 0);
     assert!(stdout.contains("already stopped"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_admin_token_the_hook_drains_with_it_and_nothing_drains_without_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token = [("SPREADAGG_ADMIN_TOKEN", "t0ken")];
+    let mut all = Proc::spawn_with(
+        "all",
+        dir.path(),
+        dir.path(),
+        &["all", "--listen", "127.0.0.1:0"],
+        &token,
+    );
+    let admin = all.admin().await;
+    eventually("ready", Duration::from_secs(30), || async {
+        http_get(&admin, "/readyz").await.0 == 200
+    })
+    .await;
+    let addr = [("SPREADAGG_ADMIN_ADDR", admin.as_str())];
+    let (code, _, stderr) = run(&["drain"], &addr).await;
+    assert_eq!(code, 1, "no token, no drain: {stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+    let (status, body) = http_get(&admin, "/readyz").await;
+    assert_ne!(
+        body.trim(),
+        "draining",
+        "a refused drain drains nothing ({status})"
+    );
+    // As the chart runs the hook: the pod's own token, a short delay, no wait.
+    let (code, stdout, stderr) = run(&["drain", "--delay", "0.2"], &[addr[0], token[0]]).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("waiting 200 ms before draining"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("draining"), "{stdout}");
+    let status = all.wait_exit(Duration::from_secs(6)).await;
+    assert!(status.success(), "exit {status}; log:\n{}", all.log_text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,6 +34,17 @@ impl Proc {
 
     /// As `spawn`, with `cwd` as the working directory.
     pub fn spawn_in(name: &str, dir: &Path, cwd: &Path, args: &[&str]) -> Proc {
+        Self::spawn_with(name, dir, cwd, args, &[])
+    }
+
+    /// As `spawn_in`, with extra environment variables.
+    pub fn spawn_with(
+        name: &str,
+        dir: &Path,
+        cwd: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Proc {
         let log = dir.join(format!("{name}.log"));
         let stderr = std::fs::File::create(&log).expect("log file");
         let mut child = Command::new(binary())
@@ -42,6 +53,7 @@ impl Proc {
             .current_dir(cwd)
             .env("RUST_LOG", "info")
             .env_remove("NATS_URL")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)

@@ -67,12 +67,12 @@ def nats_url(tmp_path):
 class Role:
     """A running `spreadagg` role with its announced lines (stdout) and log (stderr)."""
 
-    def __init__(self, name, args, workdir):
+    def __init__(self, name, args, workdir, env=None):
         binary = os.environ.get("SPREADAGG_BIN", str(ROOT / "target/debug/spreadagg"))
         assert os.path.exists(binary), f"{binary} missing: build with cargo build --bins"
         self.name = name
         self.log_path = workdir / f"{name}.log"
-        env = dict(os.environ, RUST_LOG="info")
+        env = dict(os.environ, RUST_LOG="info", **(env or {}))
         env.pop("NATS_URL", None)
         self.proc = subprocess.Popen(
             [binary, *args, "--admin-addr", "127.0.0.1:0", "--log-format", "text"],
@@ -131,8 +131,8 @@ def roles(tmp_path):
     """Starts spreadagg roles; kills whatever is left at the end of the test."""
     started = []
 
-    def start(name, *args):
-        r = Role(name, list(args), tmp_path)
+    def start(name, *args, env=None):
+        r = Role(name, list(args), tmp_path, env=env)
         started.append(r)
         return r
 

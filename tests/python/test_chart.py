@@ -199,6 +199,15 @@ BAD_VALUES = {
 }
 
 
+def test_a_grace_period_that_cannot_cover_the_drain_fails_rendering(chart):
+    # The gateway's 5 s delay plus a 25 s drain plus 5 s of room do not fit in 30 s.
+    err = render_error(chart, sets=["config.drain_timeout_s=25"])
+    assert err is not None and "terminationGracePeriodSeconds" in err, err
+    err = render_error(chart, sets=["preStopDelaySeconds=30"])
+    assert err is not None and "terminationGracePeriodSeconds" in err, err
+    assert render_error(chart, sets=["config.drain_timeout_s=25", "terminationGracePeriodSeconds=40"]) is None
+
+
 @pytest.mark.parametrize("case", list(BAD_VALUES))
 def test_schema_rejects_bad_values(chart, case):
     err = render_error(chart, sets=BAD_VALUES[case])
@@ -274,11 +283,13 @@ def check_workload(o, values):
         assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}, name
         assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}, name
         command = c["lifecycle"]["preStop"]["exec"]["command"]
-        assert command[:2] == ["spreadagg", "drain"], name
-        wait = int(command[command.index("--wait") + 1]) if "--wait" in command else 10
-        # The drain wait, then SIGTERM and the roles' own drain (drain_timeout_s), with room.
+        assert command[:3] == ["spreadagg", "drain", "--delay"], name
+        delay = float(command[3])
+        # The hook's delay, then the roles' own drain (drain_timeout_s), with room.
         drain = float(values["config"].get("drain_timeout_s", 4.5))
-        assert spec["terminationGracePeriodSeconds"] >= wait + drain + 5, name
+        assert spec["terminationGracePeriodSeconds"] >= delay + drain + 5, name
+        if c["name"] == "gateway":
+            assert delay > 0, "the gateway waits for load balancers before it drains"
     if o["kind"] != "Job":
         assert "checksum/config" in o["spec"]["template"]["metadata"]["annotations"], name
 

@@ -250,9 +250,9 @@ containers:
     lifecycle:
       preStop:
         exec:
-          # POST /drain on the local admin address (with SPREADAGG_ADMIN_TOKEN if set), then
-          # wait until the process stops answering; SIGTERM follows.
-          command: ["spreadagg", "drain", "--wait", {{ $v.drainWaitSeconds | quote }}]
+          # After the delay, POST /drain on the local admin address (with SPREADAGG_ADMIN_TOKEN
+          # if set); SIGTERM follows and finds the role already draining.
+          command: ["spreadagg", "drain", "--delay", {{ include "spreadagg.preStopDelay" (dict "v" $v "role" $role) | quote }}]
     {{- end }}
     resources:
       {{- toYaml $role.resources | nindent 6 }}
@@ -330,4 +330,19 @@ Input: dict root, id. Output: JSON.
 {{- define "spreadagg.simWsPath" -}}
 {{- $paths := dict "binance" "/ws" "okx" "/ws/v5/public" "htx" "/ws" "kucoin" "/" "mexc" "/ws" }}
 {{- get $paths . }}
+{{- end }}
+
+{{/*
+The preStop delay of a role (its own, else the global one), checked against the grace period:
+the delay, then the roles' drain (config.drain_timeout_s, 4.5 s by default), with 5 s to spare.
+*/}}
+{{- define "spreadagg.preStopDelay" -}}
+{{- $delay := .v.preStopDelaySeconds -}}
+{{- if hasKey .role "preStopDelaySeconds" }}{{ $delay = .role.preStopDelaySeconds }}{{ end -}}
+{{- $drain := 4.5 -}}
+{{- if and .v.config (hasKey .v.config "drain_timeout_s") }}{{ $drain = .v.config.drain_timeout_s }}{{ end -}}
+{{- if lt (float64 .v.terminationGracePeriodSeconds) (addf $delay $drain 5) -}}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must cover the preStop delay (%v s) plus drain_timeout_s (%v s) plus 5 s" .v.terminationGracePeriodSeconds $delay $drain) -}}
+{{- end -}}
+{{- $delay -}}
 {{- end }}

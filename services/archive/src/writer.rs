@@ -32,6 +32,7 @@ use object_store::path::Path;
 use serde_json::{Value, json};
 use spreadagg_bus::{Bus, BusError, Consumer, ConsumerSpec, Delivery};
 use spreadagg_model::wire::{Spread, Tick, Trade};
+use spreadagg_runtime::traces::HOT;
 use spreadagg_runtime::{Component, Health};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -487,6 +488,8 @@ impl<T: Record> Writer<T> {
             return Ok(());
         }
         let started = std::time::Instant::now();
+        // The stage span: encoding, writing and acknowledging one flush.
+        let _stage = tracing::debug_span!(target: HOT, "archive.flush", stream = self.label(), messages = i64::try_from(self.deliveries.len()).unwrap_or(i64::MAX));
         let groups = std::mem::take(&mut self.rows);
         let base = self.store.base().clone();
         let encoded = tokio::task::spawn_blocking(move || encode_all::<T>(&base, groups))

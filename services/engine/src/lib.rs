@@ -23,6 +23,7 @@ use spreadagg_bus::{Bus, ConsumerSpec, Delivery, OutMessage, Publisher};
 use spreadagg_model::subjects::{self, STREAM_TICKS};
 use spreadagg_model::wire::Tick;
 use spreadagg_model::{ExchangeId, Symbol};
+use spreadagg_runtime::traces::HOT;
 use spreadagg_runtime::{Component, Health};
 use tokio_util::sync::CancellationToken;
 
@@ -290,6 +291,8 @@ impl Work {
         if self.unacked.is_empty() {
             return;
         }
+        // The stage span: waiting for a batch's spreads, then acknowledging its ticks.
+        let _stage = tracing::debug_span!(target: HOT, "engine.settle_batch", ticks = i64::try_from(self.unacked.len()).unwrap_or(i64::MAX));
         let flushed = self.publisher.flush().await;
         if let Err(failed) = &flushed {
             tracing::warn!(error = %failed, "spread publish failed");

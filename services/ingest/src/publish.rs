@@ -18,6 +18,7 @@ use spreadagg_bus::{Bus, OutMessage};
 use spreadagg_model::ExchangeId;
 use spreadagg_model::formulas::book_spread_pct;
 use spreadagg_runtime::Component;
+use spreadagg_runtime::traces::HOT;
 use tokio_util::sync::CancellationToken;
 
 use crate::conflate::Conflator;
@@ -71,6 +72,8 @@ pub(crate) async fn run(
         if !more && batch.is_empty() {
             break;
         }
+        // The stage span: encoding and sending one batch (closed when the batch is done).
+        let _stage = tracing::debug_span!(target: HOT, "ingest.publish_batch", exchange = ex, events = i64::try_from(batch.len()).unwrap_or(i64::MAX));
         let table = symbols
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

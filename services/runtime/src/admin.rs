@@ -3,9 +3,11 @@
 //! and `/config` (the effective configuration, secrets redacted).
 //!
 //! `/healthz`, `/readyz`, `/metrics` and `/health` are open (kubelet and Prometheus scrape them).
-//! `POST /drain` and `/config` answer loopback callers (the preStop hook runs in the pod) and,
-//! when an [`AdminToken`] is configured, callers presenting it as `Authorization: Bearer`;
-//! anyone else gets 403 (no token configured) or 401 (wrong or missing token), counted in
+//! `POST /drain` and `/config` answer loopback callers only (the preStop hook runs in the pod),
+//! 403 to others, while no [`AdminToken`] is configured. Once one is, every caller, loopback
+//! included, must present it as `Authorization: Bearer` (401 otherwise): a service-mesh sidecar
+//! delivers remote requests from loopback, so the peer address proves nothing then (`spreadagg
+//! drain` in the pod reads the same token). Refusals are counted in
 //! `spreadagg_admin_refused_total{path}`.
 
 use std::net::SocketAddr;
@@ -142,9 +144,6 @@ async fn local_or_token(
     request: Request,
     next: Next,
 ) -> Response {
-    if peer.ip().is_loopback() || peer.ip().to_canonical().is_loopback() {
-        return next.run(request).await;
-    }
     let path = request.uri().path().to_owned();
     let refuse = |status: StatusCode, why: &'static str| {
         metrics::counter!("spreadagg_admin_refused_total", "path" => path.clone()).increment(1);
@@ -152,6 +151,9 @@ async fn local_or_token(
         (status, Json(json!({"error": why}))).into_response()
     };
     let Some(token) = &s.token else {
+        if peer.ip().to_canonical().is_loopback() {
+            return next.run(request).await;
+        }
         return refuse(
             StatusCode::FORBIDDEN,
             "loopback only: no admin token is configured",
@@ -298,9 +300,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn loopback_callers_need_no_token() {
+    async fn loopback_callers_need_no_token_while_none_is_configured() {
         for peer in ["127.0.0.1:1", "[::1]:1", "[::ffff:127.0.0.1]:1"] {
-            let (a, shutdown) = app(Some("s3cret"), peer);
+            let (a, shutdown) = app(None, peer);
             assert_eq!(
                 call(a.clone(), "GET", "/config", None).await,
                 StatusCode::OK,
@@ -308,6 +310,31 @@ mod tests {
             );
             assert_eq!(
                 call(a, "POST", "/drain", None).await,
+                StatusCode::ACCEPTED,
+                "{peer}"
+            );
+            assert!(shutdown.token().is_cancelled(), "{peer}");
+        }
+    }
+
+    #[tokio::test]
+    async fn with_a_token_configured_loopback_needs_it_too() {
+        // A sidecar proxy (Istio, Linkerd) delivers remote requests from 127.0.0.1 or 127.0.0.6.
+        for peer in ["127.0.0.1:1", "127.0.0.6:15006", "[::ffff:127.0.0.1]:1"] {
+            let (a, shutdown) = app(Some("s3cret"), peer);
+            assert_eq!(
+                call(a.clone(), "GET", "/config", None).await,
+                StatusCode::UNAUTHORIZED,
+                "{peer}"
+            );
+            assert_eq!(
+                call(a.clone(), "POST", "/drain", None).await,
+                StatusCode::UNAUTHORIZED,
+                "{peer}"
+            );
+            assert!(!shutdown.token().is_cancelled(), "{peer}");
+            assert_eq!(
+                call(a, "POST", "/drain", Some("s3cret")).await,
                 StatusCode::ACCEPTED,
                 "{peer}"
             );

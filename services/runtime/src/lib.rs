@@ -9,6 +9,7 @@ pub mod net;
 pub mod process;
 pub mod shutdown;
 pub mod telemetry;
+pub mod traces;
 
 pub use health::{Component, Health};
 pub use shutdown::Shutdown;

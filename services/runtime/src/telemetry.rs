@@ -6,7 +6,13 @@ use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
+
+use crate::config::ConfigError;
+use crate::traces::{self, Traces};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -35,21 +41,63 @@ impl std::str::FromStr for LogFormat {
 /// Logs go to stderr so that stdout stays for the lines tools read (bound addresses).
 /// Calling it twice is harmless.
 pub fn init_logs(format: LogFormat) {
+    install(format, None);
+}
+
+/// As [`init_logs`], and exports the hot path's spans with OTLP when the standard
+/// `OTEL_EXPORTER_OTLP_*` variables ask for it (see [`crate::traces`]). `role` names the
+/// service (`spreadagg-<role>`) unless `OTEL_SERVICE_NAME` does.
+///
+/// # Errors
+/// When an `OTEL_*` variable is set to something unusable: bad configuration, found at start.
+pub fn init(format: LogFormat, role: &str) -> Result<Traces, ConfigError> {
+    let settings = traces::settings_from(|k| std::env::var(k).ok(), role)?;
+    let provider = match &settings {
+        Some(settings) => Some(traces::provider(settings)?),
+        None => None,
+    };
+    install(format, provider.as_ref());
+    if let Some(settings) = settings {
+        match settings.ratio {
+            Some(ratio) => tracing::info!(ratio, "traces exported with OTLP"),
+            None => tracing::info!(
+                sampler = "from OTEL_TRACES_SAMPLER",
+                "traces exported with OTLP"
+            ),
+        }
+    }
+    Ok(traces::into_traces(provider))
+}
+
+fn install(format: LogFormat, provider: Option<&SdkTracerProvider>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    let _already_set = if json {
-        builder.json().flatten_event(true).try_init()
+    let ansi = std::io::stderr().is_terminal();
+    // Each layer has its own filter: RUST_LOG decides what is logged, and the trace layer
+    // (when there is one) takes only the hot path's stage spans.
+    let logs = if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed()
     } else {
-        builder.try_init()
+        tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed()
     };
+    let spans = provider.map(traces::layer);
+    let _already_set = tracing_subscriber::registry()
+        .with(logs)
+        .with(spans)
+        .try_init();
 }
 
 static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();

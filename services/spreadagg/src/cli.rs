@@ -72,6 +72,23 @@ pub enum Role {
     Roles,
 }
 
+impl Role {
+    /// The subcommand's name, as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Role::Ingest(_) => "ingest",
+            Role::Engine => "engine",
+            Role::Archive(_) => "archive",
+            Role::Gateway(_) => "gateway",
+            Role::Simulate(_) => "simulate",
+            Role::All(_) => "all",
+            Role::Drain(_) => "drain",
+            Role::Streams(_) => "streams",
+            Role::Roles => "roles",
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct IngestArgs {
     #[arg(long, env = "SPREADAGG_EXCHANGE")]
@@ -125,9 +142,13 @@ pub struct SimulateArgs {
 
 #[derive(Debug, Args)]
 pub struct DrainArgs {
-    /// Seconds to wait for the role to stop after accepting the drain.
-    #[arg(long, default_value_t = 10.0)]
-    pub wait: f64,
+    /// Seconds to wait before asking (load balancers stop sending new work meanwhile).
+    #[arg(long, default_value_t = 0.0)]
+    pub delay: f64,
+    /// Seconds to wait, after the drain is accepted, for the role to stop; without it the
+    /// command returns as soon as the drain is accepted (what a preStop hook needs).
+    #[arg(long)]
+    pub wait: Option<f64>,
 }
 
 #[derive(Debug, Args)]

@@ -13,13 +13,26 @@ use tokio::time::Instant;
 use crate::announce;
 use crate::settings::Settings;
 
-/// `spreadagg drain`: POST /drain to the local role, then wait until it stops answering.
-/// Exit 0 when the role has stopped (or nothing was listening: already stopped), 1 when it
-/// refused or is still running after `wait`.
-pub async fn drain(admin_addr: SocketAddr, token: Option<AdminToken>, wait: Duration) -> ExitCode {
-    // Bound to "any", the role is reached on loopback, which it trusts without a token.
+/// `spreadagg drain`: after `delay` (load balancers stop sending new work to a pod being
+/// deleted; the gateway's hook waits for that), POST /drain to the local role; then, with a
+/// `wait`, wait until the role stops answering.
+///
+/// As a preStop hook it runs with no wait: the role is the container's main process, so its
+/// exit ends the hook too, and the hook's only job is to start the drain (SIGTERM, which
+/// follows the hook, finds the role already draining). Exit 0 when the drain was accepted
+/// (and, with a wait, the role stopped) or nothing listens (already stopped); 1 when the drain
+/// was refused, the request failed otherwise, or the role still runs after the wait.
+pub async fn drain(
+    admin_addr: SocketAddr,
+    token: Option<AdminToken>,
+    delay: Duration,
+    wait: Option<Duration>,
+) -> ExitCode {
+    // Bound to "any", the role is reached on loopback.
     let target = dialable(admin_addr);
+    // No proxy: the request is for this host, and the token must not travel further.
     let client = match reqwest::Client::builder()
+        .no_proxy()
         .timeout(Duration::from_secs(2))
         .build()
     {
@@ -29,12 +42,16 @@ pub async fn drain(admin_addr: SocketAddr, token: Option<AdminToken>, wait: Dura
             return ExitCode::FAILURE;
         }
     };
+    if !delay.is_zero() {
+        announce(&format!("waiting {} ms before draining", delay.as_millis()));
+        tokio::time::sleep(delay).await;
+    }
     let mut request = client.post(format!("http://{target}/drain"));
     if let Some(token) = &token {
         request = request.bearer_auth(token.secret());
     }
     match request.send().await {
-        Err(e) if e.is_connect() => {
+        Err(e) if refused(&e) => {
             announce(&format!("nothing listening on {target}: already stopped"));
             return ExitCode::SUCCESS;
         }
@@ -50,12 +67,15 @@ pub async fn drain(admin_addr: SocketAddr, token: Option<AdminToken>, wait: Dura
             return ExitCode::FAILURE;
         }
     }
+    let Some(wait) = wait else {
+        return ExitCode::SUCCESS;
+    };
     let deadline = Instant::now() + wait;
     let started = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         match client.get(format!("http://{target}/healthz")).send().await {
-            Err(e) if e.is_connect() => {
+            Err(e) if refused(&e) => {
                 announce(&format!(
                     "stopped after {} ms",
                     started.elapsed().as_millis()
@@ -69,6 +89,18 @@ pub async fn drain(admin_addr: SocketAddr, token: Option<AdminToken>, wait: Dura
             _ => {}
         }
     }
+}
+
+/// Whether the connection was refused: nothing listens (a timeout or a reset is not that).
+fn refused(e: &reqwest::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// `spreadagg streams`: creates or updates the four streams (connecting does), retrying while

@@ -21,7 +21,17 @@ use crate::settings::Settings;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init_logs(cli.global.log_format);
+    // TLS (exchange WebSocket and REST connections, the OTLP exporter) uses rustls with the
+    // ring provider; installed before anything builds a client.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let traces = match telemetry::init(cli.global.log_format, cli.role.name()) {
+        Ok(t) => t,
+        Err(e) => {
+            telemetry::init_logs(cli.global.log_format);
+            tracing::error!(error = %e, "configuration");
+            return ExitCode::from(2);
+        }
+    };
     // Install the metrics recorder before any role records: metrics recorded earlier are lost.
     telemetry::metrics();
     if matches!(cli.role, Role::Roles) {
@@ -46,8 +56,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // TLS for exchange connections (WebSocket and REST) uses rustls with the ring provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -61,11 +69,19 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async move {
         match cli.role {
             Role::Drain(a) => {
-                let Ok(wait) = Duration::try_from_secs_f64(a.wait) else {
-                    tracing::error!(wait = a.wait, "--wait must be a number of seconds");
+                let Ok(delay) = Duration::try_from_secs_f64(a.delay) else {
+                    tracing::error!(delay = a.delay, "--delay must be a number of seconds");
                     return ExitCode::from(2);
                 };
-                commands::drain(settings.admin_addr, admin_token, wait).await
+                let wait = match a.wait.map(Duration::try_from_secs_f64) {
+                    None => None,
+                    Some(Ok(w)) => Some(w),
+                    Some(Err(_)) => {
+                        tracing::error!("--wait must be a number of seconds");
+                        return ExitCode::from(2);
+                    }
+                };
+                commands::drain(settings.admin_addr, admin_token, delay, wait).await
             }
             Role::Streams(a) => {
                 let Ok(timeout) = Duration::try_from_secs_f64(a.timeout) else {
@@ -79,6 +95,8 @@ fn main() -> ExitCode {
     });
     // Every role has returned; do not wait on anything still blocked in the runtime.
     runtime.shutdown_timeout(Duration::from_millis(500));
+    // Outside the runtime: the exporter's client is a blocking one.
+    traces.shutdown();
     code
 }
 
