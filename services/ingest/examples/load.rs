@@ -42,7 +42,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.get(1).map(String::as_str) == Some("--feed") {
         return rt.block_on(feed());
     }
-    rt.block_on(harness(&args[0]))
+    // With OTEL_EXPORTER_OTLP_ENDPOINT set the harness exports the ingest role's stage spans as
+    // `spreadagg` does, to measure what tracing costs (docs/BENCHMARKS.md).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let traces = spreadagg_runtime::telemetry::init(
+        spreadagg_runtime::telemetry::LogFormat::Text,
+        "ingest",
+    )?;
+    if traces.enabled() {
+        println!("traces exported with OTLP");
+    }
+    let result = rt.block_on(harness(&args[0]));
+    drop(rt);
+    traces.shutdown();
+    result
 }
 
 /// Serves discovery on one port and the WebSocket feed on another; prints both.
