@@ -6,6 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use spreadagg_testkit::NatsServer;
+use spreadagg_testkit::kube_api::KubeApiMock;
 use tokio::process::Command;
 
 use crate::support::{Proc, binary, eventually, http_get};
@@ -190,4 +191,124 @@ async fn an_unusable_admin_token_fails_at_start_before_binding() {
             "the flag is named: {stderr}"
         );
     }
+}
+
+/// The lease state an archiver reports in `/health`.
+async fn lease_state(admin: &str) -> String {
+    let (_, body) = http_get(admin, "/health").await;
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    health["components"]["lease"]["detail"]["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Two archivers with `[lease]` against a mocked Kubernetes API server (no API server can run
+/// here; the mock keeps Leases with the real server's optimistic concurrency): one leads, the
+/// other stands by, ready; when the leader stops it releases the Lease and the standby leads
+/// within one attempt, not a lease duration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_archivers_take_turns_on_the_lease() {
+    let api = KubeApiMock::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    let config = dir.path().join("spreadagg.toml");
+    std::fs::write(
+        &config,
+        "[lease]\nname = \"spreadagg-archive\"\nnamespace = \"markets\"\nduration_s = 30\nrenew_every_s = 1\n",
+    )
+    .expect("config");
+    let start = |identity: &str| {
+        let store = format!("file://{}", dir.path().join(identity).display());
+        Proc::spawn_with(
+            identity,
+            dir.path(),
+            dir.path(),
+            &[
+                "archive",
+                "--store",
+                &store,
+                "--config",
+                config.to_str().expect("utf-8"),
+            ],
+            &[
+                ("KUBECONFIG", kubeconfig.to_str().expect("utf-8")),
+                ("HOSTNAME", identity),
+            ],
+        )
+    };
+    let mut a = start("archive-a");
+    let a_admin = a.admin().await;
+    eventually("a leads", Duration::from_secs(20), || async {
+        lease_state(&a_admin).await == "leader"
+    })
+    .await;
+    let mut b = start("archive-b");
+    let b_admin = b.admin().await;
+    eventually("b stands by, ready", Duration::from_secs(20), || async {
+        lease_state(&b_admin).await == "standby" && http_get(&b_admin, "/readyz").await.0 == 200
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        lease_state(&b_admin).await,
+        "standby",
+        "b waits while a renews"
+    );
+    assert_eq!(
+        api.holder("spreadagg-archive").as_deref(),
+        Some("archive-a")
+    );
+
+    let (status, _) = a.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "a: {status}; log:\n{}", a.log_text());
+    let released = std::time::Instant::now();
+    eventually(
+        "b leads after a's release",
+        Duration::from_secs(5),
+        || async { lease_state(&b_admin).await == "leader" },
+    )
+    .await;
+    assert!(
+        released.elapsed() < Duration::from_secs(5),
+        "b took over in {:?}, not after the 30 s duration",
+        released.elapsed()
+    );
+    assert_eq!(
+        api.holder("spreadagg-archive").as_deref(),
+        Some("archive-b")
+    );
+    let (status, _) = b.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "b: {status}; log:\n{}", b.log_text());
+    assert_eq!(
+        api.holder("spreadagg-archive"),
+        None,
+        "released on a clean stop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_lease_settings_fail_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("spreadagg.toml");
+    std::fs::write(
+        &config,
+        "[lease]\nname = \"l\"\nnamespace = \"n\"\nidentity = \"i\"\nduration_s = 15\nrenew_every_s = 10\n",
+    )
+    .expect("config");
+    let (code, stdout, stderr) = run(
+        &[
+            "archive",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().expect("utf-8"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(!stdout.contains("listening admin"), "{stdout}");
+    assert!(stderr.contains("renew_every_s"), "{stderr}");
 }

@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod lease;
 mod roles;
 mod settings;
 

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::announce;
 use crate::cli::Role;
+use crate::lease;
 use crate::settings::Settings;
 
 /// The role names, as `spreadagg roles` lists them.
@@ -25,6 +26,13 @@ pub struct RoleError {
 }
 
 impl RoleError {
+    pub fn new(role: &'static str, message: impl Into<String>) -> Self {
+        RoleError {
+            role,
+            message: message.into(),
+        }
+    }
+
     pub fn drain_timeout() -> Self {
         RoleError {
             role: "shutdown",
@@ -112,11 +120,22 @@ pub async fn run(
             "engine",
             spreadagg_engine::run(settings.engine.clone(), bus.clone(), h.clone(), st.clone()),
         ),
-        Role::Archive(_) => spawn_role(
-            &mut roles,
-            "archive",
-            spreadagg_archive::run(settings.archive.clone(), bus.clone(), h.clone(), st.clone()),
-        ),
+        Role::Archive(_) => {
+            let lease = settings.lease.resolve().map_err(|e| fail("lease")(&e))?;
+            let archive = spreadagg_archive::run(
+                settings.archive.clone(),
+                bus.clone(),
+                h.clone(),
+                st.clone(),
+            );
+            spawn_role(
+                &mut roles,
+                "archive",
+                lease::run_as_leader(lease, h.clone(), st.clone(), async move {
+                    archive.await.map_err(|e| fail("archive")(&e))
+                }),
+            );
+        }
         Role::Gateway(_) => spawn_gateway(&mut roles, &settings, &bus, h, st).await?,
         Role::All(_) => {
             let sim = Simulator::start(settings.simulate.clone(), stop.clone())

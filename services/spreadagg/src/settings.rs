@@ -17,6 +17,7 @@ use spreadagg_runtime::admin::AdminToken;
 use spreadagg_runtime::config::ConfigError;
 
 use crate::cli::{Cli, Role};
+use crate::lease::LeaseSettings;
 
 /// Everything configurable, as the file spells it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,6 +40,8 @@ pub struct Settings {
     pub archive: ArchiveConfig,
     pub gateway: GatewayConfig,
     pub simulate: SimConfig,
+    /// Leader election for the archive role (off while `name` is empty).
+    pub lease: LeaseSettings,
 }
 
 impl Default for Settings {
@@ -57,6 +60,7 @@ impl Default for Settings {
             },
             gateway: GatewayConfig::default(),
             simulate: SimConfig::default(),
+            lease: LeaseSettings::default(),
         }
     }
 }
@@ -129,6 +133,10 @@ impl Settings {
                 }
             }
             Role::Engine | Role::Roles | Role::Drain(_) | Role::Streams(_) => {}
+        }
+        if matches!(cli.role, Role::Archive(_)) {
+            // Bad election settings fail at start, before any port is bound.
+            s.lease.resolve()?;
         }
         Ok(s)
     }

