@@ -708,10 +708,17 @@ pub(crate) async fn watch_lag(bus: Bus, statuses: Vec<Arc<StreamStatus>>, stop: 
                         .lag
                         .store(i64::try_from(lag).unwrap_or(i64::MAX), Ordering::Relaxed);
                 }
+                // Unknown, not the last value: a stale number could hold an alert or hide one.
                 Ok(Err(error)) => {
+                    metrics::gauge!("spreadagg_archive_lag_messages", "stream" => kind.name())
+                        .set(f64::NAN);
                     tracing::debug!(stream = kind.name(), %error, "lag query failed");
                 }
-                Err(_) => tracing::debug!(stream = kind.name(), "lag query timed out"),
+                Err(_) => {
+                    metrics::gauge!("spreadagg_archive_lag_messages", "stream" => kind.name())
+                        .set(f64::NAN);
+                    tracing::debug!(stream = kind.name(), "lag query timed out");
+                }
             }
             status.publish();
         }

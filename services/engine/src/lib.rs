@@ -199,7 +199,7 @@ pub async fn run(
 const LAG_REFRESH: Duration = Duration::from_secs(5);
 
 /// Keeps `spreadagg_engine_lag_messages` (ticks in MD_TICKS past the consumer's acknowledged
-/// floor) current until stop. A query that fails or takes over 2 s is skipped.
+/// floor) current until stop. A query that fails or takes over 2 s leaves it NaN (unknown).
 async fn report_lag(bus: Bus, durable: String, stop: CancellationToken) {
     let gauge = metrics::gauge!("spreadagg_engine_lag_messages", "stream" => STREAM_TICKS);
     let mut every = tokio::time::interval(LAG_REFRESH);
@@ -219,8 +219,15 @@ async fn report_lag(bus: Bus, durable: String, stop: CancellationToken) {
             () = stop.cancelled() => return,
             measured = tokio::time::timeout(Duration::from_secs(2), query) => match measured {
                 Ok(Ok(lag)) => gauge.set(lag as f64),
-                Ok(Err(error)) => tracing::debug!(%error, "engine lag query failed"),
-                Err(_) => tracing::debug!("engine lag query timed out"),
+                // Unknown, not the last value: a stale number could hold an alert or hide one.
+                Ok(Err(error)) => {
+                    gauge.set(f64::NAN);
+                    tracing::debug!(%error, "engine lag query failed");
+                }
+                Err(_) => {
+                    gauge.set(f64::NAN);
+                    tracing::debug!("engine lag query timed out");
+                }
             },
         }
     }
