@@ -836,3 +836,92 @@ def test_readme_lists_every_value():
         if ".".join(path) not in documented:
             missing.append(".".join(path))
     assert not missing, f"charts/spreadagg/README.md does not list: {missing}"
+
+
+# -- names of a long release -------------------------------------------------------------------
+
+# 53 characters, Helm's longest release name, without "spreadagg" in it (so the full name is
+# "<release>-spreadagg", cut to 50).
+LONG_RELEASE = "market-data-spread-aggregator-production-eu-west-1-ab"
+
+
+def test_a_53_character_release_name_renders_names_and_labels_kubernetes_accepts(chart, tmp_path):
+    """Every name and label value of a maximal release fits in 63 characters; the engine
+    StatefulSet's name leaves room for the controller-revision-hash label Kubernetes puts on
+    its pods (the name, '-' and a hash of about 10 characters), so at most 52."""
+    assert len(LONG_RELEASE) == 53
+    values = write_values(tmp_path, "everything", {
+        "ingestors": {e: {"enabled": True} for e in EXCHANGES} | {"coinbase": {"enabled": True, "shards": 12}},
+        "simulator": {"enabled": True},
+        "archive": {"persistence": {"enabled": True}},
+        "gateway": {"ingress": {"enabled": True}, "autoscaling": {"enabled": True}},
+        "metrics": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}},
+        "grafana": {"dashboards": {"enabled": True}},
+        "prometheusRule": {"enabled": True},
+    })
+    try:
+        objs = without_stand_in(gen.objects(gen.render(chart, values=[values], release=LONG_RELEASE)))
+    except subprocess.CalledProcessError as e:
+        pytest.fail(f"helm template failed:\n{e.stderr}")
+    problems = []
+
+    def labels(where, mapping):
+        for k, v in (mapping or {}).items():
+            if len(str(v)) > 63:
+                problems.append(f"{where}: label {k}={v} is {len(str(v))} characters")
+
+    names = set()
+    for o in objs:
+        kind, name = o["kind"], o["metadata"]["name"]
+        assert (kind, name) not in names, f"two {kind} objects named {name}"
+        names.add((kind, name))
+        if len(name) > 63:
+            problems.append(f"{kind}/{name}: name is {len(name)} characters")
+        labels(f"{kind}/{name}", o["metadata"].get("labels"))
+        spec = o.get("spec") or {}
+        labels(f"{kind}/{name} selector", (spec.get("selector") or {}).get("matchLabels"))
+        labels(f"{kind}/{name} pod template", ((spec.get("template") or {}).get("metadata") or {}).get("labels"))
+        if kind == "Job":
+            labels(f"{kind}/{name} job-name", {"batch.kubernetes.io/job-name": name})
+    sts = by_kind(objs, "StatefulSet")
+    assert len(sts) == 1
+    name = sts[0]["metadata"]["name"]
+    if len(name) > 52:
+        problems.append(f"StatefulSet/{name}: {len(name)} characters, so its pods' controller-revision-hash "
+                        f"label ({name}-<hash>) is longer than 63")
+    assert not problems, "\n".join(problems)
+    # What refers to those names still finds them.
+    by_name = {(o["kind"], o["metadata"]["name"]) for o in objs}
+    assert ("Service", sts[0]["spec"]["serviceName"]) in by_name
+    for o in objs:
+        if o["kind"] in WORKLOADS:
+            spec = pod_spec(o)
+            for v in spec["volumes"]:
+                if "configMap" in v:
+                    assert ("ConfigMap", v["configMap"]["name"]) in by_name, o["metadata"]["name"]
+                if "persistentVolumeClaim" in v:
+                    assert ("PersistentVolumeClaim", v["persistentVolumeClaim"]["claimName"]) in by_name
+            assert ("ServiceAccount", spec["serviceAccountName"]) in by_name
+            for c in spec["containers"]:
+                for key in ("SPREADAGG_WS_URL", "SPREADAGG_REST_URL"):
+                    url = env_of(c).get(key)
+                    if url:
+                        host = re.match(r"\w+://([^:/]+)", url).group(1)
+                        assert ("Service", host) in by_name, f"{o['metadata']['name']}: {key} names no Service"
+    for kind in ("HorizontalPodAutoscaler",):
+        for o in by_kind(objs, kind):
+            assert ("Deployment", o["spec"]["scaleTargetRef"]["name"]) in by_name
+    for o in by_kind(objs, "Ingress"):
+        for rule in o["spec"]["rules"]:
+            for p in rule["http"]["paths"]:
+                assert ("Service", p["backend"]["service"]["name"]) in by_name
+
+
+def test_short_release_names_keep_their_object_names(rendered):
+    """Fitting long names into 63 characters renames nothing that already fitted."""
+    names = {(o["kind"], o["metadata"]["name"]) for o in without_stand_in(rendered["default"])}
+    for expected in [("StatefulSet", "spreadagg-engine"), ("Service", "spreadagg-engine"), ("Deployment", "spreadagg-archive"),
+                     ("Deployment", "spreadagg-ingest-binance-0"), ("ConfigMap", "spreadagg-config"),
+                     ("ConfigMap", "spreadagg-streams-config"), ("Job", "spreadagg-streams"), ("Service", "spreadagg-gateway"),
+                     ("NetworkPolicy", "spreadagg-base"), ("ServiceAccount", "spreadagg")]:
+        assert expected in names, expected

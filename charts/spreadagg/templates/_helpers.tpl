@@ -20,6 +20,28 @@ archive.yaml, gateway.yaml, simulator.yaml, streams-job.yaml) only add what is t
 {{- end }}
 {{- end }}
 
+{{/*
+The name of one of the release's objects: "<fullname>-<suffix>", at most `max` characters
+(63, a DNS label, unless given). When it would be longer, the full name is cut, never the
+suffix, so names stay distinct (ingest-<exchange>-<shard>, dashboard-<file>). Names that fit
+are "<fullname>-<suffix>" unchanged. Input: dict root, suffix, and optionally max.
+*/}}
+{{- define "spreadagg.componentName" -}}
+{{- $max := int (default 63 .max) }}
+{{- $full := include "spreadagg.fullname" .root }}
+{{- $room := sub $max (add (len .suffix) 1) | int }}
+{{- printf "%s-%s" ($full | trunc $room | trimSuffix "-") .suffix }}
+{{- end }}
+
+{{/*
+The engine's name (StatefulSet, its headless Service and PDB). At most 52 characters: the
+StatefulSet controller labels every pod controller-revision-hash=<name>-<hash of about 10
+characters>, and a label value longer than 63 stops it creating the pods.
+*/}}
+{{- define "spreadagg.engineName" -}}
+{{- include "spreadagg.componentName" (dict "root" . "suffix" "engine" "max" 52) }}
+{{- end }}
+
 {{- define "spreadagg.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -270,7 +292,7 @@ containers:
 volumes:
   - name: config
     configMap:
-      name: {{ .configMap | default (printf "%s-config" (include "spreadagg.fullname" $root)) }}
+      name: {{ .configMap | default (include "spreadagg.componentName" (dict "root" $root "suffix" "config")) }}
   - name: tmp
     emptyDir:
       sizeLimit: {{ $v.tmpSizeLimit }}
