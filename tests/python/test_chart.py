@@ -925,3 +925,16 @@ def test_short_release_names_keep_their_object_names(rendered):
                      ("ConfigMap", "spreadagg-streams-config"), ("Job", "spreadagg-streams"), ("Service", "spreadagg-gateway"),
                      ("NetworkPolicy", "spreadagg-base"), ("ServiceAccount", "spreadagg")]:
         assert expected in names, expected
+
+
+def test_autoscaler_min_above_max_fails_rendering(chart):
+    """The API server refuses an HPA whose minReplicas exceeds maxReplicas; rendering says so first."""
+    err = render_error(chart, sets=["gateway.autoscaling.enabled=true", "gateway.autoscaling.minReplicas=5",
+                                    "gateway.autoscaling.maxReplicas=3"])
+    assert err is not None, "helm template accepted minReplicas 5 above maxReplicas 3"
+    assert "gateway.autoscaling.minReplicas (5) must not exceed gateway.autoscaling.maxReplicas (3)" in err, err
+    hpa = one(render(chart, sets=["gateway.autoscaling.enabled=true", "gateway.autoscaling.minReplicas=4",
+                                  "gateway.autoscaling.maxReplicas=4"]), "HorizontalPodAutoscaler", "spreadagg-gateway")
+    assert hpa["spec"]["minReplicas"] == hpa["spec"]["maxReplicas"] == 4
+    # Off, the autoscaler's bounds are not used and not checked.
+    assert render_error(chart, sets=["gateway.autoscaling.minReplicas=5", "gateway.autoscaling.maxReplicas=3"]) is None
