@@ -196,6 +196,7 @@ BAD_VALUES = {
     "upgrade hook": ["streamsJob.upgradeHook=post-install"],
     "security context with a root filesystem": ["securityContext.readOnlyRootFilesystem=false"],
     "ws url scheme": ["ingestors.okx.wsUrl=http://ws.okx.com/ws"],
+    "unknown key in nats.urlSecret": ["nats.urlSecret.secret=nats"],
 }
 
 
@@ -798,15 +799,21 @@ def test_k8s_stream_definitions_follow_the_production_streams_section():
         assert d["duplicate_window"] == prod["duplicate_window"] * 10**9
 
 
-def test_notes_render_with_the_gateway_address_and_warnings(tmp_path):
-    """NOTES.txt, which `helm template` leaves out, rendered through `tpl` in a copy of the chart."""
+def notes_renderer(tmp_path):
+    """NOTES.txt, which `helm template` leaves out, rendered through `tpl` in a copy of the chart:
+    a function of --set pairs returning the text."""
     chart_dir = gen.chart_copy(tmp_path)
     (chart_dir / "notes-check").mkdir()
     shutil.copy(chart_dir / "templates" / "NOTES.txt", chart_dir / "notes-check" / "NOTES.txt")
     (chart_dir / "templates" / "zz-notes-check.yaml").write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes-check}\n"
         "data:\n  notes: {{ tpl (.Files.Get \"notes-check/NOTES.txt\") . | quote }}\n")
-    notes = lambda *sets: one(render(chart_dir, sets=sets), "ConfigMap", "notes-check")["data"]["notes"]
+    return lambda *sets: one(render(chart_dir, sets=sets), "ConfigMap", "notes-check")["data"]["notes"]
+
+
+def test_notes_render_with_the_gateway_address_and_warnings(tmp_path):
+    """NOTES.txt, which `helm template` leaves out, rendered through `tpl` in a copy of the chart."""
+    notes = notes_renderer(tmp_path)
     text = notes()
     assert "port-forward svc/spreadagg-gateway 8080" in text and "nats://nats:4222" in text
     assert "below 3" in text and "WARNING" not in text and "simulator is ON" not in text
@@ -938,3 +945,32 @@ def test_autoscaler_min_above_max_fails_rendering(chart):
     assert hpa["spec"]["minReplicas"] == hpa["spec"]["maxReplicas"] == 4
     # Off, the autoscaler's bounds are not used and not checked.
     assert render_error(chart, sets=["gateway.autoscaling.minReplicas=5", "gateway.autoscaling.maxReplicas=3"]) is None
+
+
+# -- NATS URL from a Secret --------------------------------------------------------------------
+
+
+def test_nats_url_from_a_secret_on_every_pod(chart):
+    for extra in ([], ["nats.enabled=true"]):
+        objs = render(chart, sets=["nats.urlSecret.name=nats-creds", "nats.urlSecret.key=url", "streamsJob.enabled=true", *extra])
+        workloads = [o for o in objs if o["kind"] in WORKLOADS]
+        assert {o["kind"] for o in workloads} == set(WORKLOADS)
+        for o in workloads:
+            for c in pod_spec(o)["containers"]:
+                env = [e for e in c["env"] if e["name"] == "NATS_URL"]
+                assert env == [{"name": "NATS_URL", "valueFrom": {"secretKeyRef": {"name": "nats-creds", "key": "url"}}}], o["metadata"]["name"]
+        assert "nats://" not in yaml.safe_dump_all(objs).replace("nats://nats:4222", ""), "no URL literal anywhere"
+    err = render_error(chart, sets=["nats.urlSecret.name=nats-creds"])
+    assert err and "nats.urlSecret.key is required" in err, err
+
+
+def test_notes_never_print_nats_credentials(tmp_path):
+    notes = notes_renderer(tmp_path)
+    text = notes("nats.url=nats://spreadagg:hunter2@nats.other:4222")
+    assert "hunter2" not in text and "spreadagg:" not in text.split("NATS:", 1)[1].splitlines()[0]
+    assert "NATS: nats://***@nats.other:4222 (external, nats.url)" in text
+    text = notes("nats.url=tls://s3cr3t-token@nats.other:4222")
+    assert "s3cr3t" not in text and "tls://***@nats.other:4222" in text
+    assert "NATS: nats://nats:4222 (external, nats.url)" in notes(), "a URL without credentials is printed whole"
+    text = notes("nats.url=nats://u:p4ss@nats:4222", "nats.urlSecret.name=nats-creds", "nats.urlSecret.key=url")
+    assert "NATS: from Secret nats-creds, key url (nats.urlSecret)" in text and "p4ss" not in text

@@ -123,6 +123,31 @@ The NATS URL every role gets: the in-release nats chart's client Service when na
 {{- end }}
 {{- end }}
 
+{{/*
+The Secret holding the NATS URL (nats.urlSecret) as a secretKeyRef body, or nothing when
+nats.urlSecret.name is empty.
+*/}}
+{{- define "spreadagg.natsUrlSecretRef" -}}
+{{- $name := dig "urlSecret" "name" "" .Values.nats }}
+{{- if $name }}
+name: {{ $name }}
+key: {{ required "nats.urlSecret.key is required when nats.urlSecret.name is set" (dig "urlSecret" "key" "" .Values.nats) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The NATS URL as NOTES.txt may print it: where it comes from a Secret, the Secret and key; else
+the URL with any credentials (user:password@ or token@) replaced by ***@.
+*/}}
+{{- define "spreadagg.natsUrlForDisplay" -}}
+{{- $ref := include "spreadagg.natsUrlSecretRef" . | fromYaml }}
+{{- if $ref }}
+{{- printf "from Secret %s, key %s" $ref.name $ref.key }}
+{{- else }}
+{{- regexReplaceAll "^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@" (include "spreadagg.natsUrl" .) "${1}***@" }}
+{{- end }}
+{{- end }}
+
 {{/* A TOML value: strings, numbers, booleans and arrays of them are valid TOML as JSON. */}}
 {{- define "spreadagg.tomlValue" -}}
 {{- toJson . }}
@@ -219,7 +244,13 @@ containers:
       {{- toYaml .args | nindent 6 }}
     env:
       - name: NATS_URL
+        {{- with include "spreadagg.natsUrlSecretRef" $root }}
+        valueFrom:
+          secretKeyRef:
+            {{- . | trim | nindent 12 }}
+        {{- else }}
         value: {{ include "spreadagg.natsUrl" $root | quote }}
+        {{- end }}
       - name: SPREADAGG_ADMIN_ADDR
         value: "0.0.0.0:{{ $v.admin.port }}"
       - name: SPREADAGG_CONFIG
