@@ -197,6 +197,9 @@ BAD_VALUES = {
     "security context with a root filesystem": ["securityContext.readOnlyRootFilesystem=false"],
     "ws url scheme": ["ingestors.okx.wsUrl=http://ws.okx.com/ws"],
     "unknown key in nats.urlSecret": ["nats.urlSecret.secret=nats"],
+    "no DNS port": ["networkPolicy.dns.ports={}"],
+    "DNS port protocol": ["networkPolicy.dns.ports[0].port=53", "networkPolicy.dns.ports[0].protocol=ICMP"],
+    "ingest extra egress not a list": ["networkPolicy.ingestExtraEgress=proxy"],
 }
 
 
@@ -974,3 +977,61 @@ def test_notes_never_print_nats_credentials(tmp_path):
     assert "NATS: nats://nats:4222 (external, nats.url)" in notes(), "a URL without credentials is printed whole"
     text = notes("nats.url=nats://u:p4ss@nats:4222", "nats.urlSecret.name=nats-creds", "nats.urlSecret.key=url")
     assert "NATS: from Secret nats-creds, key url (nats.urlSecret)" in text and "p4ss" not in text
+
+
+# -- network policies: DNS and the ingestors' extra egress -------------------------------------
+
+# The examples of README.md's "Network policies" section.
+NODELOCAL_DNS = {"networkPolicy": {"dns": {"extraTo": [{"ipBlock": {"cidr": "169.254.20.10/32"}}]}}}
+OPENSHIFT_DNS = {"networkPolicy": {"dns": {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "openshift-dns"}},
+    "podSelector": {"matchLabels": {"k8s-app": None, "dns.operator.openshift.io/daemonset-dns": "default"}},
+    "ports": [{"port": 5353, "protocol": "UDP"}, {"port": 5353, "protocol": "TCP"}]}}}
+INGEST_PROXY = {"networkPolicy": {"ingestExtraEgress": [
+    {"to": [{"ipBlock": {"cidr": "10.20.0.15/32"}}], "ports": [{"port": 3128, "protocol": "TCP"}]}]}}
+KUBE_DNS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+
+
+def dns_rule(objs):
+    base = one(objs, "NetworkPolicy", "spreadagg-base")["spec"]
+    rules = [r for r in base["egress"] if any(p["port"] in (53, 5353) for p in r["ports"])]
+    assert len(rules) == 1, base["egress"]
+    return rules[0]
+
+
+def test_dns_egress_defaults_nodelocal_and_openshift(rendered, chart, tools, tmp_path):
+    default = dns_rule(rendered["default"])
+    assert default["to"] == [KUBE_DNS]
+    assert default["ports"] == [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+    readme = (CHART / "README.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", readme, re.S)]
+    for name, values in (("nodelocal", NODELOCAL_DNS), ("openshift", OPENSHIFT_DNS), ("proxy", INGEST_PROXY)):
+        assert values in blocks, f"README.md lacks the {name} example"
+    for name, values in (("nodelocal", NODELOCAL_DNS), ("openshift", OPENSHIFT_DNS)):
+        objs = render(chart, values=[write_values(tmp_path, name, values)])
+        rc, lines = kubernetes_validate(tools, by_kind(objs, "NetworkPolicy"), "1.30.0", tmp_path)
+        assert rc == 0, "\n".join(lines)
+        rule = dns_rule(objs)
+        if name == "nodelocal":
+            assert rule["to"] == [KUBE_DNS, {"ipBlock": {"cidr": "169.254.20.10/32"}}]
+            assert rule["ports"] == default["ports"]
+        else:
+            # The default's k8s-app label is gone (null in the values), not merged in.
+            assert rule["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "openshift-dns"}},
+                                   "podSelector": {"matchLabels": {"dns.operator.openshift.io/daemonset-dns": "default"}}}]
+            assert rule["ports"] == [{"port": 5353, "protocol": "UDP"}, {"port": 5353, "protocol": "TCP"}]
+    only_ip = write_values(tmp_path, "only-ip", {"networkPolicy": {"dns": {
+        "namespaceSelector": None, "podSelector": None, "extraTo": [{"ipBlock": {"cidr": "169.254.20.10/32"}}]}}})
+    assert dns_rule(render(chart, values=[only_ip]))["to"] == [{"ipBlock": {"cidr": "169.254.20.10/32"}}]
+
+
+def test_ingest_extra_egress(rendered, chart, tools, tmp_path):
+    default = one(rendered["default"], "NetworkPolicy", "spreadagg-ingest")["spec"]["egress"]
+    objs = render(chart, values=[EXAMPLES / "staging.yaml", write_values(tmp_path, "proxy", INGEST_PROXY)])
+    egress = one(objs, "NetworkPolicy", "spreadagg-ingest")["spec"]["egress"]
+    assert egress[:len(default)] == default
+    assert INGEST_PROXY["networkPolicy"]["ingestExtraEgress"][0] in egress
+    assert len(egress) == len(default) + 2, "the proxy rule and the simulator's"
+    rc, lines = kubernetes_validate(tools, by_kind(objs, "NetworkPolicy"), "1.30.0", tmp_path)
+    assert rc == 0, "\n".join(lines)
