@@ -819,9 +819,24 @@ def test_notes_render_with_the_gateway_address_and_warnings(tmp_path):
     notes = notes_renderer(tmp_path)
     text = notes()
     assert "port-forward svc/spreadagg-gateway 8080" in text and "nats://nats:4222" in text
-    assert "below 3" in text and "WARNING" not in text and "simulator is ON" not in text
+    assert "below 3" in text and "adapter" not in text and "simulator is ON" not in text
     text = notes("ingestors.bybit.enabled=true", "simulator.enabled=true", "config.streams.replicas=3")
     assert "bybit" in text and "no bybit adapter" in text and "simulator is ON" in text and "below 3" not in text
+
+
+ARCHIVE_WARNING = "WARNING: THE ARCHIVE IS NOT PERSISTENT"
+
+
+def test_notes_warn_loudly_when_a_file_archive_is_on_an_empty_dir(tmp_path):
+    notes = notes_renderer(tmp_path)
+    text = notes()
+    assert ARCHIVE_WARNING in text
+    assert "file:///var/lib/spreadagg/archive" in text and "archive.persistence.enabled=true" in text
+    assert ARCHIVE_WARNING in notes("archive.store=file:///var/lib/spreadagg/elsewhere")
+    assert ARCHIVE_WARNING not in notes("archive.persistence.enabled=true")
+    assert ARCHIVE_WARNING not in notes("archive.persistence.enabled=true", "archive.persistence.existingClaim=old")
+    assert ARCHIVE_WARNING not in notes("archive.store=s3://spreads/archive")
+    assert ARCHIVE_WARNING not in notes("archive.enabled=false")
 
 
 OPAQUE = {"resources", "podSecurityContext", "securityContext", "metricsNamespaceSelector", "namespaceSelector", "podSelector", "hosts", "ports"}
