@@ -1050,3 +1050,28 @@ def test_ingest_extra_egress(rendered, chart, tools, tmp_path):
     assert len(egress) == len(default) + 2, "the proxy rule and the simulator's"
     rc, lines = kubernetes_validate(tools, by_kind(objs, "NetworkPolicy"), "1.30.0", tmp_path)
     assert rc == 0, "\n".join(lines)
+
+
+def test_operations_doc_names_only_values_that_exist():
+    """docs/operations.md tells operators which values to set (the Upgrade section: the stream
+    hook, NATS and network-policy keys); every key it names is a key of values.yaml."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    text = (ROOT / "docs" / "operations.md").read_text()
+    named = set(re.findall(r"`((?:nats|networkPolicy|streamsJob|archive|gateway|ingestors|metrics|prometheusRule|grafana)\.[A-Za-z0-9_.<>]+)", text))
+    assert {"streamsJob.upgradeHook", "networkPolicy.natsPorts", "networkPolicy.natsTo", "nats.url"} <= named
+    assert "streamsJob.upgradeHook=post-upgrade" in text
+    upgrade = text.split("### Upgrade", 1)[1].split("\n### ", 1)[0]
+    for key in ("networkPolicy.natsPorts", "networkPolicy.natsTo", "nats.url", "streamsJob.upgradeHook=post-upgrade"):
+        assert key in upgrade, f"the Upgrade section does not mention {key}"
+    for path in sorted(named):
+        parts = path.split(".")
+        if parts[0] == "ingestors" and len(parts) > 2 and parts[2] != "enabled":
+            parts = ["ingestDefaults", *parts[2:]]  # an exchange takes any ingestDefaults key
+        elif parts[0] == "ingestors" and parts[1] == "<id>":
+            parts = ["ingestors", "binance", *parts[2:]]
+        node = values
+        for part in parts:
+            if node == {}:
+                break  # a free-form map (nats.config.jetstream.merge, config.engine): any key
+            assert isinstance(node, dict) and part in node, f"docs/operations.md names `{path}`, which values.yaml does not have"
+            node = node[part]
