@@ -196,6 +196,10 @@ BAD_VALUES = {
     "upgrade hook": ["streamsJob.upgradeHook=post-install"],
     "security context with a root filesystem": ["securityContext.readOnlyRootFilesystem=false"],
     "ws url scheme": ["ingestors.okx.wsUrl=http://ws.okx.com/ws"],
+    "unknown key in nats.urlSecret": ["nats.urlSecret.secret=nats"],
+    "no DNS port": ["networkPolicy.dns.ports={}"],
+    "DNS port protocol": ["networkPolicy.dns.ports[0].port=53", "networkPolicy.dns.ports[0].protocol=ICMP"],
+    "ingest extra egress not a list": ["networkPolicy.ingestExtraEgress=proxy"],
 }
 
 
@@ -798,20 +802,41 @@ def test_k8s_stream_definitions_follow_the_production_streams_section():
         assert d["duplicate_window"] == prod["duplicate_window"] * 10**9
 
 
-def test_notes_render_with_the_gateway_address_and_warnings(tmp_path):
-    """NOTES.txt, which `helm template` leaves out, rendered through `tpl` in a copy of the chart."""
+def notes_renderer(tmp_path):
+    """NOTES.txt, which `helm template` leaves out, rendered through `tpl` in a copy of the chart:
+    a function of --set pairs returning the text."""
     chart_dir = gen.chart_copy(tmp_path)
     (chart_dir / "notes-check").mkdir()
     shutil.copy(chart_dir / "templates" / "NOTES.txt", chart_dir / "notes-check" / "NOTES.txt")
     (chart_dir / "templates" / "zz-notes-check.yaml").write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes-check}\n"
         "data:\n  notes: {{ tpl (.Files.Get \"notes-check/NOTES.txt\") . | quote }}\n")
-    notes = lambda *sets: one(render(chart_dir, sets=sets), "ConfigMap", "notes-check")["data"]["notes"]
+    return lambda *sets: one(render(chart_dir, sets=sets), "ConfigMap", "notes-check")["data"]["notes"]
+
+
+def test_notes_render_with_the_gateway_address_and_warnings(tmp_path):
+    """NOTES.txt, which `helm template` leaves out, rendered through `tpl` in a copy of the chart."""
+    notes = notes_renderer(tmp_path)
     text = notes()
     assert "port-forward svc/spreadagg-gateway 8080" in text and "nats://nats:4222" in text
-    assert "below 3" in text and "WARNING" not in text and "simulator is ON" not in text
+    assert "below 3" in text and "adapter" not in text and "simulator is ON" not in text
     text = notes("ingestors.bybit.enabled=true", "simulator.enabled=true", "config.streams.replicas=3")
     assert "bybit" in text and "no bybit adapter" in text and "simulator is ON" in text and "below 3" not in text
+
+
+ARCHIVE_WARNING = "WARNING: THE ARCHIVE IS NOT PERSISTENT"
+
+
+def test_notes_warn_loudly_when_a_file_archive_is_on_an_empty_dir(tmp_path):
+    notes = notes_renderer(tmp_path)
+    text = notes()
+    assert ARCHIVE_WARNING in text
+    assert "file:///var/lib/spreadagg/archive" in text and "archive.persistence.enabled=true" in text
+    assert ARCHIVE_WARNING in notes("archive.store=file:///var/lib/spreadagg/elsewhere")
+    assert ARCHIVE_WARNING not in notes("archive.persistence.enabled=true")
+    assert ARCHIVE_WARNING not in notes("archive.persistence.enabled=true", "archive.persistence.existingClaim=old")
+    assert ARCHIVE_WARNING not in notes("archive.store=s3://spreads/archive")
+    assert ARCHIVE_WARNING not in notes("archive.enabled=false")
 
 
 OPAQUE = {"resources", "podSecurityContext", "securityContext", "metricsNamespaceSelector", "namespaceSelector", "podSelector", "hosts", "ports"}
@@ -836,3 +861,217 @@ def test_readme_lists_every_value():
         if ".".join(path) not in documented:
             missing.append(".".join(path))
     assert not missing, f"charts/spreadagg/README.md does not list: {missing}"
+
+
+# -- names of a long release -------------------------------------------------------------------
+
+# 53 characters, Helm's longest release name, without "spreadagg" in it (so the full name is
+# "<release>-spreadagg", cut to 50).
+LONG_RELEASE = "market-data-spread-aggregator-production-eu-west-1-ab"
+
+
+def test_a_53_character_release_name_renders_names_and_labels_kubernetes_accepts(chart, tmp_path):
+    """Every name and label value of a maximal release fits in 63 characters; the engine
+    StatefulSet's name leaves room for the controller-revision-hash label Kubernetes puts on
+    its pods (the name, '-' and a hash of about 10 characters), so at most 52."""
+    assert len(LONG_RELEASE) == 53
+    values = write_values(tmp_path, "everything", {
+        "ingestors": {e: {"enabled": True} for e in EXCHANGES} | {"coinbase": {"enabled": True, "shards": 12}},
+        "simulator": {"enabled": True},
+        "archive": {"persistence": {"enabled": True}},
+        "gateway": {"ingress": {"enabled": True}, "autoscaling": {"enabled": True}},
+        "metrics": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}},
+        "grafana": {"dashboards": {"enabled": True}},
+        "prometheusRule": {"enabled": True},
+    })
+    try:
+        objs = without_stand_in(gen.objects(gen.render(chart, values=[values], release=LONG_RELEASE)))
+    except subprocess.CalledProcessError as e:
+        pytest.fail(f"helm template failed:\n{e.stderr}")
+    problems = []
+
+    def labels(where, mapping):
+        for k, v in (mapping or {}).items():
+            if len(str(v)) > 63:
+                problems.append(f"{where}: label {k}={v} is {len(str(v))} characters")
+
+    names = set()
+    for o in objs:
+        kind, name = o["kind"], o["metadata"]["name"]
+        assert (kind, name) not in names, f"two {kind} objects named {name}"
+        names.add((kind, name))
+        if len(name) > 63:
+            problems.append(f"{kind}/{name}: name is {len(name)} characters")
+        labels(f"{kind}/{name}", o["metadata"].get("labels"))
+        spec = o.get("spec") or {}
+        labels(f"{kind}/{name} selector", (spec.get("selector") or {}).get("matchLabels"))
+        labels(f"{kind}/{name} pod template", ((spec.get("template") or {}).get("metadata") or {}).get("labels"))
+        if kind == "Job":
+            labels(f"{kind}/{name} job-name", {"batch.kubernetes.io/job-name": name})
+    sts = by_kind(objs, "StatefulSet")
+    assert len(sts) == 1
+    name = sts[0]["metadata"]["name"]
+    if len(name) > 52:
+        problems.append(f"StatefulSet/{name}: {len(name)} characters, so its pods' controller-revision-hash "
+                        f"label ({name}-<hash>) is longer than 63")
+    assert not problems, "\n".join(problems)
+    # What refers to those names still finds them.
+    by_name = {(o["kind"], o["metadata"]["name"]) for o in objs}
+    assert ("Service", sts[0]["spec"]["serviceName"]) in by_name
+    for o in objs:
+        if o["kind"] in WORKLOADS:
+            spec = pod_spec(o)
+            for v in spec["volumes"]:
+                if "configMap" in v:
+                    assert ("ConfigMap", v["configMap"]["name"]) in by_name, o["metadata"]["name"]
+                if "persistentVolumeClaim" in v:
+                    assert ("PersistentVolumeClaim", v["persistentVolumeClaim"]["claimName"]) in by_name
+            assert ("ServiceAccount", spec["serviceAccountName"]) in by_name
+            for c in spec["containers"]:
+                for key in ("SPREADAGG_WS_URL", "SPREADAGG_REST_URL"):
+                    url = env_of(c).get(key)
+                    if url:
+                        host = re.match(r"\w+://([^:/]+)", url).group(1)
+                        assert ("Service", host) in by_name, f"{o['metadata']['name']}: {key} names no Service"
+    for kind in ("HorizontalPodAutoscaler",):
+        for o in by_kind(objs, kind):
+            assert ("Deployment", o["spec"]["scaleTargetRef"]["name"]) in by_name
+    for o in by_kind(objs, "Ingress"):
+        for rule in o["spec"]["rules"]:
+            for p in rule["http"]["paths"]:
+                assert ("Service", p["backend"]["service"]["name"]) in by_name
+
+
+def test_short_release_names_keep_their_object_names(rendered):
+    """Fitting long names into 63 characters renames nothing that already fitted."""
+    names = {(o["kind"], o["metadata"]["name"]) for o in without_stand_in(rendered["default"])}
+    for expected in [("StatefulSet", "spreadagg-engine"), ("Service", "spreadagg-engine"), ("Deployment", "spreadagg-archive"),
+                     ("Deployment", "spreadagg-ingest-binance-0"), ("ConfigMap", "spreadagg-config"),
+                     ("ConfigMap", "spreadagg-streams-config"), ("Job", "spreadagg-streams"), ("Service", "spreadagg-gateway"),
+                     ("NetworkPolicy", "spreadagg-base"), ("ServiceAccount", "spreadagg")]:
+        assert expected in names, expected
+
+
+def test_autoscaler_min_above_max_fails_rendering(chart):
+    """The API server refuses an HPA whose minReplicas exceeds maxReplicas; rendering says so first."""
+    err = render_error(chart, sets=["gateway.autoscaling.enabled=true", "gateway.autoscaling.minReplicas=5",
+                                    "gateway.autoscaling.maxReplicas=3"])
+    assert err is not None, "helm template accepted minReplicas 5 above maxReplicas 3"
+    assert "gateway.autoscaling.minReplicas (5) must not exceed gateway.autoscaling.maxReplicas (3)" in err, err
+    hpa = one(render(chart, sets=["gateway.autoscaling.enabled=true", "gateway.autoscaling.minReplicas=4",
+                                  "gateway.autoscaling.maxReplicas=4"]), "HorizontalPodAutoscaler", "spreadagg-gateway")
+    assert hpa["spec"]["minReplicas"] == hpa["spec"]["maxReplicas"] == 4
+    # Off, the autoscaler's bounds are not used and not checked.
+    assert render_error(chart, sets=["gateway.autoscaling.minReplicas=5", "gateway.autoscaling.maxReplicas=3"]) is None
+
+
+# -- NATS URL from a Secret --------------------------------------------------------------------
+
+
+def test_nats_url_from_a_secret_on_every_pod(chart):
+    for extra in ([], ["nats.enabled=true"]):
+        objs = render(chart, sets=["nats.urlSecret.name=nats-creds", "nats.urlSecret.key=url", "streamsJob.enabled=true", *extra])
+        workloads = [o for o in objs if o["kind"] in WORKLOADS]
+        assert {o["kind"] for o in workloads} == set(WORKLOADS)
+        for o in workloads:
+            for c in pod_spec(o)["containers"]:
+                env = [e for e in c["env"] if e["name"] == "NATS_URL"]
+                assert env == [{"name": "NATS_URL", "valueFrom": {"secretKeyRef": {"name": "nats-creds", "key": "url"}}}], o["metadata"]["name"]
+        assert "nats://" not in yaml.safe_dump_all(objs).replace("nats://nats:4222", ""), "no URL literal anywhere"
+    err = render_error(chart, sets=["nats.urlSecret.name=nats-creds"])
+    assert err and "nats.urlSecret.key is required" in err, err
+
+
+def test_notes_never_print_nats_credentials(tmp_path):
+    notes = notes_renderer(tmp_path)
+    text = notes("nats.url=nats://spreadagg:hunter2@nats.other:4222")
+    assert "hunter2" not in text and "spreadagg:" not in text.split("NATS:", 1)[1].splitlines()[0]
+    assert "NATS: nats://***@nats.other:4222 (external, nats.url)" in text
+    text = notes("nats.url=tls://s3cr3t-token@nats.other:4222")
+    assert "s3cr3t" not in text and "tls://***@nats.other:4222" in text
+    assert "NATS: nats://nats:4222 (external, nats.url)" in notes(), "a URL without credentials is printed whole"
+    text = notes("nats.url=nats://u:p4ss@nats:4222", "nats.urlSecret.name=nats-creds", "nats.urlSecret.key=url")
+    assert "NATS: from Secret nats-creds, key url (nats.urlSecret)" in text and "p4ss" not in text
+
+
+# -- network policies: DNS and the ingestors' extra egress -------------------------------------
+
+# The examples of README.md's "Network policies" section.
+NODELOCAL_DNS = {"networkPolicy": {"dns": {"extraTo": [{"ipBlock": {"cidr": "169.254.20.10/32"}}]}}}
+OPENSHIFT_DNS = {"networkPolicy": {"dns": {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "openshift-dns"}},
+    "podSelector": {"matchLabels": {"k8s-app": None, "dns.operator.openshift.io/daemonset-dns": "default"}},
+    "ports": [{"port": 5353, "protocol": "UDP"}, {"port": 5353, "protocol": "TCP"}]}}}
+INGEST_PROXY = {"networkPolicy": {"ingestExtraEgress": [
+    {"to": [{"ipBlock": {"cidr": "10.20.0.15/32"}}], "ports": [{"port": 3128, "protocol": "TCP"}]}]}}
+KUBE_DNS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+
+
+def dns_rule(objs):
+    base = one(objs, "NetworkPolicy", "spreadagg-base")["spec"]
+    rules = [r for r in base["egress"] if any(p["port"] in (53, 5353) for p in r["ports"])]
+    assert len(rules) == 1, base["egress"]
+    return rules[0]
+
+
+def test_dns_egress_defaults_nodelocal_and_openshift(rendered, chart, tools, tmp_path):
+    default = dns_rule(rendered["default"])
+    assert default["to"] == [KUBE_DNS]
+    assert default["ports"] == [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+    readme = (CHART / "README.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", readme, re.S)]
+    for name, values in (("nodelocal", NODELOCAL_DNS), ("openshift", OPENSHIFT_DNS), ("proxy", INGEST_PROXY)):
+        assert values in blocks, f"README.md lacks the {name} example"
+    for name, values in (("nodelocal", NODELOCAL_DNS), ("openshift", OPENSHIFT_DNS)):
+        objs = render(chart, values=[write_values(tmp_path, name, values)])
+        rc, lines = kubernetes_validate(tools, by_kind(objs, "NetworkPolicy"), "1.30.0", tmp_path)
+        assert rc == 0, "\n".join(lines)
+        rule = dns_rule(objs)
+        if name == "nodelocal":
+            assert rule["to"] == [KUBE_DNS, {"ipBlock": {"cidr": "169.254.20.10/32"}}]
+            assert rule["ports"] == default["ports"]
+        else:
+            # The default's k8s-app label is gone (null in the values), not merged in.
+            assert rule["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "openshift-dns"}},
+                                   "podSelector": {"matchLabels": {"dns.operator.openshift.io/daemonset-dns": "default"}}}]
+            assert rule["ports"] == [{"port": 5353, "protocol": "UDP"}, {"port": 5353, "protocol": "TCP"}]
+    only_ip = write_values(tmp_path, "only-ip", {"networkPolicy": {"dns": {
+        "namespaceSelector": None, "podSelector": None, "extraTo": [{"ipBlock": {"cidr": "169.254.20.10/32"}}]}}})
+    assert dns_rule(render(chart, values=[only_ip]))["to"] == [{"ipBlock": {"cidr": "169.254.20.10/32"}}]
+
+
+def test_ingest_extra_egress(rendered, chart, tools, tmp_path):
+    default = one(rendered["default"], "NetworkPolicy", "spreadagg-ingest")["spec"]["egress"]
+    objs = render(chart, values=[EXAMPLES / "staging.yaml", write_values(tmp_path, "proxy", INGEST_PROXY)])
+    egress = one(objs, "NetworkPolicy", "spreadagg-ingest")["spec"]["egress"]
+    assert egress[:len(default)] == default
+    assert INGEST_PROXY["networkPolicy"]["ingestExtraEgress"][0] in egress
+    assert len(egress) == len(default) + 2, "the proxy rule and the simulator's"
+    rc, lines = kubernetes_validate(tools, by_kind(objs, "NetworkPolicy"), "1.30.0", tmp_path)
+    assert rc == 0, "\n".join(lines)
+
+
+def test_operations_doc_names_only_values_that_exist():
+    """docs/operations.md tells operators which values to set (the Upgrade section: the stream
+    hook, NATS and network-policy keys); every key it names is a key of values.yaml."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    text = (ROOT / "docs" / "operations.md").read_text()
+    named = set(re.findall(r"`((?:nats|networkPolicy|streamsJob|archive|gateway|ingestors|metrics|prometheusRule|grafana)\.[A-Za-z0-9_.<>]+)", text))
+    assert {"streamsJob.upgradeHook", "networkPolicy.natsPorts", "networkPolicy.natsTo", "nats.url"} <= named
+    assert "streamsJob.upgradeHook=post-upgrade" in text
+    upgrade = text.split("### Upgrade", 1)[1].split("\n### ", 1)[0]
+    for key in ("networkPolicy.natsPorts", "networkPolicy.natsTo", "nats.url", "streamsJob.upgradeHook=post-upgrade"):
+        assert key in upgrade, f"the Upgrade section does not mention {key}"
+    for path in sorted(named):
+        parts = path.split(".")
+        if parts[0] == "ingestors" and len(parts) > 2 and parts[2] != "enabled":
+            parts = ["ingestDefaults", *parts[2:]]  # an exchange takes any ingestDefaults key
+        elif parts[0] == "ingestors" and parts[1] == "<id>":
+            parts = ["ingestors", "binance", *parts[2:]]
+        node = values
+        for part in parts:
+            if node == {}:
+                break  # a free-form map (nats.config.jetstream.merge, config.engine): any key
+            assert isinstance(node, dict) and part in node, f"docs/operations.md names `{path}`, which values.yaml does not have"
+            node = node[part]

@@ -48,7 +48,12 @@ ALLOWED_UNEXPORTED = {"up"}
 
 # Labels Prometheus attaches to every series of a target when scraping (the Prometheus
 # Operator's ServiceMonitor/PodMonitor add namespace and pod); never in the /metrics text.
-TARGET_LABELS = {"instance", "job", "namespace", "pod"}
+# POD_TARGET_LABELS are the pod labels the chart's monitors copy onto every series
+# (podTargetLabels, named as the operator sanitizes them); test_rules_use_only_pod_labels_the_
+# monitors_attach checks them against templates/monitoring.yaml.
+POD_TARGET_LABELS = {"app_kubernetes_io_component", "spreadagg_io_exchange", "spreadagg_io_shard"}
+TARGET_LABELS = {"instance", "job", "namespace", "pod"} | POD_TARGET_LABELS
+MONITORING_TEMPLATE = ROOT / "charts/spreadagg/templates/monitoring.yaml"
 
 # Documented to be absent when the process has no memory limit (no cgroup limit, as on most
 # development machines): then the scrape cannot show it, and the test requires instead that
@@ -56,7 +61,14 @@ TARGET_LABELS = {"instance", "job", "namespace", "pod"}
 ABSENT_WITHOUT_MEMORY_LIMIT = "spreadagg_process_memory_limit_bytes"
 
 REQUIRED_ALERTS = {"ExchangeDown", "CircuitBreakerOpen", "StaleFeed", "ConsumerLag", "ArchiverBehind",
-                   "MemoryNearLimit", "GatewayDrops", "PublishFailures"}
+                   "MemoryNearLimit", "GatewayDrops", "PublishFailures",
+                   "EngineAbsent", "ArchiverAbsent", "GatewayAbsent"}
+
+# Absence alerts: the role, and the series only that role exports once connected to NATS (the
+# stand-in for the component label where scrapes carry no pod labels).
+ABSENCE_ALERTS = {"EngineAbsent": ("engine", "spreadagg_engine_lag_messages"),
+                  "ArchiverAbsent": ("archive", "spreadagg_archive_lag_messages"),
+                  "GatewayAbsent": ("gateway", "spreadagg_gateway_clients")}
 
 SIM_EXCHANGES = ("binance", "okx", "htx", "kucoin", "mexc")
 
@@ -482,7 +494,7 @@ def test_promtool_rule_unit_tests():
     """ExchangeDown, StaleFeed, ArchiverBehind and others fire on synthetic series and stay
     quiet on the healthy ones next to them (spreadagg.rules.test.yaml)."""
     text = RULES_TEST.read_text()
-    for alert in ("ExchangeDown", "StaleFeed", "ArchiverBehind"):
+    for alert in ("ExchangeDown", "StaleFeed", "ArchiverBehind", *ABSENCE_ALERTS):
         assert f"alertname: {alert}" in text, f"no unit test for {alert}"
     out = subprocess.run([promtool(), "test", "rules", RULES_TEST.name], capture_output=True, text=True,
                          cwd=RULES_TEST.parent)
@@ -573,3 +585,37 @@ def test_dashboards_are_well_formed():
                 assert t.get("expr", "").strip(), f"{path.name}: {p['title']} has an empty query"
                 assert t.get("refId"), f"{path.name}: {p['title']} has a target without refId"
             assert len({t["refId"] for t in p["targets"]}) == len(p["targets"]), f"{path.name}: {p['title']}"
+
+
+def test_rules_use_only_pod_labels_the_monitors_attach():
+    """The pod labels the rules rely on (component for the absence alerts, shard for
+    ExchangeDown) are among the chart's podTargetLabels, as the Prometheus Operator names them
+    on the series: every character outside [A-Za-z0-9_] becomes `_`."""
+    text = MONITORING_TEMPLATE.read_text()
+    m = re.search(r'\$podLabels := list ((?:"[^"]+"\s*)+)', text)
+    assert m, "templates/monitoring.yaml no longer lists its podTargetLabels in $podLabels"
+    attached = {re.sub(r"[^A-Za-z0-9_]", "_", l) for l in re.findall(r'"([^"]+)"', m.group(1))}
+    assert POD_TARGET_LABELS <= attached, POD_TARGET_LABELS - attached
+    used = set()
+    for _, expr, _ in queries():
+        _, selectors, groupings = parse_promql(expr)
+        used |= {label for _, matchers in selectors for label, _, _ in matchers}
+        used |= {label for labels, _ in groupings for label in labels}
+    assert "spreadagg_io_shard" in used and "app_kubernetes_io_component" in used
+    assert used & POD_TARGET_LABELS <= attached
+
+
+def test_absence_alerts_name_what_each_role_exports_from_its_start(live):
+    """Each absence alert looks for spreadagg_build_info with the role's component label (every
+    process exports build_info from its first second) or the role's own series, which the live
+    system does export; spreadagg_build_info is in the scrape too."""
+    series = live["series"]
+    assert "spreadagg_build_info" in series
+    rules = {r["alert"]: r for g in rule_groups() for r in g["rules"] if r.get("alert") in ABSENCE_ALERTS}
+    assert set(rules) == set(ABSENCE_ALERTS)
+    for alert, (component, own) in ABSENCE_ALERTS.items():
+        expr = rules[alert]["expr"]
+        assert f'spreadagg_build_info{{app_kubernetes_io_component="{component}"}}' in expr, alert
+        assert f"absent({own})" in expr and own in series, alert
+        template = ROOT / f"charts/spreadagg/templates/{'archive' if component == 'archive' else component}.yaml"
+        assert f'"component" "{component}"' in template.read_text(), f"{alert}: the chart labels no pod {component}"

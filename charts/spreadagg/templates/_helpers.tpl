@@ -20,6 +20,28 @@ archive.yaml, gateway.yaml, simulator.yaml, streams-job.yaml) only add what is t
 {{- end }}
 {{- end }}
 
+{{/*
+The name of one of the release's objects: "<fullname>-<suffix>", at most `max` characters
+(63, a DNS label, unless given). When it would be longer, the full name is cut, never the
+suffix, so names stay distinct (ingest-<exchange>-<shard>, dashboard-<file>). Names that fit
+are "<fullname>-<suffix>" unchanged. Input: dict root, suffix, and optionally max.
+*/}}
+{{- define "spreadagg.componentName" -}}
+{{- $max := int (default 63 .max) }}
+{{- $full := include "spreadagg.fullname" .root }}
+{{- $room := sub $max (add (len .suffix) 1) | int }}
+{{- printf "%s-%s" ($full | trunc $room | trimSuffix "-") .suffix }}
+{{- end }}
+
+{{/*
+The engine's name (StatefulSet, its headless Service and PDB). At most 52 characters: the
+StatefulSet controller labels every pod controller-revision-hash=<name>-<hash of about 10
+characters>, and a label value longer than 63 stops it creating the pods.
+*/}}
+{{- define "spreadagg.engineName" -}}
+{{- include "spreadagg.componentName" (dict "root" . "suffix" "engine" "max" 52) }}
+{{- end }}
+
 {{- define "spreadagg.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -98,6 +120,31 @@ The NATS URL every role gets: the in-release nats chart's client Service when na
 {{- printf "nats://%s:4222" $svc }}
 {{- else }}
 {{- required "nats.url is required when nats.enabled is false" .Values.nats.url }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret holding the NATS URL (nats.urlSecret) as a secretKeyRef body, or nothing when
+nats.urlSecret.name is empty.
+*/}}
+{{- define "spreadagg.natsUrlSecretRef" -}}
+{{- $name := dig "urlSecret" "name" "" .Values.nats }}
+{{- if $name }}
+name: {{ $name }}
+key: {{ required "nats.urlSecret.key is required when nats.urlSecret.name is set" (dig "urlSecret" "key" "" .Values.nats) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The NATS URL as NOTES.txt may print it: where it comes from a Secret, the Secret and key; else
+the URL with any credentials (user:password@ or token@) replaced by ***@.
+*/}}
+{{- define "spreadagg.natsUrlForDisplay" -}}
+{{- $ref := include "spreadagg.natsUrlSecretRef" . | fromYaml }}
+{{- if $ref }}
+{{- printf "from Secret %s, key %s" $ref.name $ref.key }}
+{{- else }}
+{{- regexReplaceAll "^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@" (include "spreadagg.natsUrl" .) "${1}***@" }}
 {{- end }}
 {{- end }}
 
@@ -197,7 +244,13 @@ containers:
       {{- toYaml .args | nindent 6 }}
     env:
       - name: NATS_URL
+        {{- with include "spreadagg.natsUrlSecretRef" $root }}
+        valueFrom:
+          secretKeyRef:
+            {{- . | trim | nindent 12 }}
+        {{- else }}
         value: {{ include "spreadagg.natsUrl" $root | quote }}
+        {{- end }}
       - name: SPREADAGG_ADMIN_ADDR
         value: "0.0.0.0:{{ $v.admin.port }}"
       - name: SPREADAGG_CONFIG
@@ -270,7 +323,7 @@ containers:
 volumes:
   - name: config
     configMap:
-      name: {{ .configMap | default (printf "%s-config" (include "spreadagg.fullname" $root)) }}
+      name: {{ .configMap | default (include "spreadagg.componentName" (dict "root" $root "suffix" "config")) }}
   - name: tmp
     emptyDir:
       sizeLimit: {{ $v.tmpSizeLimit }}
