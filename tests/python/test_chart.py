@@ -257,7 +257,9 @@ def check_workload(o, values):
     psc = spec["securityContext"]
     assert psc["runAsNonRoot"] is True and psc["runAsUser"] == 10001, name
     assert psc["seccompProfile"] == {"type": "RuntimeDefault"}, name
-    assert spec["automountServiceAccountToken"] is False, name
+    # Only the archiver with leader election talks to the Kubernetes API.
+    talks_to_api = o["metadata"]["name"].endswith("-archive") and o["spec"]["replicas"] > 1
+    assert spec["automountServiceAccountToken"] is talks_to_api, name
     tmp_volumes = {v["name"] for v in spec["volumes"] if "emptyDir" in v}
     config_volumes = {v["name"]: v["configMap"]["name"] for v in spec["volumes"] if "configMap" in v}
     for c in spec["containers"]:
@@ -427,6 +429,7 @@ RUST_SECTIONS = {
     "archive": ("services/archive/src/lib.rs", "ArchiveConfig"),
     "gateway": ("services/gateway/src/lib.rs", "GatewayConfig"),
     "simulate": ("services/simulate/src/config.rs", "SimConfig"),
+    "lease": ("services/spreadagg/src/lease.rs", "LeaseSettings"),
 }
 
 
@@ -774,7 +777,10 @@ def keyed(objs, drop_namespace=False):
     for o in objs:
         o = copy.deepcopy(o)
         if drop_namespace:
+            # kustomize's namespace also rewrites a RoleBinding's service account subjects.
             o["metadata"].pop("namespace", None)
+            for subject in o.get("subjects", []):
+                subject.pop("namespace", None)
         out[(o["kind"], o["metadata"]["name"])] = o
     return out
 
@@ -786,7 +792,7 @@ def test_kustomize_base_and_overlay_build_and_equal_the_chart(tools, chart):
     overlay = kustomize(tools, ROOT / "k8s" / "overlays" / "production")
     assert {o["metadata"].get("namespace") for o in overlay} == {"spreadagg"}
     prod = [gen.plain(o) for o in render(chart, values=[EXAMPLES / "production.yaml", ROOT / "k8s" / "overlays" / "production" / "values.yaml"])]
-    assert keyed(overlay, drop_namespace=True) == keyed(prod)
+    assert keyed(overlay, drop_namespace=True) == keyed(prod, drop_namespace=True)
     assert kinds(overlay).get("ServiceMonitor") == 1 and kinds(overlay).get("Ingress") == 1
 
 
@@ -1075,3 +1081,48 @@ def test_operations_doc_names_only_values_that_exist():
                 break  # a free-form map (nats.config.jetstream.merge, config.engine): any key
             assert isinstance(node, dict) and part in node, f"docs/operations.md names `{path}`, which values.yaml does not have"
             node = node[part]
+
+
+def test_archive_leader_election_wires_the_lease_rbac_and_a_standby(rendered, chart):
+    """Production runs a standby archiver: two replicas, rolling (not Recreate), a [lease] the
+    binary knows, POD_NAMESPACE from the downward API, a token only in the archiver's pods, a
+    Role that may renew only its own Lease, and egress to the API server."""
+    objs = rendered["production"]
+    archive = one(objs, "Deployment", "spreadagg-archive")
+    assert archive["spec"]["replicas"] == 2
+    assert archive["spec"]["strategy"]["type"] == "RollingUpdate"
+    pod = archive["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is True
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    for o in objs:
+        if o["kind"] in ("Deployment", "StatefulSet", "Job") and o["metadata"]["name"] != "spreadagg-archive":
+            spec = o["spec"]["template"]["spec"]
+            assert spec["automountServiceAccountToken"] is False, o["metadata"]["name"]
+    lease = config_toml(objs)["lease"]
+    check_toml_keys(config_toml(objs))
+    assert lease == {"name": "spreadagg-archive", "duration_s": 15, "renew_every_s": 5}
+    role = one(objs, "Role", "spreadagg-archive-lease")
+    named = [r for r in role["rules"] if r.get("resourceNames")]
+    assert named == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                      "resourceNames": ["spreadagg-archive"], "verbs": ["get", "update"]}]
+    binding = one(objs, "RoleBinding", "spreadagg-archive-lease")
+    assert binding["subjects"][0]["name"] == pod["serviceAccountName"]
+    policy = one(objs, "NetworkPolicy", "spreadagg-archive")
+    ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])}
+    assert 6443 in ports
+    # Off by default: one archiver, Recreate, no token, no Role, no [lease].
+    default = rendered["default"]
+    archive = one(default, "Deployment", "spreadagg-archive")
+    assert archive["spec"]["replicas"] == 1 and archive["spec"]["strategy"]["type"] == "Recreate"
+    assert archive["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    assert not by_kind(default, "Role") and "lease" not in config_toml(default)
+
+
+def test_archive_leader_election_refuses_a_store_replicas_cannot_share(chart):
+    err = render_error(chart, sets=["archive.leaderElection.enabled=true"])
+    assert err is not None and "ReadWriteMany" in err, err
+    err = render_error(chart, sets=["archive.leaderElection.enabled=true", "archive.store=memory://",
+                                    "archive.leaderElection.renewEverySeconds=6"])
+    assert err is not None and "renewEverySeconds" in err, err
+    assert render_error(chart, sets=["archive.leaderElection.enabled=true", "archive.store=s3://spreads-archive/p"]) is None

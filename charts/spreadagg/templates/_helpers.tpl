@@ -180,6 +180,15 @@ drain_timeout_s = {{ include "spreadagg.tomlValue" $c.drain_timeout_s }}
 {{- include "spreadagg.tomlTable" . }}
 {{- end }}
 {{- end }}
+{{- with .Values.archive.leaderElection }}
+{{- if .enabled }}
+
+[lease]
+name = {{ include "spreadagg.componentName" (dict "root" $ "suffix" "archive") | quote }}
+duration_s = {{ .durationSeconds }}
+renew_every_s = {{ .renewEverySeconds }}
+{{- end }}
+{{- end }}
 {{- if .Values.simulator.enabled }}
 
 [simulate]
@@ -205,6 +214,7 @@ The pod spec every long-running role shares. Input: dict
   volumes    extra volumes (list, optional); mounts: extra volumeMounts (list, optional)
   role       the role's values (resources, nodeSelector, tolerations, affinity, extraEnv)
   probes     false for the stream Job (no probes, no preStop, restartPolicy OnFailure)
+  automountToken  true to mount the service account token (default false)
 */}}
 {{- define "spreadagg.podSpec" -}}
 {{- $root := .root }}
@@ -212,7 +222,8 @@ The pod spec every long-running role shares. Input: dict
 {{- $role := .role }}
 {{- $long := ternary .probes true (hasKey . "probes") -}}
 serviceAccountName: {{ include "spreadagg.serviceAccountName" $root }}
-automountServiceAccountToken: false
+{{- /* Only a role that talks to the Kubernetes API (the archiver's Lease) gets a token. */}}
+automountServiceAccountToken: {{ .automountToken | default false }}
 {{- with $v.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
