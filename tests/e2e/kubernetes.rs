@@ -256,6 +256,20 @@ async fn two_archivers_take_turns_on_the_lease() {
         "standby",
         "b waits while a renews"
     );
+    // What the "no archiver leads" alert reads.
+    let leader = r#"spreadagg_lease_leader{lease="spreadagg-archive"}"#;
+    assert!(
+        http_get(&a_admin, "/metrics")
+            .await
+            .1
+            .contains(&format!("{leader} 1"))
+    );
+    assert!(
+        http_get(&b_admin, "/metrics")
+            .await
+            .1
+            .contains(&format!("{leader} 0"))
+    );
     assert_eq!(
         api.holder("spreadagg-archive").as_deref(),
         Some("archive-a")

@@ -1125,4 +1125,7 @@ def test_archive_leader_election_refuses_a_store_replicas_cannot_share(chart):
     err = render_error(chart, sets=["archive.leaderElection.enabled=true", "archive.store=memory://",
                                     "archive.leaderElection.renewEverySeconds=6"])
     assert err is not None and "renewEverySeconds" in err, err
+    err = render_error(chart, sets=["archive.leaderElection.enabled=true", "archive.store=memory://",
+                                    "config.drain_timeout_s=6"])
+    assert err is not None and "drain_timeout_s" in err, err
     assert render_error(chart, sets=["archive.leaderElection.enabled=true", "archive.store=s3://spreads-archive/p"]) is None

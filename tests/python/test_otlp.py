@@ -16,7 +16,7 @@ STAGES = {"ingest.publish_batch", "engine.settle_batch", "archive.flush"}
 class Receiver:
     """An OTLP/HTTP trace receiver on a free loopback port."""
 
-    def __init__(self):
+    def __init__(self, port=0):
         self.requests = []
         self.bad = []
         receiver = self
@@ -42,7 +42,7 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -96,20 +96,29 @@ def test_stage_spans_reach_an_otlp_receiver(roles, receiver, tmp_path):
     assert code == 0, all_.log()
 
 
-def test_nothing_is_exported_without_an_endpoint(roles, receiver, tmp_path, monkeypatch):
+def test_nothing_is_exported_without_an_endpoint(roles, tmp_path, monkeypatch):
     for var in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         monkeypatch.delenv(var, raising=False)
-    # The receiver is up, but nothing names it: a process that exported anyway would need a
-    # default endpoint, and the SDK's default is localhost:4318, not this port; so check the
-    # process's own statement instead, and that the receiver stays empty.
-    all_ = roles("all", "all", "--listen", "127.0.0.1:0", "--store", str(tmp_path / "data"),
-                 env={"OTEL_TRACES_SAMPLER_ARG": "1", "OTEL_BSP_SCHEDULE_DELAY": "200"})
-    all_.announced("listening gateway ")
-    time.sleep(3)
-    assert receiver.requests == []
-    assert "traces exported" not in all_.log()
-    code, _ = all_.terminate(within=10)
-    assert code == 0, all_.log()
+    # The receiver listens where the SDK sends by default (localhost:4318), so a process that
+    # built an exporter without being asked would reach it.
+    default_port = Receiver(port=4318)
+    try:
+        all_ = roles("all", "all", "--listen", "127.0.0.1:0", "--store", str(tmp_path / "data"),
+                     env={"OTEL_TRACES_SAMPLER_ARG": "1", "OTEL_BSP_SCHEDULE_DELAY": "200"})
+        all_.announced("listening gateway ")
+        time.sleep(3)
+        code, _ = all_.terminate(within=10)
+        assert code == 0, all_.log()
+        assert default_port.requests == [], "spans were exported without an endpoint"
+        assert "traces exported" not in all_.log()
+    finally:
+        default_port.close()
+
+
+def test_a_protocol_other_than_http_protobuf_fails_at_start(roles, receiver):
+    r = roles("grpc", "engine", env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+    assert r.proc.wait(timeout=30) == 2
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL" in r.log()
 
 
 def test_a_bad_sampler_ratio_fails_at_start(roles, receiver, tmp_path):

@@ -10,9 +10,12 @@
 //! monotonic clock, never the holder's timestamps, so clock skew between nodes does not
 //! matter), it replaces it naming itself. Every write carries the `resourceVersion` it read,
 //! so of two candidates writing at once the API server accepts one and answers 409 to the
-//! other. The holder renews every `renew_every`; if it cannot renew for `renew_deadline`
-//! (shorter than the lease duration, so it knows before anyone else may take over) it has lost
-//! the lease and must stop the duty. On a clean stop it releases the Lease (no holder), so a
+//! other. The holder renews every `renew_every`; if no renewal attempt that started within
+//! `renew_deadline` (two thirds of the duration) has succeeded, it has lost the lease and must
+//! stop the duty: a standby dates what it saw from when its read returned, after any write it
+//! saw, so it waits a whole duration from a moment no earlier than the holder's last attempt.
+//! The duty's own drain after a loss must fit in the remaining third (the binary checks
+//! `duration_s / 3 > drain_timeout_s`). Every call is bounded in time. On a clean stop it releases the Lease (no holder), so a
 //! standby takes over at its next attempt instead of a duration later.
 //!
 //! Written here rather than taken from a crate: the few Lease-election crates for kube are
@@ -76,6 +79,8 @@ impl LeaseConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
+    #[error("lease {name}: the API server did not answer in time")]
+    Timeout { name: String },
     #[error("lease {name}: {source}")]
     Api {
         name: String,
@@ -97,6 +102,11 @@ pub struct Elector {
     api: Api<Lease>,
     config: LeaseConfig,
     observed: Option<Observed>,
+    /// When the attempt that last took or renewed the Lease started: the holder's deadline
+    /// runs from there (its write may have committed at any moment after).
+    held_since: Option<Instant>,
+    leader: metrics::Gauge,
+    errors: metrics::Counter,
 }
 
 impl std::fmt::Debug for Elector {
@@ -119,10 +129,16 @@ pub enum Held {
 
 impl Elector {
     pub fn new(client: kube::Client, config: LeaseConfig) -> Self {
+        let lease = config.name.clone();
+        let leader = metrics::gauge!("spreadagg_lease_leader", "lease" => lease.clone());
+        leader.set(0.0);
         Self {
             api: Api::namespaced(client, &config.namespace),
+            errors: metrics::counter!("spreadagg_lease_errors_total", "lease" => lease),
+            leader,
             config,
             observed: None,
+            held_since: None,
         }
     }
 
@@ -131,18 +147,21 @@ impl Elector {
     /// # Errors
     /// When the API server cannot be asked (a conflict is not an error: someone else won).
     pub async fn try_acquire_or_renew(&mut self) -> Result<bool, LeaseError> {
-        let now = Instant::now();
+        let started = Instant::now();
         let current = self
             .api
             .get_opt(&self.config.name)
             .await
             .map_err(|e| self.error(e))?;
+        // A standby dates what it saw from when the answer arrived, never earlier, so its
+        // expiry clock cannot start before the holder's write.
+        let now = Instant::now();
         let Some(lease) = current else {
             let created = self
                 .api
                 .create(&PostParams::default(), &self.record(None, None))
                 .await;
-            return self.settle(created, now);
+            return self.settle(created, started);
         };
         let holder = lease
             .spec
@@ -177,14 +196,31 @@ impl Elector {
                 &self.record(Some(&lease), holder.as_deref()),
             )
             .await;
-        self.settle(replaced, now)
+        self.settle(replaced, started)
+    }
+
+    /// One attempt, bounded by `renew_every` (an API server that does not answer is an error,
+    /// not a wait).
+    ///
+    /// # Errors
+    /// As [`Elector::try_acquire_or_renew`], or [`LeaseError::Timeout`].
+    pub async fn attempt(&mut self) -> Result<bool, LeaseError> {
+        match tokio::time::timeout(self.config.renew_every, self.try_acquire_or_renew()).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.errors.increment(1);
+                Err(LeaseError::Timeout {
+                    name: self.config.name.clone(),
+                })
+            }
+        }
     }
 
     /// Waits until this candidate holds the Lease (`true`), or `stop` is cancelled (`false`).
     /// API failures are logged and retried.
     pub async fn acquire(&mut self, stop: &CancellationToken) -> bool {
         loop {
-            match self.try_acquire_or_renew().await {
+            match self.attempt().await {
                 Ok(true) => return true,
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "lease not reachable; retrying"),
@@ -196,35 +232,63 @@ impl Elector {
         }
     }
 
-    /// Renews the Lease until `stop` is cancelled or the lease is lost.
+    /// Renews the Lease until `stop` is cancelled or the lease is lost. Lost means: no renewal
+    /// whose attempt started within the renew deadline, so this holder knows before any other
+    /// candidate may take over (a whole duration after it last saw the record change).
     pub async fn hold(&mut self, stop: &CancellationToken) -> Held {
-        let mut renewed = Instant::now();
+        let held = self.hold_inner(stop).await;
+        if held == Held::Lost {
+            self.leader.set(0.0);
+        }
+        held
+    }
+
+    async fn hold_inner(&mut self, stop: &CancellationToken) -> Held {
+        let mut renewed = self.held_since.unwrap_or_else(Instant::now);
         loop {
+            let deadline = renewed + self.config.renew_deadline();
+            let next = (Instant::now() + self.config.renew_every).min(deadline);
             tokio::select! {
                 () = stop.cancelled() => return Held::Stopped,
-                () = tokio::time::sleep(self.config.renew_every) => {}
+                () = tokio::time::sleep_until(next) => {}
             }
-            let attempt =
-                tokio::time::timeout(self.config.renew_every, self.try_acquire_or_renew()).await;
-            match attempt {
-                Ok(Ok(true)) => renewed = Instant::now(),
+            let started = Instant::now();
+            if started >= deadline {
+                tracing::warn!(lease = %self.config.name, deadline_s = self.config.renew_deadline().as_secs_f64(), "lease not renewed within the deadline: lost");
+                return Held::Lost;
+            }
+            match tokio::time::timeout_at(deadline, self.try_acquire_or_renew()).await {
+                Ok(Ok(true)) => renewed = started,
                 Ok(Ok(false)) => {
                     tracing::warn!(lease = %self.config.name, "another replica holds the lease now");
                     return Held::Lost;
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "lease renewal failed"),
-                Err(_) => tracing::warn!(lease = %self.config.name, "lease renewal timed out"),
-            }
-            if renewed.elapsed() >= self.config.renew_deadline() {
-                tracing::warn!(lease = %self.config.name, deadline_s = self.config.renew_deadline().as_secs_f64(), "lease not renewed within the deadline: lost");
-                return Held::Lost;
+                Err(_) => {
+                    self.errors.increment(1);
+                    tracing::warn!(lease = %self.config.name, "lease renewal unanswered at the deadline: lost");
+                    return Held::Lost;
+                }
             }
         }
     }
 
     /// Gives the Lease up (no holder) if this candidate still holds it, so a standby takes
-    /// over at once. Best effort: a failure only means the standby waits a lease duration.
+    /// over at once. Best effort, within one second: a failure only means the standby waits a
+    /// lease duration.
     pub async fn release(&mut self) {
+        self.leader.set(0.0);
+        self.held_since = None;
+        if tokio::time::timeout(Duration::from_secs(1), self.release_inner())
+            .await
+            .is_err()
+        {
+            tracing::warn!(lease = %self.config.name, "lease release unanswered");
+        }
+        self.observed = None;
+    }
+
+    async fn release_inner(&mut self) {
         let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await else {
             return;
         };
@@ -242,7 +306,6 @@ impl Elector {
             Ok(_) => tracing::info!(lease = %self.config.name, "lease released"),
             Err(e) => tracing::warn!(error = %e, "lease release failed"),
         }
-        self.observed = None;
     }
 
     /// The Lease naming this candidate, built on `current` (keeping its resourceVersion, so a
@@ -280,7 +343,8 @@ impl Elector {
         }
     }
 
-    /// A write's outcome: ours (`true`), someone else's (409: `false`), or an error.
+    /// A write's outcome: ours (`true`), someone else's (409: `false`), or an error. `at` is
+    /// when the attempt started.
     fn settle(
         &mut self,
         written: Result<Lease, kube::Error>,
@@ -293,6 +357,8 @@ impl Elector {
                     resource_version: lease.metadata.resource_version,
                     at,
                 });
+                self.held_since = Some(at);
+                self.leader.set(1.0);
                 Ok(true)
             }
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
@@ -301,6 +367,7 @@ impl Elector {
     }
 
     fn error(&self, source: kube::Error) -> LeaseError {
+        self.errors.increment(1);
         LeaseError::Api {
             name: self.config.name.clone(),
             source,

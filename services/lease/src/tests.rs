@@ -195,3 +195,73 @@ fn timings_are_validated() {
     };
     assert!(nameless.validate().is_err());
 }
+
+/// The API server takes renewals but stops answering: the holder's last write took effect at
+/// some moment C it may never learn of. A standby can take over no earlier than a whole duration
+/// after C (it must see the record unchanged that long, and can only see it after C); the holder
+/// must have given up before then, with a third of the duration to spare for its drain.
+#[tokio::test]
+async fn a_holder_whose_renewals_are_never_answered_gives_up_a_third_of_a_duration_early() {
+    let mock = Mock::start().await;
+    let duration = Duration::from_millis(1500);
+    let mut a = mock.elector("archive-a", 1500);
+    assert!(a.try_acquire_or_renew().await.expect("api"));
+    let stop = CancellationToken::new();
+    let holding = tokio::spawn(async move {
+        let h = a.hold(&stop).await;
+        (h, std::time::Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    mock.set_answer_delay(Duration::from_secs(30));
+    let (held, lost_at) = tokio::time::timeout(Duration::from_secs(10), holding)
+        .await
+        .expect("hold returns though the API hangs")
+        .expect("hold");
+    assert_eq!(held, Held::Lost);
+    let committed = mock.last_write().expect("a wrote");
+    assert!(
+        lost_at < committed + duration - duration / 3 + Duration::from_millis(100),
+        "lost {:?} after the last write took effect",
+        lost_at.duration_since(committed)
+    );
+}
+
+/// Slow answers (each well inside a renewal period) are not a loss.
+#[tokio::test]
+async fn slow_answers_within_the_period_keep_the_lease() {
+    let mock = Mock::start().await;
+    let mut a = mock.elector("archive-a", 1500);
+    assert!(a.try_acquire_or_renew().await.expect("api"));
+    mock.set_answer_delay(Duration::from_millis(100));
+    let stop = CancellationToken::new();
+    let holding = {
+        let stop = stop.clone();
+        tokio::spawn(async move { a.hold(&stop).await })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.cancel();
+    assert_eq!(holding.await.expect("hold"), Held::Stopped);
+    assert_eq!(mock.holder().as_deref(), Some("archive-a"));
+}
+
+/// A standby whose API calls hang does not hang with them: each attempt is bounded.
+#[tokio::test]
+async fn an_attempt_against_a_hung_api_server_times_out() {
+    let mock = Mock::start().await;
+    let mut b = mock.elector("archive-b", 1500);
+    mock.set_answer_delay(Duration::from_secs(30));
+    let started = Instant::now();
+    let r = b.attempt().await;
+    assert!(matches!(r, Err(LeaseError::Timeout { .. })), "{r:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(600),
+        "{:?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    b.release().await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "release is bounded"
+    );
+}

@@ -43,6 +43,20 @@ pub(crate) fn settings_from(
     {
         return Ok(None);
     }
+    // Only OTLP over HTTP with protobuf bodies is built in: another protocol named here would
+    // send to a port that does not speak it, and every span would be lost without a word.
+    for name in [
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    ] {
+        if let Some(protocol) = set(name)
+            && protocol.trim() != "http/protobuf"
+        {
+            return Err(ConfigError::Invalid(format!(
+                "{name}={protocol}: only http/protobuf is supported (point the endpoint at the collector's OTLP/HTTP port, 4318 by default)"
+            )));
+        }
+    }
     let ratio = match set("OTEL_TRACES_SAMPLER_ARG") {
         Some(arg) => Some(
             arg.trim()
@@ -85,8 +99,9 @@ impl Traces {
 
     /// Exports what is queued and stops the exporter.
     pub fn shutdown(self) {
+        // Bounded: an unreachable collector must not hold the pod past its grace period.
         if let Some(p) = self.provider
-            && let Err(error) = p.shutdown()
+            && let Err(error) = p.shutdown_with_timeout(std::time::Duration::from_secs(1))
         {
             tracing::warn!(%error, "trace exporter shutdown");
         }
@@ -183,6 +198,21 @@ mod tests {
             .expect("ok")
             .expect("on");
         assert_eq!(sdk.ratio, None, "a named sampler is the SDK's");
+        for (name, value) in [
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"),
+        ] {
+            let e = settings_from(env(&[on[0], (name, value)]), "all").expect_err(value);
+            assert!(e.to_string().contains(name), "{e}");
+        }
+        assert!(
+            settings_from(
+                env(&[on[0], ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]),
+                "all"
+            )
+            .expect("ok")
+            .is_some()
+        );
         for bad in ["2", "-0.1", "lots", "NaN"] {
             let e = settings_from(env(&[on[0], ("OTEL_TRACES_SAMPLER_ARG", bad)]), "all")
                 .expect_err(bad);

@@ -84,8 +84,13 @@ impl LeaseSettings {
     }
 }
 
+/// Consecutive failed attempts after which a standby reports not ready: it cannot take over,
+/// which someone must see.
+const NOT_READY_AFTER_ERRORS: u32 = 3;
+
 /// Runs `duty` only while holding the Lease (directly when there is none). Cancelling `stop`
-/// stops it either way; a lost lease cancels `stop` (the process drains) and is an error.
+/// stops it either way; the Lease is renewed until the duty has drained, then released. A
+/// lost lease cancels `stop` (the process drains) and is an error.
 pub async fn run_as_leader<F>(
     config: Option<LeaseConfig>,
     health: Health,
@@ -102,27 +107,51 @@ where
         .await
         .map_err(|e| RoleError::new("lease", format!("no Kubernetes API: {e}")))?;
     let component = health.register("lease");
-    let detail = |state: &str| serde_json::json!({"lease": config.name, "identity": config.identity, "state": state});
-    // A standby is ready: it is healthy, and a rollout must not wait for it to lead.
-    component.set(true, detail("standby"));
+    let detail = |state: &str, errors: u32| serde_json::json!({"lease": config.name, "identity": config.identity, "state": state, "api_errors_in_a_row": errors});
+    // A standby is ready (healthy; a rollout must not wait for it to lead) while it can reach
+    // the API server.
+    component.set(true, detail("standby", 0));
     let mut elector = Elector::new(client, config.clone());
-    if !elector.acquire(&stop).await {
-        return Ok(());
+    let mut errors = 0u32;
+    loop {
+        match elector.attempt().await {
+            Ok(true) => break,
+            Ok(false) => errors = 0,
+            Err(e) => {
+                errors += 1;
+                tracing::warn!(error = %e, errors, "lease not reachable; retrying");
+            }
+        }
+        component.set(errors < NOT_READY_AFTER_ERRORS, detail("standby", errors));
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = tokio::time::sleep(config.renew_every) => {}
+        }
     }
     tracing::info!(lease = %config.name, identity = %config.identity, "lease acquired; starting the duty");
-    component.set(true, detail("leader"));
-    tokio::pin!(duty);
-    let result = tokio::select! {
-        r = &mut duty => r,
-        held = elector.hold(&stop) => match held {
-            Held::Stopped => duty.await,
-            Held::Lost => {
-                component.set(false, detail("lost"));
-                stop.cancel();
-                let _ = duty.await;
-                Err(RoleError::new("lease", format!("lease {} lost; drained and stopping", config.name)))
+    component.set(true, detail("leader", 0));
+    // Renewing goes on while the duty drains after `stop`, and ends only once it is done.
+    let renewing = CancellationToken::new();
+    let result = {
+        tokio::pin!(duty);
+        let hold = elector.hold(&renewing);
+        tokio::pin!(hold);
+        tokio::select! {
+            r = &mut duty => {
+                renewing.cancel();
+                let _ = hold.await;
+                r
             }
-        },
+            held = &mut hold => match held {
+                Held::Stopped => duty.await,
+                Held::Lost => {
+                    component.set(false, detail("lost", 0));
+                    stop.cancel();
+                    let _ = duty.await;
+                    Err(RoleError::new("lease", format!("lease {} lost; drained and stopping", config.name)))
+                }
+            },
+        }
     };
     elector.release().await;
     result

@@ -134,9 +134,20 @@ impl Settings {
             }
             Role::Engine | Role::Roles | Role::Drain(_) | Role::Streams(_) => {}
         }
-        if matches!(cli.role, Role::Archive(_)) {
-            // Bad election settings fail at start, before any port is bound.
-            s.lease.resolve()?;
+        if matches!(cli.role, Role::Archive(_))
+            && let Some(lease) = s.lease.resolve()?
+        {
+            // Bad election settings fail at start, before any port is bound. A holder that
+            // lost the lease drains before anyone may take over only if the drain fits in the
+            // last third of the duration.
+            let third = lease.duration.as_secs_f64() / 3.0;
+            if third <= s.drain_timeout_s {
+                return Err(ConfigError::Invalid(format!(
+                    "[lease] duration_s ({}) must be more than 3 x drain_timeout_s ({})",
+                    lease.duration.as_secs_f64(),
+                    s.drain_timeout_s
+                )));
+            }
         }
         Ok(s)
     }

@@ -20,6 +20,10 @@ pub struct Store {
     leases: Mutex<HashMap<String, (u64, Value)>>,
     down: AtomicBool,
     writes: Mutex<u64>,
+    /// Every answer is held back this long after the request took effect.
+    answer_delay: Mutex<std::time::Duration>,
+    /// When the last write took effect.
+    last_write: Mutex<Option<std::time::Instant>>,
 }
 
 fn status(code: StatusCode, reason: &str) -> Response {
@@ -40,7 +44,7 @@ fn stored(version: u64, mut lease: Value) -> Value {
     lease
 }
 
-async fn read(
+async fn read_now(
     State(s): State<Arc<Store>>,
     UrlPath((_ns, name)): UrlPath<(String, String)>,
 ) -> Response {
@@ -53,7 +57,7 @@ async fn read(
     }
 }
 
-async fn create(
+async fn create_now(
     State(s): State<Arc<Store>>,
     UrlPath(_ns): UrlPath<String>,
     axum::Json(lease): axum::Json<Value>,
@@ -70,11 +74,12 @@ async fn create(
         return status(StatusCode::CONFLICT, "AlreadyExists");
     }
     *s.writes.lock().expect("lock") += 1;
+    *s.last_write.lock().expect("lock") = Some(std::time::Instant::now());
     leases.insert(name, (1, lease.clone()));
     (StatusCode::CREATED, axum::Json(stored(1, lease))).into_response()
 }
 
-async fn replace(
+async fn replace_now(
     State(s): State<Arc<Store>>,
     UrlPath((_ns, name)): UrlPath<(String, String)>,
     axum::Json(lease): axum::Json<Value>,
@@ -91,11 +96,43 @@ async fn replace(
     }
     let next = version + 1;
     *s.writes.lock().expect("lock") += 1;
+    *s.last_write.lock().expect("lock") = Some(std::time::Instant::now());
     leases.insert(name, (next, lease.clone()));
     axum::Json(stored(next, lease)).into_response()
 }
 
 /// The mock, serving until the runtime it was started on stops.
+async fn delayed(s: &Store, answer: Response) -> Response {
+    let delay = *s.answer_delay.lock().expect("lock");
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    answer
+}
+
+async fn read(State(s): State<Arc<Store>>, path: UrlPath<(String, String)>) -> Response {
+    let answer = read_now(State(s.clone()), path).await;
+    delayed(&s, answer).await
+}
+
+async fn create(
+    State(s): State<Arc<Store>>,
+    path: UrlPath<String>,
+    body: axum::Json<Value>,
+) -> Response {
+    let answer = create_now(State(s.clone()), path, body).await;
+    delayed(&s, answer).await
+}
+
+async fn replace(
+    State(s): State<Arc<Store>>,
+    path: UrlPath<(String, String)>,
+    body: axum::Json<Value>,
+) -> Response {
+    let answer = replace_now(State(s.clone()), path, body).await;
+    delayed(&s, answer).await
+}
+
 pub struct KubeApiMock {
     pub store: Arc<Store>,
     pub url: String,
@@ -124,6 +161,17 @@ impl KubeApiMock {
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self { store, url }
+    }
+
+    /// Holds every answer back this long after the request took effect (a slow or hung API
+    /// server: the write is made, the client learns of it late or never).
+    pub fn set_answer_delay(&self, delay: std::time::Duration) {
+        *self.store.answer_delay.lock().expect("lock") = delay;
+    }
+
+    /// When the last write took effect.
+    pub fn last_write(&self) -> Option<std::time::Instant> {
+        *self.store.last_write.lock().expect("lock")
     }
 
     /// Every call answers 503 while down.
