@@ -40,6 +40,14 @@ impl Mock {
     }
 }
 
+/// Holds `elector`'s lease on a task until it is lost; returns how it ended and when.
+fn hold_in_background(mut elector: Elector) -> tokio::task::JoinHandle<(Held, std::time::Instant)> {
+    tokio::spawn(async move {
+        let held = elector.hold(&CancellationToken::new()).await;
+        (held, std::time::Instant::now())
+    })
+}
+
 #[tokio::test]
 async fn one_candidate_holds_the_lease_and_the_other_waits() {
     let mock = Mock::start().await;
@@ -119,14 +127,10 @@ async fn a_holder_cut_off_from_the_api_loses_the_lease_before_anyone_may_take_it
     let duration = Duration::from_millis(1500);
     let mut a = mock.elector("archive-a", 1500);
     assert!(a.try_acquire_or_renew().await.expect("api"));
-    let stop = CancellationToken::new();
-    let holding = tokio::spawn(async move {
-        let h = a.hold(&stop).await;
-        (h, Instant::now())
-    });
+    let holding = hold_in_background(a);
     tokio::time::sleep(Duration::from_millis(700)).await;
     mock.set_down(true);
-    let cut = Instant::now();
+    let cut = std::time::Instant::now();
     let (held, lost_at) = holding.await.expect("hold");
     assert_eq!(held, Held::Lost);
     // The last successful renewal was at most one renew period before the cut; from it, the
@@ -206,11 +210,7 @@ async fn a_holder_whose_renewals_are_never_answered_gives_up_a_third_of_a_durati
     let duration = Duration::from_millis(1500);
     let mut a = mock.elector("archive-a", 1500);
     assert!(a.try_acquire_or_renew().await.expect("api"));
-    let stop = CancellationToken::new();
-    let holding = tokio::spawn(async move {
-        let h = a.hold(&stop).await;
-        (h, std::time::Instant::now())
-    });
+    let holding = hold_in_background(a);
     tokio::time::sleep(Duration::from_millis(500)).await;
     mock.set_answer_delay(Duration::from_secs(30));
     let (held, lost_at) = tokio::time::timeout(Duration::from_secs(10), holding)
