@@ -9,7 +9,9 @@
 //! and what a reader must do about duplicates: `docs/archive.md`.
 
 pub mod partition;
+mod record;
 pub mod schema;
+mod status;
 pub mod store;
 mod writer;
 
@@ -23,10 +25,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use partition::StreamKind;
+pub use record::Rejection;
 pub use store::StoreError;
-pub use writer::Rejection;
 
-use writer::{StreamStatus, Writer, WriterSettings};
+use status::StreamStatus;
+use writer::{Writer, WriterSettings};
 
 /// How long the start-up write probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -193,7 +196,7 @@ pub async fn run(
     }
     let lag_stop = inner.clone();
     tasks.spawn(async move {
-        writer::watch_lag(bus, statuses, lag_stop).await;
+        status::watch_lag(bus, statuses, lag_stop).await;
         Ok(())
     });
 
