@@ -16,6 +16,7 @@
 pub mod dashboard;
 mod fanout;
 pub mod protocol;
+mod queue;
 mod ws;
 
 use std::net::SocketAddr;
