@@ -107,7 +107,7 @@ pub fn select(
             Some(list) => list.contains(&inst.symbol),
             None => {
                 let quote_ok = config.quotes.iter().any(|q| q == inst.symbol.quote());
-                let volume = volumes.get(&inst.native).copied();
+                let volume = volumes.get(inst.volume_key()).copied();
                 let min_ok = config
                     .min_volume
                     .is_none_or(|min| volume.is_some_and(|v| v >= min));
@@ -157,6 +157,7 @@ mod tests {
             native: native.into(),
             symbol: canonical.parse().expect("symbol"),
             trading,
+            volume_key: None,
         }
     }
 
@@ -207,6 +208,27 @@ mod tests {
             ..IngestConfig::default()
         };
         assert_eq!(names(&select(i, &v, &config)), ["BTC-USDT", "ETH-USDC"]);
+    }
+
+    #[test]
+    fn volumes_are_joined_by_the_volume_key_when_rest_names_differ() {
+        // Kraken: the WebSocket says `BTC/USD`, the 24 h ticker list `XXBTZUSD`.
+        let mut btc = inst("BTC/USD", "BTC-USD", true);
+        btc.volume_key = Some("XXBTZUSD".into());
+        let eth = inst("ETH/USD", "ETH-USD", true);
+        let volumes: HashMap<String, f64> = [("XXBTZUSD", 1e9), ("ETH/USD", 10.0)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        let config = IngestConfig {
+            quotes: vec!["USD".into()],
+            min_volume: Some(1e6),
+            ..IngestConfig::default()
+        };
+        assert_eq!(
+            names(&select(vec![btc, eth], &volumes, &config)),
+            ["BTC-USD"]
+        );
     }
 
     #[test]

@@ -39,6 +39,16 @@ pub struct Instrument {
     pub symbol: Symbol,
     /// Listed and trading now.
     pub trading: bool,
+    /// The name the exchange's 24 h ticker list gives this instrument, when it is not
+    /// `native` (Kraken's REST says `XXBTZUSD` where its WebSocket says `BTC/USD`).
+    pub volume_key: Option<String>,
+}
+
+impl Instrument {
+    /// The key of this instrument in [`Adapter::parse_volumes`]'s map.
+    pub fn volume_key(&self) -> &str {
+        self.volume_key.as_deref().unwrap_or(&self.native)
+    }
 }
 
 /// A frame from the exchange, as the WebSocket delivered it.
@@ -234,7 +244,7 @@ pub trait Adapter: Send + Sync + 'static {
     /// # Errors
     /// When the body is not the documented shape.
     fn parse_instruments(&self, body: &str) -> Result<Vec<Instrument>, ParseError>;
-    /// Parses 24 h quote volumes by native symbol.
+    /// Parses 24 h quote volumes by [`Instrument::volume_key`] (the native symbol, for most).
     ///
     /// # Errors
     /// When the body is not the documented shape.

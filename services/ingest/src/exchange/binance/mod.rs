@@ -74,6 +74,7 @@ impl Adapter for Binance {
                     native: s.symbol.into_owned(),
                     symbol,
                     trading: s.status == "TRADING",
+                    volume_key: None,
                 })
             })
             .collect())

@@ -125,6 +125,7 @@ impl Adapter for Htx {
                     native: i.symbol.into_owned(),
                     symbol,
                     trading: i.state == "online",
+                    volume_key: None,
                 })
             })
             .collect())

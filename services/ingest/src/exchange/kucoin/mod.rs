@@ -193,6 +193,7 @@ impl Adapter for Kucoin {
                     native: s.symbol.into_owned(),
                     symbol,
                     trading: s.enable_trading,
+                    volume_key: None,
                 })
             })
             .collect())

@@ -155,6 +155,7 @@ impl Adapter for Mexc {
                     native: s.symbol.into_owned(),
                     symbol,
                     trading: trading(s.status.as_ref()),
+                    volume_key: None,
                 })
             })
             .collect())

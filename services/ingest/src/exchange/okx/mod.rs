@@ -87,6 +87,7 @@ impl Adapter for Okx {
                     native: i.inst_id.into_owned(),
                     symbol,
                     trading: i.state == "live",
+                    volume_key: None,
                 })
             })
             .collect())
