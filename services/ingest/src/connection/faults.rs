@@ -30,7 +30,7 @@ fn recorder() -> &'static PrometheusHandle {
 }
 
 /// The sum of a counter over every series carrying all of `labels`.
-fn counter(name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(super) fn counter(name: &str, labels: &[(&str, &str)]) -> f64 {
     recorder()
         .render()
         .lines()
@@ -48,14 +48,18 @@ fn counter(name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 /// A simulator serving two exchanges, a connection to each, both subscribed.
-struct Pair {
-    sim: Simulator,
+pub(super) struct Pair {
+    pub(super) sim: Simulator,
     stop: CancellationToken,
-    faulted: Feed,
+    pub(super) faulted: Feed,
     steady: Feed,
 }
 
-async fn pair(faulted: ExchangeId, steady: ExchangeId, settings: ConnectionSettings) -> Pair {
+pub(super) async fn pair(
+    faulted: ExchangeId,
+    steady: ExchangeId,
+    settings: ConnectionSettings,
+) -> Pair {
     recorder();
     let stop = CancellationToken::new();
     let sim = simulator(&[faulted, steady], &stop).await;
@@ -81,7 +85,7 @@ impl Pair {
     /// Runs `fault` on the faulted exchange and watches both for `window`: the steady one
     /// keeps its quote rate (against a baseline measured just before) and never pauses.
     /// Returns what the faulted exchange delivered meanwhile.
-    async fn inject(&self, fault: Fault, window: Duration) -> Seen {
+    pub(super) async fn inject(&self, fault: Fault, window: Duration) -> Seen {
         let baseline_window = Duration::from_secs(2);
         let baseline = self.steady.collect(baseline_window).await;
         self.sim
@@ -106,7 +110,7 @@ impl Pair {
     }
 
     /// The faulted exchange is back: subscribed, and quoting every symbol.
-    async fn recovered(&self, within: Duration) {
+    pub(super) async fn recovered(&self, within: Duration) {
         let f = &self.faulted;
         f.wait_connected(within).await;
         let seen = f.collect(Duration::from_secs(2)).await;
@@ -120,14 +124,14 @@ impl Pair {
         }
     }
 
-    fn rejected(&self) -> f64 {
+    pub(super) fn rejected(&self) -> f64 {
         counter(
             "spreadagg_ingest_rejected_total",
             &[("exchange", self.faulted.exchange.as_str())],
         )
     }
 
-    async fn stop(self) {
+    pub(super) async fn stop(self) {
         self.stop.cancel();
         self.faulted.join().await;
         self.steady.join().await;

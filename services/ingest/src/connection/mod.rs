@@ -576,6 +576,8 @@ async fn sleep_until(at: Option<Instant>) {
 #[cfg(test)]
 mod conformance;
 #[cfg(test)]
+mod fault_matrix;
+#[cfg(test)]
 mod faults;
 #[cfg(test)]
 mod kucoin_sim_tests;
