@@ -2,10 +2,12 @@
 //! async-nats publisher on the same server, in the same run.
 //!
 //! `scripts/bench-ingest` runs it (release build). A feed process (this binary with `--feed`)
-//! serves Binance's REST discovery and `bookTicker` frames for `SYMBOLS` symbols as fast as
-//! the socket is read. Rounds alternate: the bare publisher publishes `bookTicker`-sized
-//! `Tick` payloads on the same subjects with a unique `Nats-Msg-Id` and the same in-flight
-//! window; then the ingest role (Binance adapter, JetStream bus) runs against the feed. Each
+//! serves the exchange's REST discovery and best bid/ask frames for `SYMBOLS` symbols as fast
+//! as the socket is read: Binance `bookTicker` (about 100 bytes, the default) or, with
+//! `LOAD_EXCHANGE=bitget`, Bitget's v2 spot `ticker` (about 400 bytes: the most verbose best
+//! bid/ask frame of the exchanges we speak). Rounds alternate: the bare publisher publishes
+//! `Tick`-sized payloads on the same subjects with a unique `Nats-Msg-Id` and the same in-flight
+//! window; then the ingest role (that exchange's adapter, JetStream bus) runs against the feed. Each
 //! round reports acknowledged messages per second (the stream's last sequence over the round)
 //! and this process's CPU time per acknowledged message (the feed runs in its own process,
 //! nats-server in its own).
@@ -34,6 +36,113 @@ fn native(i: usize) -> String {
     format!("S{i}USDT")
 }
 
+/// The exchange whose protocol the feed speaks: `LOAD_EXCHANGE` (binance, the default, or
+/// bitget).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Load {
+    Binance,
+    Bitget,
+}
+
+impl Load {
+    fn from_env() -> Result<Self, String> {
+        match std::env::var("LOAD_EXCHANGE").as_deref() {
+            Err(_) | Ok("" | "binance") => Ok(Load::Binance),
+            Ok("bitget") => Ok(Load::Bitget),
+            Ok(other) => Err(format!("LOAD_EXCHANGE: binance or bitget, not {other:?}")),
+        }
+    }
+
+    fn id(self) -> ExchangeId {
+        match self {
+            Load::Binance => ExchangeId::Binance,
+            Load::Bitget => ExchangeId::Bitget,
+        }
+    }
+
+    fn ws_path(self) -> &'static str {
+        match self {
+            Load::Binance => "/ws",
+            Load::Bitget => "/v2/ws/public",
+        }
+    }
+
+    /// The instrument list (the only REST call with explicit symbols).
+    fn instruments(self) -> String {
+        let list: Vec<serde_json::Value> = (0..SYMBOLS)
+            .map(|i| match self {
+                Load::Binance => serde_json::json!({"symbol": native(i), "status": "TRADING",
+                    "baseAsset": format!("S{i}"), "quoteAsset": "USDT"}),
+                Load::Bitget => {
+                    serde_json::json!({"symbol": native(i), "baseCoin": format!("S{i}"),
+                    "quoteCoin": "USDT", "status": "online", "minTradeAmount": "0",
+                    "maxTradeAmount": "900000000000000000000", "takerFeeRate": "0.002",
+                    "makerFeeRate": "0.002", "pricePrecision": "4", "quantityPrecision": "8",
+                    "quotePrecision": "4", "minTradeUSDT": "1", "buyLimitPriceRatio": "0.05",
+                    "sellLimitPriceRatio": "0.05", "areaSymbol": "no", "orderQuantity": "200",
+                    "openTime": "1532454360000", "offTime": ""})
+                }
+            })
+            .collect();
+        match self {
+            Load::Binance => serde_json::json!({"symbols": list}),
+            Load::Bitget => serde_json::json!({"code": "00000", "msg": "success",
+                "requestTime": 1_695_808_949_356_u64, "data": list}),
+        }
+        .to_string()
+    }
+
+    /// The answers to one client request: subscribe acks, and Bitget's `pong`.
+    fn answers(self, request: &str) -> Vec<String> {
+        match self {
+            Load::Binance => {
+                let v: serde_json::Value = serde_json::from_str(request).unwrap_or_default();
+                vec![serde_json::json!({"result": null, "id": v["id"]}).to_string()]
+            }
+            Load::Bitget if request == "ping" => vec!["pong".to_owned()],
+            Load::Bitget => {
+                let v: serde_json::Value = serde_json::from_str(request).unwrap_or_default();
+                v["args"]
+                    .as_array()
+                    .map(|args| {
+                        args.iter()
+                            .map(|arg| {
+                                serde_json::json!({"event": "subscribe", "arg": arg}).to_string()
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            }
+        }
+    }
+
+    /// One best bid/ask frame for symbol `i`, update `u`, as the exchange documents it.
+    fn frame(self, out: &mut String, u: u64, i: usize, now_ms: u64) {
+        let sym = native(i);
+        let _ = match self {
+            Load::Binance => std::fmt::Write::write_fmt(
+                out,
+                format_args!(
+                    r#"{{"u":{u},"s":"{sym}","b":"25.35190000","B":"31.21000000","a":"25.36520000","A":"40.66000000"}}"#
+                ),
+            ),
+            // Bitget's ticker carries no update id; its time is the only order.
+            Load::Bitget => std::fmt::Write::write_fmt(
+                out,
+                format_args!(
+                    r#"{{"action":"snapshot","arg":{{"instType":"SPOT","channel":"ticker","instId":"{sym}"}},"data":[{{"instId":"{sym}","lastPr":"25.3601","open24h":"25.0112","high24h":"25.9811","low24h":"24.8870","change24h":"0.01394","bidPr":"25.3519","askPr":"25.3652","bidSz":"31.21","askSz":"40.66","baseVolume":"1290514.1022","quoteVolume":"32711041.5201","openUtc":"25.1044","changeUtc24h":"0.01016","ts":"{now_ms}"}}],"ts":{now_ms}}}"#
+                ),
+            ),
+        };
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -60,14 +169,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Serves discovery on one port and the WebSocket feed on another; prints both.
 async fn feed() -> Result<(), Box<dyn std::error::Error>> {
+    let load = Load::from_env()?;
     let http = TcpListener::bind("127.0.0.1:0").await?;
     let ws = TcpListener::bind("127.0.0.1:0").await?;
     println!("{} {}", http.local_addr()?, ws.local_addr()?);
     std::io::stdout().flush()?;
-    let symbols: Vec<serde_json::Value> = (0..SYMBOLS)
-        .map(|i| serde_json::json!({"symbol": native(i), "status": "TRADING", "baseAsset": format!("S{i}"), "quoteAsset": "USDT"}))
-        .collect();
-    let body = serde_json::json!({"symbols": symbols}).to_string();
+    let body = load.instruments();
     tokio::spawn(async move {
         while let Ok((mut tcp, _)) = http.accept().await {
             let body = body.clone();
@@ -99,11 +206,10 @@ async fn feed() -> Result<(), Box<dyn std::error::Error>> {
             tokio::spawn(async move {
                 while let Some(Ok(m)) = rx.next().await {
                     if let Message::Text(t) = m {
-                        let v: serde_json::Value =
-                            serde_json::from_str(t.as_str()).unwrap_or_default();
-                        let ack = serde_json::json!({"result": null, "id": v["id"]});
-                        if acks_tx.send(ack.to_string()).await.is_err() {
-                            return;
+                        for answer in load.answers(t.as_str()) {
+                            if acks_tx.send(answer).await.is_err() {
+                                return;
+                            }
                         }
                     }
                 }
@@ -113,7 +219,8 @@ async fn feed() -> Result<(), Box<dyn std::error::Error>> {
             let mut u: u64 =
                 NEXT_UPDATE_ID.fetch_add(1 << 40, std::sync::atomic::Ordering::Relaxed);
             let mut i = 0usize;
-            let mut frame = String::with_capacity(160);
+            let mut frame = String::with_capacity(512);
+            let mut ms = now_ms();
             let pace = feed_rate();
             let started = Instant::now();
             let mut sent: u64 = 0;
@@ -124,13 +231,7 @@ async fn feed() -> Result<(), Box<dyn std::error::Error>> {
                     return;
                 }
                 frame.clear();
-                let _ = std::fmt::Write::write_fmt(
-                    &mut frame,
-                    format_args!(
-                        r#"{{"u":{u},"s":"{}","b":"25.35190000","B":"31.21000000","a":"25.36520000","A":"40.66000000"}}"#,
-                        native(i)
-                    ),
-                );
+                load.frame(&mut frame, u, i, ms);
                 if tx.feed(Message::text(frame.as_str())).await.is_err() {
                     return;
                 }
@@ -138,6 +239,7 @@ async fn feed() -> Result<(), Box<dyn std::error::Error>> {
                 i = (i + 1) % SYMBOLS;
                 sent += 1;
                 if u.is_multiple_of(64) {
+                    ms = now_ms();
                     if tx.flush().await.is_err() {
                         return;
                     }
@@ -198,7 +300,7 @@ async fn measure<F: std::future::Future<Output = ()>>(bus: &Bus, run: F) -> Roun
     }
 }
 
-async fn bare(url: &str, round: usize, stop: CancellationToken) {
+async fn bare(url: &str, exchange: ExchangeId, round: usize, stop: CancellationToken) {
     let Ok(client) = async_nats::connect(url).await else {
         return;
     };
@@ -215,7 +317,7 @@ async fn bare(url: &str, round: usize, stop: CancellationToken) {
         let mut headers = async_nats::HeaderMap::new();
         // Unique across rounds: the duplicate window (2 min) spans them.
         headers.insert("Nats-Msg-Id", format!("bare:{round}:{n}").as_str());
-        let subject = format!("md.tick.binance.S{}-USDT", n % SYMBOLS as u64);
+        let subject = format!("md.tick.{exchange}.S{}-USDT", n % SYMBOLS as u64);
         match js
             .publish_with_headers(subject, headers, payload.clone())
             .await
@@ -250,6 +352,7 @@ async fn via_bus(url: &str, round: usize) {
 }
 
 async fn harness(me: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let load = Load::from_env()?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     // The ingestor's own counters: how many quotes it read, and how many it conflated away.
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
@@ -282,7 +385,8 @@ async fn harness(me: &str) -> Result<(), Box<dyn std::error::Error>> {
     let settings = StreamSettings::default();
     let bus = Bus::connect(&url, &settings).await?;
     println!(
-        "symbols {SYMBOLS}, in-flight {IN_FLIGHT}, rounds of {} s, feed {}",
+        "exchange {}, symbols {SYMBOLS}, in-flight {IN_FLIGHT}, rounds of {} s, feed {}",
+        load.id(),
         ROUND.as_secs(),
         feed_rate().map_or("as fast as it is read".to_owned(), |r| format!(
             "paced at {r:.0} frames/s"
@@ -291,7 +395,7 @@ async fn harness(me: &str) -> Result<(), Box<dyn std::error::Error>> {
     let mut ratios = Vec::new();
     for round in 1..=ROUNDS {
         let stop = CancellationToken::new();
-        let b = measure(&bus, bare(&url, round, stop.clone())).await;
+        let b = measure(&bus, bare(&url, load.id(), round, stop.clone())).await;
         stop.cancel();
         if std::env::var_os("VIA_BUS").is_some() {
             let v = measure(&bus, via_bus(&url, round)).await;
@@ -302,11 +406,11 @@ async fn harness(me: &str) -> Result<(), Box<dyn std::error::Error>> {
         }
         let stop = CancellationToken::new();
         let config = IngestConfig {
-            exchange: Some(ExchangeId::Binance),
+            exchange: Some(load.id()),
             symbols: (0..SYMBOLS)
                 .map(|i| format!("S{i}-USDT").parse().expect("symbol"))
                 .collect(),
-            ws_url: Some(format!("ws://{ws}/ws")),
+            ws_url: Some(format!("ws://{ws}{}", load.ws_path())),
             rest_url: Some(format!("http://{rest}")),
             max_in_flight: IN_FLIGHT,
             rediscover_every_s: 0,
