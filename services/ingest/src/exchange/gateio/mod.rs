@@ -24,14 +24,17 @@
 //! What the docs leave open, and what we rely on:
 //! - No per-request payload cap and no per-connection subscription cap is documented: we send
 //!   at most [`PAIRS_PER_REQUEST`] pairs per request and carry [`SYMBOLS_PER_CONNECTION`]
-//!   symbols (two channels each) per connection, modest numbers other clients also use.
+//!   symbols (two channels each) per connection: modest numbers of our choosing.
 //! - No server idle timeout is documented: we ping every 10 s as the docs' demo does.
-//! - `side` is documented as "buy or sell side"; like Gate's REST trades (and ccxt,
-//!   cryptofeed) we read it as the taker's side.
+//! - `side` is documented only as "buy or sell side"; like other clients (ccxt, cryptofeed)
+//!   we read it as the taker's side.
 //! - An answer without `id` (a request we did not send one with) is not matched to anything;
 //!   every request we send carries an id.
-//! - Newer pushes add fields (`range`, `sequence_id`, `text`, `conn_id`, `trace_id`); unknown
-//!   fields are ignored.
+//! - Newer pushes add fields (`range`, `sequence_id`, `text`, `id_market` since 2025-01,
+//!   `conn_id`, `trace_id` on answers); unknown fields are ignored. `create_time_ms` is read
+//!   as documented (a string) and also as a JSON number, should Gate ever send one.
+//! - The request `time` must be within 60 s of Gate's clock (documented): it is stamped when
+//!   the request is built, just before it is sent.
 
 mod wire;
 
