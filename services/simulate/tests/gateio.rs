@@ -165,3 +165,69 @@ async fn subscribe_answers_errors_pongs_and_updates() {
     assert_eq!(pong["result"], Value::Null);
     assert!(pong.get("error").is_none());
 }
+
+#[tokio::test]
+async fn the_refusal_fault_answers_with_the_error_object_and_the_id() {
+    let sim = start(&[ExchangeId::Gateio]).await;
+    let mut ws = connect(&sim).await;
+    sim.sim
+        .inject(
+            ExchangeId::Gateio,
+            spreadagg_simulate::Fault::RefuseSubscription { count: 1 },
+        )
+        .expect("inject");
+    let subscribe = |id: u64| {
+        json!({"time": now_s(), "id": id, "channel": "spot.book_ticker", "event": "subscribe", "payload": ["BTC_USDT"]}).to_string()
+    };
+    send(&mut ws, &subscribe(21)).await;
+    let refused = wait_for(&mut ws, |v| v["id"] == 21).await;
+    assert_eq!(refused["error"]["code"], 3);
+    assert_eq!(refused["result"], Value::Null);
+    send(&mut ws, &subscribe(22)).await;
+    let ack = wait_for(&mut ws, |v| v["id"] == 22).await;
+    assert_eq!(ack["result"]["status"], "success", "only one refusal");
+}
+
+/// A client silent for 30 s is closed; one that sends `spot.ping` every 10 s is not.
+#[tokio::test]
+async fn a_silent_client_is_closed_and_a_pinging_one_is_not() {
+    use std::time::Duration;
+    use tokio::time::Instant;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let sim = start(&[ExchangeId::Gateio]).await;
+    let subscribe = json!({"time": now_s(), "id": 1, "channel": "spot.book_ticker", "event": "subscribe", "payload": ["BTC_USDT"]}).to_string();
+    let mut silent = connect(&sim).await;
+    let mut pinging = connect(&sim).await;
+    send(&mut silent, &subscribe).await;
+    send(&mut pinging, &subscribe).await;
+    let t0 = Instant::now();
+    let silent_side = async {
+        let code = common::close_code(&mut silent, |_| false).await;
+        (code, t0.elapsed())
+    };
+    let pinging_side = async {
+        let mut next_ping = Instant::now() + Duration::from_secs(10);
+        while t0.elapsed() < Duration::from_secs(36) {
+            if Instant::now() >= next_ping {
+                send(
+                    &mut pinging,
+                    &json!({"time": now_s(), "channel": "spot.ping"}).to_string(),
+                )
+                .await;
+                next_ping += Duration::from_secs(10);
+            }
+            match common::next_until(&mut pinging, Instant::now() + Duration::from_secs(1)).await {
+                Some(Some(Ok(Message::Close(c)))) => panic!("a pinging client was closed: {c:?}"),
+                Some(None | Some(Err(_))) => panic!("the pinging client's connection ended"),
+                _ => {}
+            }
+        }
+    };
+    let ((code, after), ()) = tokio::join!(silent_side, pinging_side);
+    assert_eq!(code, 1000);
+    assert!(
+        after >= Duration::from_secs(29) && after < Duration::from_secs(35),
+        "closed after {after:?}"
+    );
+}
