@@ -9,7 +9,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use prost::Message as _;
 use spreadagg_ingest::exchange::mexc::{Mexc, pb};
 use spreadagg_ingest::exchange::{
-    Adapter, Frame, Output, SymbolTable, binance::Binance, htx::Htx, kucoin::Kucoin, okx::Okx,
+    Adapter, Frame, Output, SymbolTable, binance::Binance, gateio::Gateio, htx::Htx,
+    kucoin::Kucoin, okx::Okx,
 };
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ const BINANCE_BOOK_TICKER: &str = r#"{"u":123456,"s":"BNBUSDT","b":"25.35190000"
 const OKX_BBO: &str = r#"{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data":[{"asks":[["8476.98","415","0","13"]],"bids":[["8476.97","256","0","12"]],"ts":"1597026383085","seqId":123456}]}"#;
 
 const KUCOIN_TICKER: &str = r#"{"type":"message","topic":"/market/ticker:BTC-USDT","subject":"trade.ticker","data":{"sequence":"123456","price":"0.08","size":"0.011","bestAsk":"0.08","bestAskSize":"0.18","bestBid":"0.049","bestBidSize":"0.036","time":1704873323416}}"#;
+const GATEIO_BOOK_TICKER: &str = r#"{"time":1606293275,"time_ms":1606293275723,"channel":"spot.book_ticker","event":"update","result":{"t":1606293275123,"u":123456,"s":"BTC_USDT","b":"19177.79","B":"0.0003341504","a":"19179.38","A":"0.09"}}"#;
 const HTX_BBO: &str = r#"{"ch":"market.btcusdt.bbo","ts":1671941599613,"tick":{"seqId":123456,"ask":16829.51,"askSize":0.707776,"bid":16829.5,"bidSize":1.685945,"quoteTime":1671941599612,"symbol":"btcusdt"}}"#;
 
 /// The update id in the sample frames above, replaced per frame.
@@ -63,7 +65,7 @@ fn text(b: &[u8]) -> Frame<'_> {
 }
 
 fn bench(c: &mut Criterion) {
-    let cases: [(&str, &dyn Adapter, &str, &str, &str); 3] = [
+    let cases: [(&str, &dyn Adapter, &str, &str, &str); 4] = [
         (
             "binance_book_ticker",
             &Binance,
@@ -77,6 +79,13 @@ fn bench(c: &mut Criterion) {
             &Kucoin,
             KUCOIN_TICKER,
             "BTC-USDT",
+            "BTC-USDT",
+        ),
+        (
+            "gateio_book_ticker",
+            &Gateio,
+            GATEIO_BOOK_TICKER,
+            "BTC_USDT",
             "BTC-USDT",
         ),
     ];

@@ -33,6 +33,7 @@ fn native(id: ExchangeId) -> &'static str {
     match id {
         ExchangeId::Binance | ExchangeId::Mexc => "BTCUSDT",
         ExchangeId::Htx => "btcusdt",
+        ExchangeId::Gateio => "BTC_USDT",
         _ => "BTC-USDT",
     }
 }
@@ -66,6 +67,14 @@ fn samples(id: ExchangeId) -> Vec<Vec<u8>> {
         ExchangeId::Kucoin => &[
             r#"{"type":"message","topic":"/market/ticker:BTC-USDT","subject":"trade.ticker","data":{"sequence":"1545896668986","price":"0.08","size":"0.011","bestAsk":"0.08","bestAskSize":"0.18","bestBid":"0.049","bestBidSize":"0.036","Time":1704873323416}}"#,
             r#"{"type":"message","topic":"/market/match:BTC-USDT","subject":"trade.l3match","data":{"sequence":"1545896669145","type":"match","symbol":"BTC-USDT","side":"buy","price":"0.082","size":"0.0102","tradeId":"5c24c5da03aa673885cd67aa","takerOrderId":"5c24c5d903aa6772d55b371e","makerOrderId":"5c2187d003aa677bd09d5c93","time":"1545913818099033203"}}"#,
+        ],
+        // Gate writes prices as decimal strings, and trade times as fractional-ms strings.
+        ExchangeId::Gateio => &[
+            r#"{"time":1606293275,"time_ms":1606293275723,"channel":"spot.book_ticker","event":"update","result":{"t":1606293275123,"u":48733182,"s":"BTC_USDT","b":"19177.79","B":"0.0003341504","a":"19179.38","A":"0.09"}}"#,
+            r#"{"time":1606292218,"time_ms":1606292218231,"channel":"spot.trades","event":"update","result":{"id":309143071,"create_time":1606292218,"create_time_ms":"1606292218213.4578","side":"sell","currency_pair":"BTC_USDT","amount":"16.47","price":"0.4705"}}"#,
+            r#"{"time":1606293275,"time_ms":1606293275723,"id":3,"conn_id":"a4d3ae55","channel":"spot.book_ticker","event":"subscribe","result":{"status":"success"}}"#,
+            r#"{"time":1606292218,"time_ms":1606292218231,"id":4,"channel":"spot.trades","event":"subscribe","error":{"code":2,"message":"unknown currency pair GIBBERISH_USD"},"result":null}"#,
+            r#"{"time":1545404023,"time_ms":1545404023123,"channel":"spot.pong","event":"","result":null}"#,
         ],
         _ => &[],
     };
@@ -289,6 +298,14 @@ fn frames(id: ExchangeId, q: &Bbo) -> Vec<Vec<u8>> {
             ))
             .collect(),
         ExchangeId::Mexc => return vec![mexc_bbo(q)],
+        ExchangeId::Gateio => vec![
+            format!(
+                r#"{{"time":1606293275,"time_ms":1606293275723,"channel":"spot.book_ticker","event":"update","result":{{"t":{ts_ms},"u":{seq},"s":"BTC_USDT","b":"{bid}","B":"{bid_qty}","a":"{ask}","A":"{ask_qty}"}}}}"#
+            ),
+            format!(
+                r#"{{"channel": "spot.book_ticker", "event": "update", "time": 1606293275, "result": {{"s": "BTC_USDT", "a": "{ask}", "A": "{ask_qty}", "b": "{bid}", "B": "{bid_qty}", "u": {seq}, "t": {ts_ms}}}}}"#
+            ),
+        ],
         _ => Vec::new(),
     };
     texts
