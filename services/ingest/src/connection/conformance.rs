@@ -274,13 +274,13 @@ impl Feed {
 }
 
 /// How long to stay connected to prove keep-alive: past the exchange's idle deadline (OKX
-/// 30 s without a message, MEXC a minute without PING, HTX two unanswered 5 s pings, KuCoin
+/// 30 s without a message, MEXC a minute without PING, HTX and BingX two unanswered 5 s pings, KuCoin
 /// ping interval + timeout as the simulator sets them here, Binance pongs to 1 s pings).
 fn keepalive_window(exchange: ExchangeId) -> Duration {
     Duration::from_secs(match exchange {
         ExchangeId::Okx => 35,
         ExchangeId::Mexc => 65,
-        ExchangeId::Htx => 13,
+        ExchangeId::Htx | ExchangeId::Bingx => 13,
         ExchangeId::Kucoin => 7,
         _ => 5,
     })
@@ -479,4 +479,5 @@ conformance! {
     htx => ExchangeId::Htx,
     kucoin => ExchangeId::Kucoin,
     mexc => ExchangeId::Mexc,
+    bingx => ExchangeId::Bingx,
 }
