@@ -417,3 +417,36 @@ fn discovery_carries_a_timestamp() {
     assert_eq!(Bingx.default_ws_url(), "wss://open-api-ws.bingx.com/market");
     assert_eq!(Bingx.default_rest_url(), "https://open-api.bingx.com");
 }
+
+/// Discovery with volume bounds against the simulated BingX: both REST calls carry the
+/// `timestamp` the 24 h tickers require (the simulator refuses them without one, as BingX
+/// does), and the volumes join the symbol list.
+#[tokio::test]
+async fn discovery_with_volume_bounds_against_the_simulator() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let config = spreadagg_simulate::SimConfig {
+        exchanges: vec![ExchangeId::Bingx],
+        ..spreadagg_simulate::SimConfig::default()
+    };
+    let sim = spreadagg_simulate::Simulator::start(config, stop.clone())
+        .await
+        .expect("simulator starts");
+    let endpoint = sim.endpoint(ExchangeId::Bingx).expect("simulated").clone();
+    let wanted = crate::IngestConfig {
+        exchange: Some(ExchangeId::Bingx),
+        min_volume: Some(1.0),
+        ..crate::IngestConfig::default()
+    };
+    let selection =
+        crate::discovery::discover(&Bingx, &reqwest::Client::new(), &endpoint.rest_url, &wanted)
+            .await
+            .expect("discovery against the simulated BingX");
+    let btc: Symbol = "BTC-USDT".parse().expect("symbol");
+    assert_eq!(
+        selection.get(&btc).map(|i| i.native.as_str()),
+        Some("BTC-USDT"),
+        "{selection:?}"
+    );
+    stop.cancel();
+}
