@@ -20,9 +20,10 @@
 //! but ccxt answers it on every BingX socket, so it is answered here too.
 //!
 //! One `dataType` per request: `{"id":"7","reqType":"sub","dataType":"BTC-USDT@bookTicker"}`,
-//! acked `{"id":"7","code":0,"msg":""}` (live acks also carry `"dataType":"","data":null` or
-//! `"msg":"SUCCESS","timestamp":..`); a nonzero `code` is a refusal (100400 illegal argument,
-//! 100410 frequency limit, ...). Each symbol therefore takes two requests (`@bookTicker` and
+//! acked `{"id":"7","code":0,"msg":""}` (ccxt's live captures show `"msg":"SUCCESS",
+//! "timestamp":..` on spot and `"dataType":"","data":null` on swap: acks are matched by `id`
+//! whatever else they carry); a nonzero `code` is a refusal (100400 illegal argument, 100410
+//! frequency limit, ...). Each symbol therefore takes two requests (`@bookTicker` and
 //! `@trade`). Native symbols are the list's `BTC-USDT`, which must be upper case with a dash
 //! and is then also the canonical symbol, so two natives cannot map to one canonical symbol.
 //!
@@ -248,7 +249,13 @@ impl Session for BingxSession {
     ) -> Result<Control, ParseError> {
         let bytes = match frame {
             Frame::Binary(b) => b,
-            // BingX sends only gzip binary; a text frame is not of its protocol.
+            // A plain-text heartbeat is answered even uncompressed, so that it can never
+            // cost the connection; any other text frame is not of BingX's protocol.
+            Frame::Text("Ping") => {
+                out.replies.push(Outgoing::Text("Pong".to_owned()));
+                return Ok(Control::KeepAlive);
+            }
+            // BingX sends only gzip binary.
             Frame::Text(_) => return Err(malformed("text frame (BingX frames are gzip binary)")),
         };
         let mut scratch = std::mem::take(&mut self.scratch);

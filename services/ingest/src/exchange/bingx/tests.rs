@@ -186,6 +186,10 @@ fn pings_are_answered_with_the_same_id_and_time() {
     let (r, out) = parse_with(&mut s, "Ping");
     assert_eq!(r, Ok(Control::KeepAlive));
     assert_eq!(out.replies, vec![Outgoing::Text("Pong".into())]);
+    let mut out = Output::default();
+    let r = s.on_frame(Frame::Text("Ping"), &symbols(), 1, &mut out);
+    assert_eq!(r, Ok(Control::KeepAlive), "even uncompressed");
+    assert_eq!(out.replies, vec![Outgoing::Text("Pong".into())]);
     assert_eq!(
         s.keepalive(),
         None,
