@@ -7,11 +7,14 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use prost::Message as _;
+use spreadagg_ingest::exchange::binance::Binance;
+use spreadagg_ingest::exchange::bingx::Bingx;
+use spreadagg_ingest::exchange::gateio::Gateio;
+use spreadagg_ingest::exchange::htx::Htx;
+use spreadagg_ingest::exchange::kucoin::Kucoin;
 use spreadagg_ingest::exchange::mexc::{Mexc, pb};
-use spreadagg_ingest::exchange::{
-    Adapter, Frame, Output, SymbolTable, binance::Binance, gateio::Gateio, htx::Htx,
-    kucoin::Kucoin, okx::Okx,
-};
+use spreadagg_ingest::exchange::okx::Okx;
+use spreadagg_ingest::exchange::{Adapter, Frame, Output, SymbolTable};
 use std::time::{Duration, Instant};
 
 const BINANCE_BOOK_TICKER: &str = r#"{"u":123456,"s":"BNBUSDT","b":"25.35190000","B":"31.21000000","a":"25.36520000","A":"40.66000000"}"#;
@@ -20,6 +23,8 @@ const OKX_BBO: &str = r#"{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data"
 const KUCOIN_TICKER: &str = r#"{"type":"message","topic":"/market/ticker:BTC-USDT","subject":"trade.ticker","data":{"sequence":"123456","price":"0.08","size":"0.011","bestAsk":"0.08","bestAskSize":"0.18","bestBid":"0.049","bestBidSize":"0.036","time":1704873323416}}"#;
 const GATEIO_BOOK_TICKER: &str = r#"{"time":1606293275,"time_ms":1606293275723,"channel":"spot.book_ticker","event":"update","result":{"t":1606293275123,"u":123456,"s":"BTC_USDT","b":"19177.79","B":"0.0003341504","a":"19179.38","A":"0.09"}}"#;
 const HTX_BBO: &str = r#"{"ch":"market.btcusdt.bbo","ts":1671941599613,"tick":{"seqId":123456,"ask":16829.51,"askSize":0.707776,"bid":16829.5,"bidSize":1.685945,"quoteTime":1671941599612,"symbol":"btcusdt"}}"#;
+
+const BINGX_BOOK_TICKER: &str = r#"{"code":0,"data":{"A":"0.23","B":"1.5","E":1706498923556,"T":1706498923550,"a":"42437.8","b":"42437.1","e":"bookTicker","s":"BTC-USDT","u":123456},"dataType":"BTC-USDT@bookTicker","success":true,"timestamp":1706498923560}"#;
 
 /// The update id in the sample frames above, replaced per frame.
 const SEQ: &str = "123456";
@@ -196,5 +201,52 @@ fn bench_htx(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, bench_mexc, bench_htx);
+/// BingX's gzip-compressed bookTicker, against the baselines of decompressing the same bytes
+/// and parsing them into a `serde_json::Value` (a fresh decoder, and the adapter's own reused
+/// inflate state).
+fn bench_bingx(c: &mut Criterion) {
+    use std::io::{Read as _, Write as _};
+    let symbols = SymbolTable::from_pairs(Bingx.id(), [("BTC-USDT", "BTC-USDT")]);
+    let frames: Vec<Vec<u8>> = (0..FRAMES)
+        .map(|i| {
+            let text = BINGX_BOOK_TICKER.replace(SEQ, &(SEQ_BASE + i).to_string());
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(text.as_bytes()).expect("gzip");
+            e.finish().expect("gzip")
+        })
+        .collect();
+    let mut group = c.benchmark_group("bingx_book_ticker_gzip");
+    group.bench_function("adapter_parse_to_tick", |b| {
+        b.iter_custom(|iters| time_sessions(&Bingx, &symbols, &frames, binary, iters));
+    });
+    group.bench_function("baseline_gunzip_serde_json_value", |b| {
+        let mut i = 0;
+        let mut text = Vec::with_capacity(512);
+        b.iter(|| {
+            i = (i + 1) % frames.len();
+            text.clear();
+            let _ = flate2::read::GzDecoder::new(black_box(frames[i].as_slice()))
+                .read_to_end(&mut text);
+            black_box(serde_json::from_slice::<serde_json::Value>(&text).ok())
+        });
+    });
+    group.bench_function("baseline_same_inflater_serde_json_value", |b| {
+        let mut i = 0;
+        let mut text = Vec::with_capacity(512);
+        let mut inflater = spreadagg_ingest::codec::Inflater::default();
+        b.iter(|| {
+            i = (i + 1) % frames.len();
+            let _ = inflater.inflate(
+                spreadagg_ingest::codec::Compression::Gzip,
+                black_box(frames[i].as_slice()),
+                spreadagg_ingest::codec::MAX_INFLATED_BYTES,
+                &mut text,
+            );
+            black_box(serde_json::from_slice::<serde_json::Value>(&text).ok())
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_mexc, bench_htx, bench_bingx);
 criterion_main!(benches);

@@ -34,21 +34,44 @@ pub async fn discover(
     rest_url: &str,
     config: &IngestConfig,
 ) -> Result<Selection, DiscoveryError> {
-    let instruments = get(http, rest_url, adapter.instruments_path(), |b| {
-        adapter.parse_instruments(b)
-    })
+    let query = adapter.discovery_query(now_ms());
+    let instruments = get(
+        http,
+        rest_url,
+        &with_query(adapter.instruments_path(), query.as_deref()),
+        |b| adapter.parse_instruments(b),
+    )
     .await?;
     let needs_volume =
         config.symbols.is_empty() && (config.min_volume.is_some() || config.max_volume.is_some());
     let volumes = if needs_volume {
-        get(http, rest_url, adapter.volumes_path(), |b| {
-            adapter.parse_volumes(b)
-        })
+        get(
+            http,
+            rest_url,
+            &with_query(adapter.volumes_path(), query.as_deref()),
+            |b| adapter.parse_volumes(b),
+        )
         .await?
     } else {
         HashMap::new()
     };
     Ok(select(instruments, &volumes, config))
+}
+
+/// The wall clock in Unix milliseconds (0 before the epoch).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// `path` with `query` appended after `?` or `&`, whichever the path needs.
+fn with_query(path: &str, query: Option<&str>) -> String {
+    match query {
+        None | Some("") => path.to_owned(),
+        Some(q) if path.contains('?') => format!("{path}&{q}"),
+        Some(q) => format!("{path}?{q}"),
+    }
 }
 
 async fn get<T>(
@@ -151,6 +174,18 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_discovery_query_is_appended_after_the_path_or_its_query() {
+        assert_eq!(with_query("/a/b", None), "/a/b");
+        assert_eq!(with_query("/a/b", Some("")), "/a/b");
+        assert_eq!(with_query("/a/b", Some("timestamp=5")), "/a/b?timestamp=5");
+        assert_eq!(
+            with_query("/a?instType=SPOT", Some("timestamp=5")),
+            "/a?instType=SPOT&timestamp=5"
+        );
+        assert!(now_ms() > 1_600_000_000_000);
+    }
 
     fn inst(native: &str, canonical: &str, trading: bool) -> Instrument {
         Instrument {

@@ -1,12 +1,11 @@
-//! The simulator role (`spreadagg simulate`): serves the Binance spot, OKX v5, HTX spot, KuCoin
-//! spot, MEXC spot and Gate.io spot v4 public market-data protocols on local ports, exactly as the exchanges document them, so that any
-//! ingest client (ours or anyone's) can connect to it instead of the real exchange.
+//! The simulator role (`spreadagg simulate`): serves the public market-data protocols of every
+//! exchange in [`SIMULATED_EXCHANGES`] on local ports, exactly as the exchanges document them,
+//! so that any ingest client (ours or anyone's) can connect to it instead of the real exchange.
 //!
 //! Every exchange quotes from one shared random-walk market (`market/`), so a symbol moves
 //! together across exchanges and cross-exchange spreads look real: a few basis points,
-//! mean-reverting, occasionally wide. Each exchange has its own folder (`exchange/binance/`,
-//! `exchange/okx/`, `exchange/htx/`, `exchange/kucoin/`, `exchange/mexc/`, `exchange/gateio/`): routes and REST, a pure protocol state machine
-//! (`session.rs`) and its wire encoding (`wire.rs`). Every WebSocket session is served by the
+//! mean-reverting, occasionally wide. Each exchange has its own folder (`exchange/<id>/`):
+//! routes and REST, a pure protocol state machine (`session.rs`) and its wire encoding (`wire.rs`). Every WebSocket session is served by the
 //! one driver in `ws/driver.rs`, generic over that state machine. Each exchange has its own
 //! listener: exchanges never share a port (MEXC reuses Binance's REST paths).
 //!
@@ -192,6 +191,7 @@ impl Simulator {
                 }
                 ExchangeId::Mexc => (exchange::mexc::router(ctx), exchange::mexc::WS_PATH),
                 ExchangeId::Gateio => (exchange::gateio::router(ctx), exchange::gateio::WS_PATH),
+                ExchangeId::Bingx => (exchange::bingx::router(ctx), exchange::bingx::WS_PATH),
                 other => return Err(SimError::NotSimulated(other)),
             };
             let at = dialable(local);

@@ -273,18 +273,21 @@ impl Feed {
     }
 }
 
-/// How long to stay connected to prove keep-alive: past the exchange's idle deadline (OKX
-/// 30 s without a message, MEXC a minute without PING, HTX two unanswered 5 s pings, KuCoin
-/// ping interval + timeout as the simulator sets them here, Binance pongs to 1 s pings, Gate
-/// 30 s without a client message).
+/// How long to stay connected to prove keep-alive: past the exchange's idle deadline, as the
+/// simulator enforces it (each arm says which).
 fn keepalive_window(exchange: ExchangeId) -> Duration {
     Duration::from_secs(match exchange {
+        // OKX: 30 s without a message.
         ExchangeId::Okx => 35,
+        // MEXC: a minute without PING.
         ExchangeId::Mexc => 65,
-        ExchangeId::Htx => 13,
+        // HTX and BingX: two unanswered 5 s pings.
+        ExchangeId::Htx | ExchangeId::Bingx => 13,
+        // KuCoin: ping interval + timeout as the simulator sets them here.
         ExchangeId::Kucoin => 7,
         // The simulator closes a Gate connection whose client is silent for 30 s.
         ExchangeId::Gateio => 35,
+        // Binance: pongs to 1 s pings.
         _ => 5,
     })
 }
@@ -483,4 +486,5 @@ conformance! {
     kucoin => ExchangeId::Kucoin,
     mexc => ExchangeId::Mexc,
     gateio => ExchangeId::Gateio,
+    bingx => ExchangeId::Bingx,
 }

@@ -219,4 +219,36 @@ macro_rules! fault_matrix {
 // One line per exchange: (faulted, steady).
 fault_matrix! {
     gateio => (ExchangeId::Gateio, ExchangeId::Okx),
+    bingx => (ExchangeId::Bingx, ExchangeId::Okx),
+}
+
+/// BingX pings every 5 s and (in the simulator, as BingX documents no deadline) closes a
+/// connection whose ping went unanswered for 10 s: while it ignores our pongs, the session
+/// must end on that deadline and be replaced.
+#[tokio::test]
+async fn unanswered_bingx_pings_hit_its_deadline_and_the_session_is_replaced() {
+    let p = pair(ExchangeId::Bingx, ExchangeId::Okx, settings()).await;
+    let before = p.faulted.generation();
+    p.inject(
+        Fault::IgnorePongs {
+            duration_ms: 16_000,
+        },
+        Duration::from_secs(18),
+    )
+    .await;
+    assert!(
+        p.faulted.generation() > before,
+        "BingX's pong deadline did not end the session: {}",
+        p.faulted.health.report()
+    );
+    let last_end = p.faulted.detail()["last_end"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        last_end.contains("pong timeout"),
+        "ended by BingX's pong deadline: {last_end}"
+    );
+    p.recovered(Duration::from_secs(10)).await;
+    p.stop().await;
 }

@@ -12,6 +12,7 @@
 //! Adapters are registered in one place: [`adapter`].
 
 pub mod binance;
+pub mod bingx;
 pub mod gateio;
 pub mod htx;
 pub mod kucoin;
@@ -240,6 +241,12 @@ pub trait Adapter: Send + Sync + 'static {
     fn instruments_path(&self) -> &'static str;
     /// Path (and query) of the 24 h tickers with quote volume.
     fn volumes_path(&self) -> &'static str;
+    /// Query parameters made at request time and appended to both discovery paths (BingX
+    /// refuses its public 24 h tickers without a `timestamp`); `now_ms` is the wall clock in
+    /// Unix milliseconds. Default: none.
+    fn discovery_query(&self, _now_ms: i64) -> Option<String> {
+        None
+    }
     /// Parses the instrument list.
     ///
     /// # Errors
@@ -277,6 +284,7 @@ pub fn adapter(id: ExchangeId) -> Option<Box<dyn Adapter>> {
         ExchangeId::Kucoin => Some(Box::new(kucoin::Kucoin)),
         ExchangeId::Mexc => Some(Box::new(mexc::Mexc)),
         ExchangeId::Gateio => Some(Box::new(gateio::Gateio)),
+        ExchangeId::Bingx => Some(Box::new(bingx::Bingx)),
         _ => None,
     }
 }

@@ -76,6 +76,15 @@ fn samples(id: ExchangeId) -> Vec<Vec<u8>> {
             r#"{"time":1606292218,"time_ms":1606292218231,"id":4,"channel":"spot.trades","event":"subscribe","error":{"code":2,"message":"unknown currency pair GIBBERISH_USD"},"result":null}"#,
             r#"{"time":1545404023,"time_ms":1545404023123,"channel":"spot.pong","event":"","result":null}"#,
         ],
+        // BingX: decimal strings (numbers accepted too); the bookTicker layout is the one the
+        // adapter relies on (see its module docs), the trade is ccxt's capture.
+        ExchangeId::Bingx => &[
+            r#"{"code":0,"data":{"A":"0.23","B":"1.5","E":1706498923556,"T":1706498923550,"a":"42437.8","b":"42437.1","e":"bookTicker","s":"BTC-USDT","u":13565694850},"dataType":"BTC-USDT@bookTicker","success":true,"timestamp":1706498923560}"#,
+            r#"{"code":0,"data":{"E":1690214529432,"T":1690214529386,"e":"trade","m":true,"p":"29110.19","q":"0.1868","s":"BTC-USDT","t":"57903921"},"dataType":"BTC-USDT@trade","success":true}"#,
+            r#"{"ping":"2177c68e4d0e45679965f482929b59c2","time":"2022-06-07T16:27:36.323+0800"}"#,
+            r#"{"id":"1","code":0,"msg":""}"#,
+            "Ping",
+        ],
         _ => &[],
     };
     let mut frames: Vec<Vec<u8>> = texts.iter().map(|t| t.as_bytes().to_vec()).collect();
@@ -297,6 +306,14 @@ fn frames(id: ExchangeId, q: &Bbo) -> Vec<Vec<u8>> {
                 r#"{{"type":"message","topic":"/market/ticker:BTC-USDT","subject":"trade.ticker","data":{{"sequence":"{seq}","price":"{bid}","size":"1","bestAsk":"{ask}","bestAskSize":"{ask_qty}","bestBid":"{bid}","bestBidSize":"{bid_qty}","{time}":{ts_ms}}}}}"#
             ))
             .collect(),
+        ExchangeId::Bingx => vec![
+            format!(
+                r#"{{"code":0,"data":{{"A":"{ask_qty}","B":"{bid_qty}","E":{ts_ms},"T":{ts_ms},"a":"{ask}","b":"{bid}","e":"bookTicker","s":"BTC-USDT","u":{seq}}},"dataType":"BTC-USDT@bookTicker","success":true,"timestamp":{ts_ms}}}"#
+            ),
+            format!(
+                r#"{{"code": 0, "dataType": "BTC-USDT@bookTicker", "data": {{"e": "bookTicker", "u": {seq}, "E": {ts_ms}, "s": "BTC-USDT", "b": "{bid}", "B": "{bid_qty}", "a": "{ask}", "A": "{ask_qty}"}}}}"#
+            ),
+        ],
         ExchangeId::Mexc => return vec![mexc_bbo(q)],
         ExchangeId::Gateio => vec![
             format!(
