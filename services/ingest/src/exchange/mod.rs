@@ -12,6 +12,7 @@
 //! Adapters are registered in one place: [`adapter`].
 
 pub mod binance;
+pub mod bitget;
 pub mod htx;
 pub mod kucoin;
 pub mod mexc;
