@@ -9,12 +9,13 @@ use spreadagg_model::ExchangeId;
 use crate::market::{self, Universe};
 
 /// The exchanges whose protocols the simulator speaks.
-pub const SIMULATED_EXCHANGES: [ExchangeId; 5] = [
+pub const SIMULATED_EXCHANGES: [ExchangeId; 6] = [
     ExchangeId::Binance,
     ExchangeId::Okx,
     ExchangeId::Htx,
     ExchangeId::Kucoin,
     ExchangeId::Mexc,
+    ExchangeId::Bitget,
 ];
 
 /// Most symbols one simulator serves; each costs a few hundred bytes and its share of the
@@ -22,7 +23,7 @@ pub const SIMULATED_EXCHANGES: [ExchangeId; 5] = [
 pub const MAX_SYMBOLS: usize = 2_000;
 
 /// Configuration of the simulator. Every field has a default, so an empty file (or none)
-/// simulates Binance, OKX, HTX, KuCoin and MEXC on free local ports.
+/// simulates Binance, OKX, HTX, KuCoin, MEXC and Bitget on free local ports.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimConfig {
@@ -162,7 +163,7 @@ impl SimConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     #[error(
-        "exchange {0} is not simulated yet (the simulator serves binance, okx, htx, kucoin and mexc)"
+        "exchange {0} is not simulated yet (the simulator serves binance, okx, htx, kucoin, mexc and bitget)"
     )]
     NotSimulated(ExchangeId),
     #[error("invalid simulator configuration: {0}")]

@@ -282,6 +282,8 @@ fn keepalive_window(exchange: ExchangeId) -> Duration {
         ExchangeId::Mexc => 65,
         ExchangeId::Htx => 13,
         ExchangeId::Kucoin => 7,
+        // No `ping` for 30 s closes a Bitget connection; the adapter pings every 25 s.
+        ExchangeId::Bitget => 35,
         _ => 5,
     })
 }
@@ -479,4 +481,5 @@ conformance! {
     htx => ExchangeId::Htx,
     kucoin => ExchangeId::Kucoin,
     mexc => ExchangeId::Mexc,
+    bitget => ExchangeId::Bitget,
 }
