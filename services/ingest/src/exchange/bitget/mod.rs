@@ -204,6 +204,9 @@ pub struct BitgetSession {
     pending: HashMap<(Channel, String), u64>,
     /// Request -> arguments not yet acked.
     unacked: HashMap<u64, usize>,
+    /// Arguments of requests already refused: the exchange's further errors for them (one
+    /// per argument) report nothing new.
+    refused: HashMap<(Channel, String), u64>,
 }
 
 impl BitgetSession {
@@ -211,6 +214,7 @@ impl BitgetSession {
     fn drop_request(&mut self, request: u64) {
         self.unacked.remove(&request);
         self.pending.retain(|_, r| *r != request);
+        self.refused.retain(|_, r| *r != request);
     }
 
     fn ack(&mut self, arg: Option<&wire::Arg<'_>>) -> Control {
@@ -243,19 +247,30 @@ impl BitgetSession {
             .as_ref()
             .map_or_else(|| "?".to_owned(), ToString::to_string);
         let reason = format!("code {code}: {}", env.msg.as_deref().unwrap_or(""));
-        let request = env.arg.as_ref().and_then(|arg| {
-            let channel = Channel::parse(&arg.channel)?;
-            self.pending
-                .get(&(channel, arg.inst_id.to_string()))
-                .copied()
-        });
-        if let Some(id) = request {
-            // The whole request is sent again later; its other acks no longer count.
-            self.drop_request(id);
-            return Control::Refused {
-                request: Some(id),
-                reason,
-            };
+        let key = env
+            .arg
+            .as_ref()
+            .and_then(|arg| Some((Channel::parse(&arg.channel)?, arg.inst_id.to_string())));
+        if let Some(key) = key {
+            if self.refused.contains_key(&key) {
+                // Another argument of a request already refused.
+                return Control::Ignored;
+            }
+            if let Some(id) = self.pending.get(&key).copied() {
+                // The whole request is sent again later; its other acks no longer count.
+                let args: Vec<(Channel, String)> = self
+                    .pending
+                    .iter()
+                    .filter(|(_, r)| **r == id)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                self.drop_request(id);
+                self.refused.extend(args.into_iter().map(|k| (k, id)));
+                return Control::Refused {
+                    request: Some(id),
+                    reason,
+                };
+            }
         }
         if env.arg.is_some() || env.op.as_deref() == Some("subscribe") {
             Control::Refused {
@@ -283,6 +298,7 @@ impl Session for BitgetSession {
                             "channel": ch.name(),
                             "instId": n,
                         }));
+                        self.refused.remove(&(ch, n.clone()));
                         if let Some(old) = self.pending.insert((ch, n.clone()), id)
                             && let Some(left) = self.unacked.get_mut(&old)
                         {

@@ -140,14 +140,27 @@ fn an_error_event_refuses_the_request_that_asked_for_its_argument() {
             reason: "code 30001: instType:SPOT,channel:ticker,instId:FOOUSDT doesn't exist".into()
         })
     );
-    // The request is dropped whole: its other acks confirm nothing, a second error is not
-    // attributable.
+    // The request is dropped whole: its other acks confirm nothing, and the error for its
+    // other argument reports nothing new.
     let ack =
         r#"{"event":"subscribe","arg":{"instType":"SPOT","channel":"ticker","instId":"BTCUSDT"}}"#;
     assert_eq!(parse_with(&mut s, ack).0, Ok(Control::Ignored));
     let again = error.replace(r#""channel":"ticker""#, r#""channel":"trade""#);
+    assert_eq!(parse_with(&mut s, &again).0, Ok(Control::Ignored));
+    // Its retry is a new request: refused again, it is reported again.
+    s.forget(1);
+    s.subscribe(&natives, &mut next_id);
     assert!(matches!(
-        parse_with(&mut s, &again).0,
+        parse_with(&mut s, error).0,
+        Ok(Control::Refused {
+            request: Some(2),
+            ..
+        })
+    ));
+    // An error for an argument no request awaits is not attributable.
+    let stranger = error.replace("FOOUSDT", "BARUSDT");
+    assert!(matches!(
+        parse_with(&mut s, &stranger).0,
         Ok(Control::Refused { request: None, .. })
     ));
     // A string code, and an error naming no argument.
