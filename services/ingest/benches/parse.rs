@@ -9,6 +9,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use prost::Message as _;
 use spreadagg_ingest::exchange::binance::Binance;
 use spreadagg_ingest::exchange::bingx::Bingx;
+use spreadagg_ingest::exchange::bitget::Bitget;
 use spreadagg_ingest::exchange::gateio::Gateio;
 use spreadagg_ingest::exchange::htx::Htx;
 use spreadagg_ingest::exchange::kucoin::Kucoin;
@@ -248,5 +249,35 @@ fn bench_bingx(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, bench_mexc, bench_htx, bench_bingx);
+/// Bitget's spot `ticker` push as its Tickers-Channel page lays it out (the best bid/ask
+/// frame; Bitget has no sequence id, so the frames differ only in their times).
+const BITGET_TICKER: &str = r#"{"action":"snapshot","arg":{"instType":"SPOT","channel":"ticker","instId":"BTCUSDT"},"data":[{"instId":"BTCUSDT","lastPr":"27000.5","open24h":"26500.00","high24h":"27500.00","low24h":"26400.00","change24h":"0.0188","bidPr":"27000","askPr":"27000.5","bidSz":"2.71","askSz":"8.76","baseVolume":"368.9000","quoteVolume":"10152429.9610","openUtc":"26600.00","changeUtc24h":"0.0150","ts":"1695715383021"}],"ts":1695715383039}"#;
+
+fn bench_bitget(c: &mut Criterion) {
+    let symbols = SymbolTable::from_pairs(Bitget.id(), [("BTCUSDT", "BTC-USDT")]);
+    let frames: Vec<String> = (0..FRAMES)
+        .map(|i| BITGET_TICKER.replace("1695715383021", &(1_695_715_383_021 + i).to_string()))
+        .collect();
+    let mut group = c.benchmark_group("bitget_ticker");
+    group.bench_function("adapter_parse_to_tick", |b| {
+        b.iter_custom(|iters| time_sessions(&Bitget, &symbols, &frames, text, iters));
+    });
+    group.bench_function("baseline_serde_json_value", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % frames.len();
+            black_box(serde_json::from_str::<serde_json::Value>(black_box(&frames[i])).ok())
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench,
+    bench_mexc,
+    bench_htx,
+    bench_bingx,
+    bench_bitget
+);
 criterion_main!(benches);

@@ -17,6 +17,7 @@ pub const SIMULATED_EXCHANGES: &[ExchangeId] = &[
     ExchangeId::Mexc,
     ExchangeId::Gateio,
     ExchangeId::Bingx,
+    ExchangeId::Bitget,
 ];
 
 /// Most symbols one simulator serves; each costs a few hundred bytes and its share of the
@@ -163,9 +164,7 @@ impl SimConfig {
 /// Why the simulator could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    #[error(
-        "exchange {0} is not simulated yet (the simulator serves binance, okx, htx, kucoin, mexc and bingx)"
-    )]
+    #[error("exchange {0} is not simulated yet")]
     NotSimulated(ExchangeId),
     #[error("invalid simulator configuration: {0}")]
     InvalidConfig(String),

@@ -287,6 +287,8 @@ fn keepalive_window(exchange: ExchangeId) -> Duration {
         ExchangeId::Kucoin => 7,
         // The simulator closes a Gate connection whose client is silent for 30 s.
         ExchangeId::Gateio => 35,
+        // No `ping` for 30 s closes a Bitget connection; the adapter pings every 25 s.
+        ExchangeId::Bitget => 35,
         // Binance: pongs to 1 s pings.
         _ => 5,
     })
@@ -485,6 +487,7 @@ conformance! {
     htx => ExchangeId::Htx,
     kucoin => ExchangeId::Kucoin,
     mexc => ExchangeId::Mexc,
+    bitget => ExchangeId::Bitget,
     gateio => ExchangeId::Gateio,
     bingx => ExchangeId::Bingx,
 }

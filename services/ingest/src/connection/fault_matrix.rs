@@ -220,6 +220,7 @@ macro_rules! fault_matrix {
 fault_matrix! {
     gateio => (ExchangeId::Gateio, ExchangeId::Okx),
     bingx => (ExchangeId::Bingx, ExchangeId::Okx),
+    bitget => (ExchangeId::Bitget, ExchangeId::Okx),
 }
 
 /// BingX pings every 5 s and (in the simulator, as BingX documents no deadline) closes a

@@ -13,6 +13,7 @@
 
 pub mod binance;
 pub mod bingx;
+pub mod bitget;
 pub mod gateio;
 pub mod htx;
 pub mod kucoin;
@@ -283,6 +284,7 @@ pub fn adapter(id: ExchangeId) -> Option<Box<dyn Adapter>> {
         ExchangeId::Htx => Some(Box::new(htx::Htx)),
         ExchangeId::Kucoin => Some(Box::new(kucoin::Kucoin)),
         ExchangeId::Mexc => Some(Box::new(mexc::Mexc)),
+        ExchangeId::Bitget => Some(Box::new(bitget::Bitget)),
         ExchangeId::Gateio => Some(Box::new(gateio::Gateio)),
         ExchangeId::Bingx => Some(Box::new(bingx::Bingx)),
         _ => None,

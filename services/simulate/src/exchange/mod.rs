@@ -2,6 +2,7 @@
 
 pub(crate) mod binance;
 pub(crate) mod bingx;
+pub(crate) mod bitget;
 pub(crate) mod gateio;
 pub(crate) mod htx;
 pub(crate) mod kucoin;
