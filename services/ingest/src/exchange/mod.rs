@@ -12,6 +12,7 @@
 //! Adapters are registered in one place: [`adapter`].
 
 pub mod binance;
+pub mod bybit;
 pub mod htx;
 pub mod kucoin;
 pub mod mexc;
@@ -271,6 +272,7 @@ pub trait Adapter: Send + Sync + 'static {
 pub fn adapter(id: ExchangeId) -> Option<Box<dyn Adapter>> {
     match id {
         ExchangeId::Binance => Some(Box::new(binance::Binance)),
+        ExchangeId::Bybit => Some(Box::new(bybit::Bybit)),
         ExchangeId::Okx => Some(Box::new(okx::Okx)),
         ExchangeId::Htx => Some(Box::new(htx::Htx)),
         ExchangeId::Kucoin => Some(Box::new(kucoin::Kucoin)),

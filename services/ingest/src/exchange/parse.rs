@@ -222,6 +222,19 @@ impl SeqGate {
             last: last.seq,
         })
     }
+
+    /// The last id admitted for `symbol` (0: none yet).
+    pub(crate) fn last(&self, symbol: SymbolId) -> u64 {
+        self.last.get(symbol.index()).map_or(0, |l| l.seq)
+    }
+
+    /// Forgets `symbol`'s sequence, so that its next id is admitted whatever it is: for an
+    /// exchange that says its sequence restarted (Bybit's `u` of 1).
+    pub(crate) fn reset(&mut self, symbol: SymbolId) {
+        if let Some(last) = self.last.get_mut(symbol.index()) {
+            *last = Last::default();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -269,6 +282,38 @@ mod tests {
         );
         assert!(g.admit(&q(4, 0)).is_ok());
         assert!(g.admit(&q(4, 0)).is_err(), "a repeat is still stale");
+    }
+
+    #[test]
+    fn a_reset_admits_the_restarted_sequence_at_once() {
+        let mut g = SeqGate::default();
+        let (s, other) = (SymbolId(2), SymbolId(0));
+        let q = |symbol, seq| quote(symbol, (1.0, 1.0), (2.0, 1.0), 0, 1, seq).expect("valid");
+        assert!(g.admit(&q(s, 500)).is_ok());
+        assert!(g.admit(&q(other, 700)).is_ok());
+        assert_eq!(g.last(s), 500);
+        assert!(
+            g.admit(&q(s, 1)).is_err(),
+            "a lower id without a reset is stale"
+        );
+        g.reset(s);
+        assert_eq!(g.last(s), 0);
+        assert!(g.admit(&q(s, 1)).is_ok(), "after a reset: admitted at once");
+        assert!(g.admit(&q(s, 2)).is_ok());
+        assert!(
+            g.admit(&q(s, 2)).is_err(),
+            "the restarted sequence is gated as usual"
+        );
+        assert!(
+            g.admit(&q(other, 700)).is_err(),
+            "other symbols keep their state"
+        );
+        g.reset(SymbolId(40));
+        assert_eq!(
+            g.last(SymbolId(40)),
+            0,
+            "resetting an unseen symbol is a no-op"
+        );
     }
 
     #[test]
