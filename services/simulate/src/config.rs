@@ -9,8 +9,9 @@ use spreadagg_model::ExchangeId;
 use crate::market::{self, Universe};
 
 /// The exchanges whose protocols the simulator speaks.
-pub const SIMULATED_EXCHANGES: [ExchangeId; 5] = [
+pub const SIMULATED_EXCHANGES: [ExchangeId; 6] = [
     ExchangeId::Binance,
+    ExchangeId::Bybit,
     ExchangeId::Okx,
     ExchangeId::Htx,
     ExchangeId::Kucoin,
@@ -22,7 +23,7 @@ pub const SIMULATED_EXCHANGES: [ExchangeId; 5] = [
 pub const MAX_SYMBOLS: usize = 2_000;
 
 /// Configuration of the simulator. Every field has a default, so an empty file (or none)
-/// simulates Binance, OKX, HTX, KuCoin and MEXC on free local ports.
+/// simulates Binance, Bybit, OKX, HTX, KuCoin and MEXC on free local ports.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimConfig {
@@ -65,6 +66,10 @@ pub struct SimConfig {
     /// KuCoin's `pingTimeout`, in milliseconds: a client silent for `pingInterval +
     /// pingTimeout` is dropped. Default 10000 (as KuCoin); between 1000 and 60000.
     pub kucoin_ping_timeout_ms: u64,
+    /// Seconds a Bybit client may go without sending `{"op":"ping"}` before it is dropped.
+    /// Default 600 (Bybit names no deadline; clients report drops after 10 minutes); between
+    /// 1 and 3600.
+    pub bybit_idle_timeout_s: u64,
 }
 
 impl Default for SimConfig {
@@ -83,6 +88,7 @@ impl Default for SimConfig {
             binance_ping_interval_s: 20,
             kucoin_ping_interval_ms: crate::exchange::kucoin::DEFAULT_PING_INTERVAL_MS,
             kucoin_ping_timeout_ms: crate::exchange::kucoin::DEFAULT_PING_TIMEOUT_MS,
+            bybit_idle_timeout_s: crate::exchange::bybit::DEFAULT_IDLE_TIMEOUT_S,
         }
     }
 }
@@ -143,6 +149,12 @@ impl SimConfig {
                 self.binance_ping_interval_s
             ));
         }
+        if !(1..=3_600).contains(&self.bybit_idle_timeout_s) {
+            return invalid(format!(
+                "bybit_idle_timeout_s: between 1 and 3600, got {}",
+                self.bybit_idle_timeout_s
+            ));
+        }
         // The ingest adapter refuses a pingInterval outside 1..60 s; so does KuCoin's range.
         for (field, value) in [
             ("kucoin_ping_interval_ms", self.kucoin_ping_interval_ms),
@@ -162,7 +174,7 @@ impl SimConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     #[error(
-        "exchange {0} is not simulated yet (the simulator serves binance, okx, htx, kucoin and mexc)"
+        "exchange {0} is not simulated yet (the simulator serves binance, bybit, okx, htx, kucoin and mexc)"
     )]
     NotSimulated(ExchangeId),
     #[error("invalid simulator configuration: {0}")]

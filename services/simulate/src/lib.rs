@@ -1,11 +1,11 @@
-//! The simulator role (`spreadagg simulate`): serves the Binance spot, OKX v5, HTX spot, KuCoin
-//! spot and MEXC spot public market-data protocols on local ports, exactly as the exchanges document them, so that any
+//! The simulator role (`spreadagg simulate`): serves the Binance spot, Bybit v5 spot, OKX v5,
+//! HTX spot, KuCoin spot and MEXC spot public market-data protocols on local ports, exactly as the exchanges document them, so that any
 //! ingest client (ours or anyone's) can connect to it instead of the real exchange.
 //!
 //! Every exchange quotes from one shared random-walk market (`market/`), so a symbol moves
 //! together across exchanges and cross-exchange spreads look real: a few basis points,
 //! mean-reverting, occasionally wide. Each exchange has its own folder (`exchange/binance/`,
-//! `exchange/okx/`, `exchange/htx/`, `exchange/kucoin/`, `exchange/mexc/`): routes and REST, a pure protocol state machine
+//! `exchange/bybit/`, `exchange/okx/`, `exchange/htx/`, `exchange/kucoin/`, `exchange/mexc/`): routes and REST, a pure protocol state machine
 //! (`session.rs`) and its wire encoding (`wire.rs`). Every WebSocket session is served by the
 //! one driver in `ws/driver.rs`, generic over that state machine. Each exchange has its own
 //! listener: exchanges never share a port (MEXC reuses Binance's REST paths).
@@ -175,6 +175,10 @@ impl Simulator {
             let (router, ws_path) = match exchange {
                 ExchangeId::Binance => (exchange::binance::router(ctx), "/ws"),
                 ExchangeId::Okx => (exchange::okx::router(ctx), "/ws/v5/public"),
+                ExchangeId::Bybit => (
+                    exchange::bybit::router(ctx, Duration::from_secs(config.bybit_idle_timeout_s)),
+                    exchange::bybit::WS_PATH,
+                ),
                 ExchangeId::Htx => (exchange::htx::router(ctx), exchange::htx::WS_PATH),
                 ExchangeId::Kucoin => {
                     let state = Arc::new(exchange::kucoin::KucoinState::new(

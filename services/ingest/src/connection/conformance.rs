@@ -51,6 +51,8 @@ pub(super) async fn simulator(exchanges: &[ExchangeId], stop: &CancellationToken
         binance_ping_interval_s: 1,
         kucoin_ping_interval_ms: 2_000,
         kucoin_ping_timeout_ms: 2_000,
+        // Bybit drops a client that has not pinged for this long (we ping every 20 s).
+        bybit_idle_timeout_s: 25,
         ..SimConfig::default()
     };
     Simulator::start(config, stop.clone())
@@ -275,13 +277,15 @@ impl Feed {
 
 /// How long to stay connected to prove keep-alive: past the exchange's idle deadline (OKX
 /// 30 s without a message, MEXC a minute without PING, HTX two unanswered 5 s pings, KuCoin
-/// ping interval + timeout as the simulator sets them here, Binance pongs to 1 s pings).
+/// ping interval + timeout as the simulator sets them here, Binance pongs to 1 s pings, Bybit
+/// 25 s without a ping as the simulator sets it here).
 fn keepalive_window(exchange: ExchangeId) -> Duration {
     Duration::from_secs(match exchange {
         ExchangeId::Okx => 35,
         ExchangeId::Mexc => 65,
         ExchangeId::Htx => 13,
         ExchangeId::Kucoin => 7,
+        ExchangeId::Bybit => 30,
         _ => 5,
     })
 }
@@ -475,6 +479,7 @@ macro_rules! conformance {
 
 conformance! {
     binance => ExchangeId::Binance,
+    bybit => ExchangeId::Bybit,
     okx => ExchangeId::Okx,
     htx => ExchangeId::Htx,
     kucoin => ExchangeId::Kucoin,

@@ -217,4 +217,23 @@ macro_rules! fault_matrix {
 }
 
 // One line per exchange: (faulted, steady).
-fault_matrix! {}
+fault_matrix! {
+    bybit => (ExchangeId::Bybit, ExchangeId::Okx),
+}
+
+/// Bybit documents no notice before a close: `close_with_notice` is a bare Close frame, and
+/// the session reconnects as after any close.
+#[tokio::test]
+async fn bybit_close_with_notice_is_a_bare_close_and_reconnects() {
+    let p = pair(ExchangeId::Bybit, ExchangeId::Okx, settings()).await;
+    let before = p.faulted.generation();
+    p.inject(Fault::CloseWithNotice, Duration::from_secs(3))
+        .await;
+    assert!(
+        p.faulted.generation() > before,
+        "bybit: not reconnected after a close: {}",
+        p.faulted.health.report()
+    );
+    p.recovered(Duration::from_secs(10)).await;
+    p.stop().await;
+}
