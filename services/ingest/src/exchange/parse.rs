@@ -164,7 +164,8 @@ impl<'a> Layout<'a> {
 /// An exchange may restart its sequence (OKX after maintenance, Bybit's `u` of 1): a lower id
 /// whose exchange time is later than the last accepted one's is a reset and is accepted, and
 /// so is the third lower id in a row where the exchange sends no time; without that, every
-/// quote after a reset would be dropped until the new ids caught up.
+/// quote after a reset would be dropped until the new ids caught up. An adapter told of a
+/// restart (Bybit's `u` of 1) calls [`SeqGate::reset`], so the new sequence is taken at once.
 #[derive(Debug, Default)]
 pub(crate) struct SeqGate {
     last: Vec<Last>,

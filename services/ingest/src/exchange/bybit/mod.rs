@@ -20,9 +20,9 @@
 //! What the docs left uncertain, and what this adapter relies on:
 //! - The pong. The connect page shows the public pong as
 //!   `{"success":true,"ret_msg":"pong","conn_id":"..","req_id":"","op":"ping"}` and the private
-//!   one as `{"op":"pong","args":["1675418560633"],..}`; spot servers have been seen sending
-//!   either. Both are [`Control::KeepAlive`], whatever `success` says, and never a parse error
-//!   (barter-rs #205).
+//!   one as `{"op":"pong","args":["1675418560633"],..}`; open-source clients handle both on
+//!   public spot streams, so both are [`Control::KeepAlive`], whatever `success` says, and
+//!   neither is ever a parse error (barter-rs #205).
 //! - A refusal may come without `req_id` (clients report `args size >10` answers without
 //!   one); it is then [`Control::Refused`] with no request, which times out like an unanswered
 //!   one. Every request we send carries its id as `req_id`.
