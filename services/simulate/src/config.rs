@@ -67,8 +67,8 @@ pub struct SimConfig {
     /// pingTimeout` is dropped. Default 10000 (as KuCoin); between 1000 and 60000.
     pub kucoin_ping_timeout_ms: u64,
     /// Seconds a Bybit client may go without sending `{"op":"ping"}` before it is dropped.
-    /// Default 600 (Bybit names no deadline; clients report drops after 10 minutes); between
-    /// 1 and 3600.
+    /// Default 600 (Bybit cuts a connection after 10 minutes without ping-pong or data; the
+    /// simulator counts pings only); between 1 and 3600.
     pub bybit_idle_timeout_s: u64,
 }
 

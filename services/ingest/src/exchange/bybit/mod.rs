@@ -34,10 +34,11 @@
 //!   re-push of an unchanged book and is published again (it refreshes the quote's age); a
 //!   `u` of 1 resets the symbol's sequence, so the restarted one is taken at once; any other
 //!   `u` not above the last is stale.
-//! - The idle close: the docs recommend a ping every 20 s but name no deadline for public
-//!   streams (clients report a close after about 10 minutes of silence). We ping every 20 s.
-//! - Pagination: spot instruments come in one page (`limit=1000` asked for anyway); a
-//!   non-empty `nextPageCursor` is logged, since this contract reads one page.
+//! - The idle close: the connect page says a connection with neither ping-pong nor stream
+//!   data is cut after 10 minutes, and recommends a ping every 20 s; we ping every 20 s.
+//! - Pagination: "Spot does not support pagination, so limit, cursor are invalid" (the
+//!   instruments page): one request; a non-empty `nextPageCursor` would be logged, since this
+//!   contract reads one page.
 //! - Symbols come from `baseCoin`/`quoteCoin` of the instrument list; two trading natives
 //!   that name one canonical symbol are both left out (logged), never guessed between.
 
@@ -104,7 +105,8 @@ impl Adapter for Bybit {
     }
 
     fn instruments_path(&self) -> &'static str {
-        "/v5/market/instruments-info?category=spot&limit=1000"
+        // Spot is one page: "Spot does not support pagination, so limit, cursor are invalid."
+        "/v5/market/instruments-info?category=spot"
     }
 
     fn volumes_path(&self) -> &'static str {
@@ -264,6 +266,12 @@ impl Session for BybitSession {
             .ok_or_else(|| malformed("neither an op answer nor a push"))?;
         if topic.starts_with(BOOK_TOPIC) {
             let push: wire::BookPush<'_> = serde_json::from_str(text).map_err(malformed)?;
+            if push.kind != "snapshot" {
+                return Err(malformed(format!(
+                    "orderbook.1 {:?}: level 1 is snapshot-only",
+                    push.kind
+                )));
+            }
             let d = push.data;
             let fields = BookFields {
                 s: &d.s,

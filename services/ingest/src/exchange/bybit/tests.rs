@@ -313,6 +313,10 @@ fn malformed_and_unusable_frames_are_named() {
             "non_positive_price",
         ),
         (
+            r#"{"topic":"orderbook.1.BTCUSDT","type":"delta","ts":1,"data":{"s":"BTCUSDT","b":[["1","0"]],"a":[],"u":2,"seq":2},"cts":1}"#,
+            "malformed",
+        ),
+        (
             r#"{"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":1,"data":[{"T":1,"s":"BTCUSDT","S":"Hold","v":"1","p":"1","i":"a","BT":false}]}"#,
             "malformed",
         ),

@@ -76,6 +76,9 @@ pub(super) struct Envelope<'a> {
 /// `orderbook.1.<SYM>`: `{"topic":..,"type":"snapshot","ts":..,"data":{..},"cts":..}`.
 #[derive(Debug, Deserialize)]
 pub(super) struct BookPush<'a> {
+    /// `snapshot` (level 1 sends nothing else).
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
     pub ts: i64,
     #[serde(borrow)]
     pub data: Book<'a>,

@@ -14,9 +14,9 @@
 //! again (same `u`) after 3 s without a change; `publicTrade.<SYM>` pushes each trade, `S` the
 //! taker's side. `{"op":"ping"}` is answered `{"success":true,"ret_msg":"pong","conn_id":..,
 //! "req_id":..,"op":"ping"}`; a client that sends no ping for the idle timeout (the
-//! simulator's `bybit_idle_timeout_s`) is dropped without a Close frame, as clients report
-//! Bybit doing after about 10 minutes. Details and the choices made where the docs are silent
-//! are in [`session`].
+//! simulator's `bybit_idle_timeout_s`, default 10 minutes as documented) is dropped without a
+//! Close frame, data or not (stricter than Bybit, which counts its own data too). Details and
+//! the choices made where the docs are silent are in [`session`].
 //!
 //! REST: `GET /v5/market/instruments-info?category=spot` and
 //! `GET /v5/market/tickers?category=spot` in Bybit's envelope `{"retCode":0,"retMsg":"OK",
@@ -46,7 +46,7 @@ use crate::ws::{self, ExchangeCtx};
 
 /// The WebSocket path Bybit documents for spot.
 pub(crate) const WS_PATH: &str = "/v5/public/spot";
-/// Default idle timeout: no ping for this long drops the connection (what clients observe).
+/// Default idle timeout: no ping for this long drops the connection (Bybit: 10 minutes).
 pub(crate) const DEFAULT_IDLE_TIMEOUT_S: u64 = 600;
 
 /// What the Bybit routes share.

@@ -11,8 +11,11 @@
 //!   `error:handler not found,topic:<t>`, `Invalid symbol :[<t>]`,
 //!   `error:already subscribed,topic:<t>`. A message that is not a JSON object gets
 //!   `{"success":false,"ret_msg":"error:invalid request","op":""}`.
-//! - Only `{"op":"ping"}` counts as a heartbeat (WebSocket pings and other requests do not):
-//!   a client that has not sent one for the idle timeout is dropped without a Close frame.
+//! - Bybit cuts a connection after 10 minutes with neither ping-pong nor stream data (the
+//!   connect page). The simulator is stricter: only `{"op":"ping"}` counts (data, WebSocket
+//!   pings and other requests do not), so a client that forgets its heartbeat fails here
+//!   rather than on a quiet market; one silent for the idle timeout is dropped without a
+//!   Close frame.
 //! - The `refuse_subscription` fault answers a subscribe with the documented failure shape
 //!   and `ret_msg` `error:too many requests` (Bybit documents no message for it).
 //! - Bybit documents no notice before it closes a connection: a forced close (fault or
