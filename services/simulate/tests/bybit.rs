@@ -227,3 +227,32 @@ async fn a_forced_close_has_no_notice() {
             .is_none_or(|m| m.is_err() || matches!(m, Ok(Message::Close(_))))
     );
 }
+
+#[tokio::test]
+async fn a_service_restart_pushes_every_book_with_u_1() {
+    let sim = start(600).await;
+    let mut ws = connect(&sim).await;
+    send(
+        &mut ws,
+        r#"{"op":"subscribe","args":["orderbook.1.BTCUSDT","orderbook.1.ETHUSDT"]}"#,
+    )
+    .await;
+    let first = wait_for(&mut ws, |v| v["topic"] == "orderbook.1.BTCUSDT").await;
+    assert!(
+        first["data"]["u"].as_u64().is_some_and(|u| u > 1_000),
+        "{first}"
+    );
+    sim.sim.bybit_restart();
+    let restarted = wait_for(&mut ws, |v| v["data"]["u"] == 1).await;
+    assert_eq!(restarted["type"], "snapshot");
+    // Both books start again; what follows counts up from 1.
+    let other = if restarted["topic"] == "orderbook.1.BTCUSDT" {
+        "orderbook.1.ETHUSDT"
+    } else {
+        "orderbook.1.BTCUSDT"
+    };
+    wait_for(&mut ws, |v| v["topic"] == other && v["data"]["u"] == 1).await;
+    let next = wait_for(&mut ws, |v| v["topic"] == other && v["data"]["u"] != 1).await;
+    let u = next["data"]["u"].as_u64().expect("u");
+    assert!((2..1_000).contains(&u), "{next}");
+}

@@ -31,6 +31,7 @@ mod wire;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -49,16 +50,74 @@ pub(crate) const WS_PATH: &str = "/v5/public/spot";
 /// Default idle timeout: no ping for this long drops the connection (Bybit: 10 minutes).
 pub(crate) const DEFAULT_IDLE_TIMEOUT_S: u64 = 600;
 
-/// What the Bybit routes share.
+/// The `orderbook.1` sequences (`u`) of every symbol, shared by all sessions: `u` is the
+/// market's sequence less a per-symbol offset, which a service restart moves so that every
+/// sequence starts again from 1 (Bybit: "Occasionally, you'll receive "u"=1, which is a
+/// snapshot data due to the restart of the service").
 #[derive(Debug)]
-struct BybitCtx {
-    ctx: Arc<ExchangeCtx>,
-    idle_timeout: Duration,
+pub(crate) struct Sequences {
+    restarts: AtomicU64,
+    offsets: Vec<AtomicU64>,
 }
 
-/// The Bybit listener's routes; a client silent (no ping) for `idle_timeout` is dropped.
-pub(crate) fn router(ctx: Arc<ExchangeCtx>, idle_timeout: Duration) -> Router {
-    let state = Arc::new(BybitCtx { ctx, idle_timeout });
+impl Sequences {
+    pub(crate) fn new(symbols: usize) -> Self {
+        Self {
+            restarts: AtomicU64::new(0),
+            offsets: (0..symbols).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Restarts every sequence: the book each symbol has now (market sequence `seqs[i]`)
+    /// becomes `u` 1, and each open session pushes it as such.
+    pub(crate) fn restart(&self, seqs: impl IntoIterator<Item = u64>) {
+        for (offset, seq) in self.offsets.iter().zip(seqs) {
+            offset.store(seq.saturating_sub(1), Ordering::Relaxed);
+        }
+        self.restarts.fetch_add(1, Ordering::Release);
+    }
+
+    /// How many restarts there have been.
+    pub(crate) fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Acquire)
+    }
+
+    /// `u` for the market sequence `seq` of `symbol`; `None` for an update from before the
+    /// last restart.
+    pub(crate) fn u(&self, symbol: usize, seq: u64) -> Option<u64> {
+        let offset = self.offsets.get(symbol)?.load(Ordering::Relaxed);
+        seq.checked_sub(offset).filter(|u| *u >= 1)
+    }
+}
+
+/// What the Bybit routes share; [`crate::Simulator::bybit_restart`] uses it too.
+#[derive(Debug)]
+pub(crate) struct BybitState {
+    ctx: Arc<ExchangeCtx>,
+    idle_timeout: Duration,
+    sequences: Arc<Sequences>,
+}
+
+impl BybitState {
+    /// A client silent (no ping) for `idle_timeout` is dropped.
+    pub(crate) fn new(ctx: Arc<ExchangeCtx>, idle_timeout: Duration) -> Self {
+        let sequences = Arc::new(Sequences::new(ctx.universe.instruments.len()));
+        Self {
+            ctx,
+            idle_timeout,
+            sequences,
+        }
+    }
+
+    /// A service restart: every `orderbook.1` sequence starts again from 1.
+    pub(crate) fn restart(&self) {
+        let views = self.ctx.board.exchange(self.ctx.index);
+        self.sequences.restart(views.iter().map(|v| v.quote.seq));
+    }
+}
+
+/// The Bybit listener's routes.
+pub(crate) fn router(state: Arc<BybitState>) -> Router {
     Router::new()
         .route(WS_PATH, get(ws_spot))
         .route("/v5/market/instruments-info", get(instruments))
@@ -66,13 +125,14 @@ pub(crate) fn router(ctx: Arc<ExchangeCtx>, idle_timeout: Duration) -> Router {
         .with_state(state)
 }
 
-async fn ws_spot(State(b): State<Arc<BybitCtx>>, ws: WebSocketUpgrade) -> Response {
+async fn ws_spot(State(b): State<Arc<BybitState>>, ws: WebSocketUpgrade) -> Response {
     let ctx = &b.ctx;
     let session = session::Session::new(
         ctx.universe.clone(),
         ctx.board.clone(),
         ctx.index,
         b.idle_timeout,
+        b.sequences.clone(),
     );
     ws::accept(ctx, ws, session)
 }
@@ -129,7 +189,7 @@ fn instrument_json(inst: &Instrument) -> Value {
     })
 }
 
-async fn instruments(State(b): State<Arc<BybitCtx>>, Query(q): Params) -> Response {
+async fn instruments(State(b): State<Arc<BybitState>>, Query(q): Params) -> Response {
     let spot = match spot_requested(&q) {
         Ok(spot) => spot,
         Err(msg) => return bad_category(msg),
@@ -175,7 +235,7 @@ fn ticker_json(inst: &Instrument, view: &SlotView) -> Value {
     })
 }
 
-async fn tickers(State(b): State<Arc<BybitCtx>>, Query(q): Params) -> Response {
+async fn tickers(State(b): State<Arc<BybitState>>, Query(q): Params) -> Response {
     let spot = match spot_requested(&q) {
         Ok(spot) => spot,
         Err(msg) => return bad_category(msg),

@@ -29,6 +29,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::Sequences;
 use super::wire::{self, OpReply};
 use crate::market::{Board, MarketEvent, Quote, Universe, now_us};
 use crate::ws::driver::{Frame, Goodbye, Inbound, Protocol, Reply};
@@ -81,9 +82,12 @@ pub(crate) struct Session {
     exchange: usize,
     pub(super) conn_id: String,
     idle_timeout: Duration,
+    sequences: Arc<Sequences>,
+    /// Service restarts this session has announced.
+    restarts_seen: u64,
     /// Per symbol: subscribed channels (`BOOK`, `TRADE` bits).
     wants: Vec<u8>,
-    /// Per symbol: the book last pushed, and when.
+    /// Per symbol: the book last pushed (its `seq` is the `u` it was pushed with), and when.
     pushed: Vec<Option<(Quote, Instant)>>,
     books: usize,
     last_ping: Instant,
@@ -96,6 +100,7 @@ impl Session {
         board: Arc<Board>,
         exchange: usize,
         idle_timeout: Duration,
+        sequences: Arc<Sequences>,
     ) -> Self {
         let n = universe.instruments.len();
         let now = Instant::now();
@@ -115,6 +120,8 @@ impl Session {
             exchange,
             conn_id,
             idle_timeout,
+            restarts_seen: sequences.restarts(),
+            sequences,
             wants: vec![0; n],
             pushed: vec![None; n],
             books: 0,
@@ -134,11 +141,18 @@ impl Session {
     }
 
     /// The snapshot of `symbol` from the board, if it has one; remembered as pushed at `now`.
-    fn snapshot(&mut self, symbol: usize, now: Instant) -> Option<String> {
-        let view = self.board.get(self.exchange, symbol)?;
-        self.push_book(&view.quote, now, view.quote.ts_us / 1_000)
+    /// `restart`: the first after a service restart, whose `u` is 1.
+    fn snapshot(&mut self, symbol: usize, now: Instant, restart: bool) -> Option<String> {
+        let mut q = self.board.get(self.exchange, symbol)?.quote;
+        q.seq = if restart {
+            1
+        } else {
+            self.sequences.u(symbol, q.seq).unwrap_or(1)
+        };
+        self.push_book(&q, now, q.ts_us / 1_000)
     }
 
+    /// Pushes `q` (its `seq` already the `u` to send).
     fn push_book(&mut self, q: &Quote, now: Instant, ts_ms: i64) -> Option<String> {
         let inst = self.universe.instruments.get(q.symbol)?;
         let text = to_json(&wire::book(inst, q, ts_ms));
@@ -233,7 +247,7 @@ impl Session {
                 self.wants[symbol] |= channel;
                 if channel == BOOK {
                     self.books += 1;
-                    frames.extend(self.snapshot(symbol, now));
+                    frames.extend(self.snapshot(symbol, now, false));
                 }
             } else {
                 self.wants[symbol] &= !channel;
@@ -248,12 +262,18 @@ impl Session {
 
     /// The frames for one market event this connection listens to, at `now`.
     pub(crate) fn encode(&mut self, event: &MarketEvent, now: Instant, out: &mut Vec<Frame>) {
+        self.announce_restart(now, out);
         match event {
             MarketEvent::Quote(q) => {
                 if self.wants.get(q.symbol).is_some_and(|w| w & BOOK != 0) {
+                    // An update from before a restart is not pushed after it.
+                    let Some(u) = self.sequences.u(q.symbol, q.seq) else {
+                        return;
+                    };
                     // Level 1 is pushed when the top of book changed.
                     let changed = self.pushed[q.symbol].is_none_or(|(last, _)| last.book != q.book);
-                    if changed && let Some(text) = self.push_book(q, now, q.ts_us / 1_000) {
+                    let q = Quote { seq: u, ..*q };
+                    if changed && let Some(text) = self.push_book(&q, now, q.ts_us / 1_000) {
                         out.push(Frame::Text(text));
                     }
                 }
@@ -264,6 +284,22 @@ impl Session {
                 {
                     out.push(Frame::Text(to_json(&wire::trade(inst, t))));
                 }
+            }
+        }
+    }
+
+    /// After a service restart: every book this session carries again, with `u` 1.
+    fn announce_restart(&mut self, now: Instant, out: &mut Vec<Frame>) {
+        let restarts = self.sequences.restarts();
+        if restarts == self.restarts_seen {
+            return;
+        }
+        self.restarts_seen = restarts;
+        for symbol in 0..self.wants.len() {
+            if self.wants[symbol] & BOOK != 0
+                && let Some(text) = self.snapshot(symbol, now, true)
+            {
+                out.push(Frame::Text(text));
             }
         }
     }
@@ -320,6 +356,7 @@ impl Protocol for Session {
         }
         if self.next_check <= now {
             self.next_check = now + REPUSH_CHECK;
+            self.announce_restart(now, out);
             self.repush(now, out);
         }
         Ok(())

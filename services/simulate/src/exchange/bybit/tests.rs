@@ -25,9 +25,13 @@ fn setup() -> (Arc<Universe>, Arc<Board>) {
     (u, board)
 }
 
+fn sequences() -> Arc<super::Sequences> {
+    Arc::new(super::Sequences::new(2))
+}
+
 fn session(idle: Duration) -> Session {
     let (u, board) = setup();
-    Session::new(u, board, 0, idle)
+    Session::new(u, board, 0, idle, sequences())
 }
 
 fn json_of(frames: &[String]) -> Vec<Value> {
@@ -164,7 +168,7 @@ async fn ping_is_answered_with_the_public_pong() {
 #[tokio::test(start_paused = true)]
 async fn an_unchanged_book_is_pushed_again_after_3_s_with_the_same_u() {
     let (u, board) = setup();
-    let mut s = Session::new(u, board.clone(), 0, Duration::from_secs(600));
+    let mut s = Session::new(u, board.clone(), 0, Duration::from_secs(600), sequences());
     let t0 = Instant::now();
     let (frames, _) = s.handle(r#"{"op":"subscribe","args":["orderbook.1.ETHUSDT"]}"#, t0);
     let first = json_of(&frames)[1].clone();
@@ -218,7 +222,13 @@ async fn a_client_without_pings_is_dropped_and_pings_keep_it() {
     let idle = Duration::from_secs(30);
     let (ctx, market, _stop) = harness();
     let (socket, mut client) = mock::socket();
-    let session = Session::new(ctx.universe.clone(), ctx.board.clone(), 0, idle);
+    let session = Session::new(
+        ctx.universe.clone(),
+        ctx.board.clone(),
+        0,
+        idle,
+        sequences(),
+    );
     let task = tokio::spawn(mock::run(socket, ctx.clone(), session, market.subscribe()));
     client.send_text(r#"{"op":"subscribe","args":["publicTrade.BTCUSDT"]}"#);
     assert!(
@@ -248,6 +258,7 @@ async fn shutdown_is_a_bare_close() {
         ctx.board.clone(),
         0,
         Duration::from_secs(600),
+        sequences(),
     );
     let task = tokio::spawn(mock::run(socket, ctx.clone(), session, market.subscribe()));
     stop.cancel();
@@ -271,4 +282,50 @@ fn the_refusal_fault_uses_the_documented_failure_shape() {
         s.refusal(crate::ws::driver::Inbound::Text(r#"{"op":"ping"}"#))
             .is_none()
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_restart_starts_every_book_again_from_u_1() {
+    let (u, board) = setup();
+    let seqs = sequences();
+    let mut s = Session::new(u, board.clone(), 0, Duration::from_secs(600), seqs.clone());
+    let t0 = Instant::now();
+    let (frames, _) = s.handle(
+        r#"{"op":"subscribe","args":["orderbook.1.BTCUSDT","publicTrade.ETHUSDT"]}"#,
+        t0,
+    );
+    let before = json_of(&frames)[1]["data"]["u"].as_u64().expect("u");
+    assert!(before > 1_000);
+    let at_restart = board
+        .exchange(0)
+        .iter()
+        .map(|v| v.quote.seq)
+        .collect::<Vec<_>>();
+    seqs.restart(at_restart.clone());
+    // The next event announces it: the book again, u 1, whatever the event is.
+    let mut old = board.get(0, 0).expect("quote").quote;
+    old.seq -= 5;
+    let mut out = Vec::new();
+    s.encode(&MarketEvent::Quote(old), t0, &mut out);
+    let f = texts(&out);
+    assert_eq!(
+        f.len(),
+        1,
+        "the restart snapshot, and not the update from before it"
+    );
+    assert_eq!(
+        (f[0]["topic"].as_str(), f[0]["data"]["u"].as_u64()),
+        (Some("orderbook.1.BTCUSDT"), Some(1))
+    );
+    // Updates after it count up from there.
+    let mut q = board.get(0, 0).expect("quote").quote;
+    q.seq = at_restart[0] + 4;
+    q.book.ask_qty += 1;
+    out.clear();
+    s.encode(&MarketEvent::Quote(q), t0, &mut out);
+    assert_eq!(texts(&out)[0]["data"]["u"], 5);
+    // The re-push after 3 s keeps that u.
+    out.clear();
+    s.repush(t0 + REPUSH_AFTER, &mut out);
+    assert_eq!(texts(&out)[0]["data"]["u"], 5);
 }
