@@ -33,7 +33,10 @@
 //! - Sequence: `u` is the quote's `seq`. A snapshot with the last `u` again is Bybit's 3 s
 //!   re-push of an unchanged book and is published again (it refreshes the quote's age); a
 //!   `u` of 1 resets the symbol's sequence, so the restarted one is taken at once; any other
-//!   `u` not above the last is stale.
+//!   `u` not above the last is stale (under the shared gate's rules, which also take a lower
+//!   `u` at a later `ts` as a reset).
+//! - Exchange time: `ts` (when Bybit generated the push), present in every example; `cts`
+//!   (the matching engine's time) is not read.
 //! - The idle close: the connect page says a connection with neither ping-pong nor stream
 //!   data is cut after 10 minutes, and recommends a ping every 20 s; we ping every 20 s.
 //! - Pagination: "Spot does not support pagination, so limit, cursor are invalid" (the
