@@ -10,6 +10,7 @@ use prost::Message as _;
 use spreadagg_ingest::exchange::binance::Binance;
 use spreadagg_ingest::exchange::bingx::Bingx;
 use spreadagg_ingest::exchange::bitget::Bitget;
+use spreadagg_ingest::exchange::bybit::Bybit;
 use spreadagg_ingest::exchange::gateio::Gateio;
 use spreadagg_ingest::exchange::htx::Htx;
 use spreadagg_ingest::exchange::kucoin::Kucoin;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 const BINANCE_BOOK_TICKER: &str = r#"{"u":123456,"s":"BNBUSDT","b":"25.35190000","B":"31.21000000","a":"25.36520000","A":"40.66000000"}"#;
 const OKX_BBO: &str = r#"{"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data":[{"asks":[["8476.98","415","0","13"]],"bids":[["8476.97","256","0","12"]],"ts":"1597026383085","seqId":123456}]}"#;
 
+const BYBIT_ORDERBOOK_1: &str = r#"{"topic":"orderbook.1.BTCUSDT","type":"snapshot","ts":1709891679000,"data":{"s":"BTCUSDT","b":[["27450.00","0.500"]],"a":[["27451.00","0.750"]],"u":123456,"seq":987654321},"cts":1709891678998}"#;
 const KUCOIN_TICKER: &str = r#"{"type":"message","topic":"/market/ticker:BTC-USDT","subject":"trade.ticker","data":{"sequence":"123456","price":"0.08","size":"0.011","bestAsk":"0.08","bestAskSize":"0.18","bestBid":"0.049","bestBidSize":"0.036","time":1704873323416}}"#;
 const GATEIO_BOOK_TICKER: &str = r#"{"time":1606293275,"time_ms":1606293275723,"channel":"spot.book_ticker","event":"update","result":{"t":1606293275123,"u":123456,"s":"BTC_USDT","b":"19177.79","B":"0.0003341504","a":"19179.38","A":"0.09"}}"#;
 const HTX_BBO: &str = r#"{"ch":"market.btcusdt.bbo","ts":1671941599613,"tick":{"seqId":123456,"ask":16829.51,"askSize":0.707776,"bid":16829.5,"bidSize":1.685945,"quoteTime":1671941599612,"symbol":"btcusdt"}}"#;
@@ -71,7 +73,7 @@ fn text(b: &[u8]) -> Frame<'_> {
 }
 
 fn bench(c: &mut Criterion) {
-    let cases: [(&str, &dyn Adapter, &str, &str, &str); 4] = [
+    let cases: [(&str, &dyn Adapter, &str, &str, &str); 5] = [
         (
             "binance_book_ticker",
             &Binance,
@@ -80,6 +82,13 @@ fn bench(c: &mut Criterion) {
             "BNB-USDT",
         ),
         ("okx_bbo_tbt", &Okx, OKX_BBO, "BTC-USDT", "BTC-USDT"),
+        (
+            "bybit_orderbook_1",
+            &Bybit,
+            BYBIT_ORDERBOOK_1,
+            "BTCUSDT",
+            "BTC-USDT",
+        ),
         (
             "kucoin_ticker",
             &Kucoin,

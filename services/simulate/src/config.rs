@@ -18,6 +18,7 @@ pub const SIMULATED_EXCHANGES: &[ExchangeId] = &[
     ExchangeId::Gateio,
     ExchangeId::Bingx,
     ExchangeId::Bitget,
+    ExchangeId::Bybit,
 ];
 
 /// Most symbols one simulator serves; each costs a few hundred bytes and its share of the
@@ -68,6 +69,10 @@ pub struct SimConfig {
     /// KuCoin's `pingTimeout`, in milliseconds: a client silent for `pingInterval +
     /// pingTimeout` is dropped. Default 10000 (as KuCoin); between 1000 and 60000.
     pub kucoin_ping_timeout_ms: u64,
+    /// Seconds a Bybit client may go without sending `{"op":"ping"}` before it is dropped.
+    /// Default 600 (Bybit cuts a connection after 10 minutes without ping-pong or data; the
+    /// simulator counts pings only); between 1 and 3600.
+    pub bybit_idle_timeout_s: u64,
 }
 
 impl Default for SimConfig {
@@ -86,6 +91,7 @@ impl Default for SimConfig {
             binance_ping_interval_s: 20,
             kucoin_ping_interval_ms: crate::exchange::kucoin::DEFAULT_PING_INTERVAL_MS,
             kucoin_ping_timeout_ms: crate::exchange::kucoin::DEFAULT_PING_TIMEOUT_MS,
+            bybit_idle_timeout_s: crate::exchange::bybit::DEFAULT_IDLE_TIMEOUT_S,
         }
     }
 }
@@ -144,6 +150,12 @@ impl SimConfig {
             return invalid(format!(
                 "binance_ping_interval_s: between 1 and 3600, got {}",
                 self.binance_ping_interval_s
+            ));
+        }
+        if !(1..=3_600).contains(&self.bybit_idle_timeout_s) {
+            return invalid(format!(
+                "bybit_idle_timeout_s: between 1 and 3600, got {}",
+                self.bybit_idle_timeout_s
             ));
         }
         // The ingest adapter refuses a pingInterval outside 1..60 s; so does KuCoin's range.

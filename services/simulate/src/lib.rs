@@ -104,6 +104,7 @@ pub struct Simulator {
     faults: Vec<(ExchangeId, Arc<Faults>)>,
     /// The KuCoin listener's state, when KuCoin is simulated (for its token fault).
     kucoin: Option<Arc<exchange::kucoin::KucoinState>>,
+    bybit: Option<Arc<exchange::bybit::BybitState>>,
 }
 
 impl Simulator {
@@ -154,6 +155,7 @@ impl Simulator {
         let mut routers = Vec::with_capacity(listeners.len());
         let mut fault_sets = Vec::with_capacity(listeners.len());
         let mut kucoin = None;
+        let mut bybit = None;
         for (index, (exchange, listener, local)) in listeners.into_iter().enumerate() {
             let (events, _) = broadcast::channel(capacity);
             let faults = Arc::new(Faults::new(exchange));
@@ -174,6 +176,14 @@ impl Simulator {
             let (router, ws_path) = match exchange {
                 ExchangeId::Binance => (exchange::binance::router(ctx), "/ws"),
                 ExchangeId::Okx => (exchange::okx::router(ctx), "/ws/v5/public"),
+                ExchangeId::Bybit => {
+                    let state = Arc::new(exchange::bybit::BybitState::new(
+                        ctx,
+                        Duration::from_secs(config.bybit_idle_timeout_s),
+                    ));
+                    bybit = Some(state.clone());
+                    (exchange::bybit::router(state), exchange::bybit::WS_PATH)
+                }
                 ExchangeId::Htx => (exchange::htx::router(ctx), exchange::htx::WS_PATH),
                 ExchangeId::Kucoin => {
                     let state = Arc::new(exchange::kucoin::KucoinState::new(
@@ -235,6 +245,7 @@ impl Simulator {
             seed,
             faults: fault_sets,
             kucoin,
+            bybit,
         })
     }
 
@@ -269,6 +280,16 @@ impl Simulator {
         self.kucoin
             .as_ref()
             .map_or(0, |state| state.pending_rejections())
+    }
+
+    /// Restarts Bybit's market-data service the way Bybit's docs describe it: every
+    /// `orderbook.1` sequence starts again, each open session pushes every book it carries as
+    /// a snapshot with `u` 1, and later updates count up from there. No-op when Bybit is not
+    /// simulated.
+    pub fn bybit_restart(&self) {
+        if let Some(state) = &self.bybit {
+            state.restart();
+        }
     }
 
     fn faults_of(&self, exchange: ExchangeId) -> Result<&Faults, FaultError> {

@@ -55,13 +55,6 @@ fn invalid_configs_name_the_problem() {
     let cases: Vec<(SimConfig, &str)> = vec![
         (
             SimConfig {
-                exchanges: vec![ExchangeId::Bybit],
-                ..Default::default()
-            },
-            "not simulated yet",
-        ),
-        (
-            SimConfig {
                 exchanges: vec![],
                 ..Default::default()
             },
@@ -131,10 +124,31 @@ fn invalid_configs_name_the_problem() {
             },
             "binance_ping_interval_s",
         ),
+        (
+            SimConfig {
+                bybit_idle_timeout_s: 0,
+                ..Default::default()
+            },
+            "bybit_idle_timeout_s",
+        ),
     ];
     for (config, needle) in cases {
         let err = config.validate().expect_err(needle).to_string();
         assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+    }
+    // An exchange without a simulated protocol, while there is one.
+    if let Some(other) = ExchangeId::ALL
+        .into_iter()
+        .find(|e| !SIMULATED_EXCHANGES.contains(e))
+    {
+        let err = SimConfig {
+            exchanges: vec![other],
+            ..Default::default()
+        }
+        .validate()
+        .expect_err("not simulated")
+        .to_string();
+        assert!(err.contains("not simulated yet"), "{err:?}");
     }
 }
 

@@ -51,6 +51,8 @@ pub(super) async fn simulator(exchanges: &[ExchangeId], stop: &CancellationToken
         binance_ping_interval_s: 1,
         kucoin_ping_interval_ms: 2_000,
         kucoin_ping_timeout_ms: 2_000,
+        // Bybit drops a client that has not pinged for this long (we ping every 20 s).
+        bybit_idle_timeout_s: 25,
         ..SimConfig::default()
     };
     Simulator::start(config, stop.clone())
@@ -289,6 +291,8 @@ fn keepalive_window(exchange: ExchangeId) -> Duration {
         ExchangeId::Gateio => 35,
         // No `ping` for 30 s closes a Bitget connection; the adapter pings every 25 s.
         ExchangeId::Bitget => 35,
+        // Bybit: 25 s without a ping, as the simulator sets it here.
+        ExchangeId::Bybit => 30,
         // Binance: pongs to 1 s pings.
         _ => 5,
     })
@@ -483,6 +487,7 @@ macro_rules! conformance {
 
 conformance! {
     binance => ExchangeId::Binance,
+    bybit => ExchangeId::Bybit,
     okx => ExchangeId::Okx,
     htx => ExchangeId::Htx,
     kucoin => ExchangeId::Kucoin,

@@ -221,6 +221,7 @@ fault_matrix! {
     gateio => (ExchangeId::Gateio, ExchangeId::Okx),
     bingx => (ExchangeId::Bingx, ExchangeId::Okx),
     bitget => (ExchangeId::Bitget, ExchangeId::Okx),
+    bybit => (ExchangeId::Bybit, ExchangeId::Okx),
 }
 
 /// BingX pings every 5 s and (in the simulator, as BingX documents no deadline) closes a
@@ -251,5 +252,66 @@ async fn unanswered_bingx_pings_hit_its_deadline_and_the_session_is_replaced() {
         "ended by BingX's pong deadline: {last_end}"
     );
     p.recovered(Duration::from_secs(10)).await;
+    p.stop().await;
+}
+
+/// Bybit documents no notice before a close: `close_with_notice` is a bare Close frame, and
+/// the session reconnects as after any close.
+#[tokio::test]
+async fn bybit_close_with_notice_is_a_bare_close_and_reconnects() {
+    let p = pair(ExchangeId::Bybit, ExchangeId::Okx, settings()).await;
+    let before = p.faulted.generation();
+    p.inject(Fault::CloseWithNotice, Duration::from_secs(3))
+        .await;
+    assert!(
+        p.faulted.generation() > before,
+        "bybit: not reconnected after a close: {}",
+        p.faulted.health.report()
+    );
+    p.recovered(Duration::from_secs(10)).await;
+    p.stop().await;
+}
+
+/// Bybit's service restart (its documented resync condition): every `orderbook.1` sequence
+/// starts again at `u` 1. The session goes on, nothing is dropped as out of order, and the
+/// quotes carry the new sequence's small ids at once.
+#[tokio::test]
+async fn bybit_a_service_restart_is_taken_at_once() {
+    let p = pair(ExchangeId::Bybit, ExchangeId::Okx, settings()).await;
+    let generation = p.faulted.generation();
+    let label = [("exchange", "bybit"), ("reason", "out_of_order")];
+    let stale = counter("spreadagg_ingest_rejected_total", &label);
+    let before = p.faulted.collect(Duration::from_secs(1)).await;
+    p.sim.bybit_restart();
+    let after = p.faulted.collect(Duration::from_secs(2)).await;
+    assert_eq!(
+        p.faulted.generation(),
+        generation,
+        "bybit: the restart ended the session: {}",
+        p.faulted.health.report()
+    );
+    assert_eq!(
+        counter("spreadagg_ingest_rejected_total", &label),
+        stale,
+        "bybit: quotes of the restarted sequence were dropped as stale"
+    );
+    for (i, name) in p.faulted.names.iter().enumerate() {
+        let ids = |seen: &super::conformance::Seen| -> Vec<u64> {
+            seen.updates
+                .get(&(i as u32))
+                .map(|u| u.iter().map(|(seq, _)| *seq).collect())
+                .unwrap_or_default()
+        };
+        let old_min = ids(&before).into_iter().min().expect("quotes before");
+        let new = ids(&after);
+        assert!(
+            new.iter().filter(|seq| **seq < old_min).count() >= 5,
+            "bybit: {name}: too few quotes of the new sequence after the restart: {new:?} (before: from {old_min})"
+        );
+        assert!(
+            new.last().is_some_and(|seq| *seq < old_min),
+            "bybit: {name}: the latest quote is not of the new sequence: {new:?}"
+        );
+    }
     p.stop().await;
 }

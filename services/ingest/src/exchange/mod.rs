@@ -14,6 +14,7 @@
 pub mod binance;
 pub mod bingx;
 pub mod bitget;
+pub mod bybit;
 pub mod gateio;
 pub mod htx;
 pub mod kucoin;
@@ -280,6 +281,7 @@ pub trait Adapter: Send + Sync + 'static {
 pub fn adapter(id: ExchangeId) -> Option<Box<dyn Adapter>> {
     match id {
         ExchangeId::Binance => Some(Box::new(binance::Binance)),
+        ExchangeId::Bybit => Some(Box::new(bybit::Bybit)),
         ExchangeId::Okx => Some(Box::new(okx::Okx)),
         ExchangeId::Htx => Some(Box::new(htx::Htx)),
         ExchangeId::Kucoin => Some(Box::new(kucoin::Kucoin)),

@@ -164,7 +164,8 @@ impl<'a> Layout<'a> {
 /// An exchange may restart its sequence (OKX after maintenance, Bybit's `u` of 1): a lower id
 /// whose exchange time is later than the last accepted one's is a reset and is accepted, and
 /// so is the third lower id in a row where the exchange sends no time; without that, every
-/// quote after a reset would be dropped until the new ids caught up.
+/// quote after a reset would be dropped until the new ids caught up. An adapter told of a
+/// restart (Bybit's `u` of 1) calls [`SeqGate::reset`], so the new sequence is taken at once.
 #[derive(Debug, Default)]
 pub(crate) struct SeqGate {
     last: Vec<Last>,
@@ -222,6 +223,19 @@ impl SeqGate {
             last: last.seq,
         })
     }
+
+    /// The last id admitted for `symbol` (0: none yet).
+    pub(crate) fn last(&self, symbol: SymbolId) -> u64 {
+        self.last.get(symbol.index()).map_or(0, |l| l.seq)
+    }
+
+    /// Forgets `symbol`'s sequence, so that its next id is admitted whatever it is: for an
+    /// exchange that says its sequence restarted (Bybit's `u` of 1).
+    pub(crate) fn reset(&mut self, symbol: SymbolId) {
+        if let Some(last) = self.last.get_mut(symbol.index()) {
+            *last = Last::default();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -269,6 +283,38 @@ mod tests {
         );
         assert!(g.admit(&q(4, 0)).is_ok());
         assert!(g.admit(&q(4, 0)).is_err(), "a repeat is still stale");
+    }
+
+    #[test]
+    fn a_reset_admits_the_restarted_sequence_at_once() {
+        let mut g = SeqGate::default();
+        let (s, other) = (SymbolId(2), SymbolId(0));
+        let q = |symbol, seq| quote(symbol, (1.0, 1.0), (2.0, 1.0), 0, 1, seq).expect("valid");
+        assert!(g.admit(&q(s, 500)).is_ok());
+        assert!(g.admit(&q(other, 700)).is_ok());
+        assert_eq!(g.last(s), 500);
+        assert!(
+            g.admit(&q(s, 1)).is_err(),
+            "a lower id without a reset is stale"
+        );
+        g.reset(s);
+        assert_eq!(g.last(s), 0);
+        assert!(g.admit(&q(s, 1)).is_ok(), "after a reset: admitted at once");
+        assert!(g.admit(&q(s, 2)).is_ok());
+        assert!(
+            g.admit(&q(s, 2)).is_err(),
+            "the restarted sequence is gated as usual"
+        );
+        assert!(
+            g.admit(&q(other, 700)).is_err(),
+            "other symbols keep their state"
+        );
+        g.reset(SymbolId(40));
+        assert_eq!(
+            g.last(SymbolId(40)),
+            0,
+            "resetting an unseen symbol is a no-op"
+        );
     }
 
     #[test]

@@ -31,7 +31,9 @@ fn adapters() -> Vec<(ExchangeId, Box<dyn super::Adapter>)> {
 /// The symbol each exchange's samples use, as (native, canonical).
 fn native(id: ExchangeId) -> &'static str {
     match id {
-        ExchangeId::Binance | ExchangeId::Mexc | ExchangeId::Bitget => "BTCUSDT",
+        ExchangeId::Binance | ExchangeId::Bybit | ExchangeId::Mexc | ExchangeId::Bitget => {
+            "BTCUSDT"
+        }
         ExchangeId::Htx => "btcusdt",
         ExchangeId::Gateio => "BTC_USDT",
         _ => "BTC-USDT",
@@ -63,6 +65,13 @@ fn samples(id: ExchangeId) -> Vec<Vec<u8>> {
             r#"{"ch":"market.btcusdt.bbo","ts":1671941599613,"tick":{"seqId":161499562790,"ask":16829.51,"askSize":0.707776,"bid":16829.5,"bidSize":1.685945,"quoteTime":1671941599612,"symbol":"btcusdt"}}"#,
             r#"{"ch":"market.btcusdt.trade.detail","ts":1630994963175,"tick":{"id":137005445109,"ts":1630994963173,"data":[{"id":137005445109359286410323766,"ts":1630994963173,"tradeId":102523573486,"amount":0.006754,"price":52648.62,"direction":"buy"}]}}"#,
             r#"{"ping":1492420473027}"#,
+        ],
+        // Bybit writes prices and sizes as decimal strings.
+        ExchangeId::Bybit => &[
+            r#"{"topic":"orderbook.1.BTCUSDT","type":"snapshot","ts":1709891679000,"data":{"s":"BTCUSDT","b":[["27450.00","0.500"]],"a":[["27451.00","0.750"]],"u":123456789,"seq":987654321},"cts":1709891678998}"#,
+            r#"{"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":1672304486868,"data":[{"T":1672304486865,"s":"BTCUSDT","S":"Buy","v":"0.001","p":"16578.50","i":"20f43950-d8dd-5b31-9112-a178eb6023af","BT":false}]}"#,
+            r#"{"success":true,"ret_msg":"pong","conn_id":"465772b1-7630-4fdc-a492-e003e6f0f260","req_id":"","op":"ping"}"#,
+            r#"{"success":true,"ret_msg":"subscribe","conn_id":"c","req_id":"1","op":"subscribe"}"#,
         ],
         ExchangeId::Kucoin => &[
             r#"{"type":"message","topic":"/market/ticker:BTC-USDT","subject":"trade.ticker","data":{"sequence":"1545896668986","price":"0.08","size":"0.011","bestAsk":"0.08","bestAskSize":"0.18","bestBid":"0.049","bestBidSize":"0.036","Time":1704873323416}}"#,
@@ -305,6 +314,14 @@ fn frames(id: ExchangeId, q: &Bbo) -> Vec<Vec<u8>> {
             ),
             format!(
                 r#"{{"ts": {ts_ms}, "ch": "market.btcusdt.bbo", "tick": {{"bid": {bid}, "bidSize": {bid_qty}, "ask": {ask}, "askSize": {ask_qty}, "seqId": {seq}, "quoteTime": {ts_ms}, "symbol": "btcusdt"}}}}"#
+            ),
+        ],
+        ExchangeId::Bybit => vec![
+            format!(
+                r#"{{"topic":"orderbook.1.BTCUSDT","type":"snapshot","ts":{ts_ms},"data":{{"s":"BTCUSDT","b":[["{bid}","{bid_qty}"]],"a":[["{ask}","{ask_qty}"]],"u":{seq},"seq":{seq}}},"cts":{ts_ms}}}"#
+            ),
+            format!(
+                r#"{{"type": "snapshot", "topic": "orderbook.1.BTCUSDT", "data": {{"a": [["{ask}", "{ask_qty}"]], "b": [["{bid}", "{bid_qty}"]], "seq": {seq}, "u": {seq}, "s": "BTCUSDT"}}, "ts": {ts_ms}}}"#
             ),
         ],
         ExchangeId::Kucoin => ["Time", "time"]

@@ -82,6 +82,11 @@ pub(super) fn venue(exchange: ExchangeId) -> Venue {
             spread_factor: 1.4,
             basis_std_bps: 2.0,
         },
+        ExchangeId::Bybit => Venue {
+            volume_share: 0.3,
+            spread_factor: 1.3,
+            basis_std_bps: 2.0,
+        },
         ExchangeId::Htx => Venue {
             volume_share: 0.15,
             spread_factor: 1.6,

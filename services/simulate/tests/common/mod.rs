@@ -51,13 +51,21 @@ impl Sim {
 }
 
 pub async fn start(exchanges: &[ExchangeId]) -> Sim {
+    start_with(SimConfig {
+        exchanges: exchanges.to_vec(),
+        ..SimConfig::default()
+    })
+    .await
+}
+
+/// Starts `config` with the tests' quick market (20 ms updates, many trades, a fixed seed).
+pub async fn start_with(config: SimConfig) -> Sim {
     let stop = CancellationToken::new();
     let config = SimConfig {
-        exchanges: exchanges.to_vec(),
         update_interval_ms: 20,
         trade_probability: 0.5,
         seed: Some(7),
-        ..SimConfig::default()
+        ..config
     };
     let sim = Simulator::start(config, stop.clone())
         .await
