@@ -12,6 +12,7 @@
 //! Adapters are registered in one place: [`adapter`].
 
 pub mod binance;
+pub mod coinbase;
 pub mod htx;
 pub mod kucoin;
 pub mod mexc;
@@ -275,6 +276,7 @@ pub fn adapter(id: ExchangeId) -> Option<Box<dyn Adapter>> {
         ExchangeId::Htx => Some(Box::new(htx::Htx)),
         ExchangeId::Kucoin => Some(Box::new(kucoin::Kucoin)),
         ExchangeId::Mexc => Some(Box::new(mexc::Mexc)),
+        // COINBASE-REGISTRY
         _ => None,
     }
 }
