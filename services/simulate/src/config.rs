@@ -9,12 +9,13 @@ use spreadagg_model::ExchangeId;
 use crate::market::{self, Universe};
 
 /// The exchanges whose protocols the simulator speaks.
-pub const SIMULATED_EXCHANGES: [ExchangeId; 5] = [
+pub const SIMULATED_EXCHANGES: [ExchangeId; 6] = [
     ExchangeId::Binance,
     ExchangeId::Okx,
     ExchangeId::Htx,
     ExchangeId::Kucoin,
     ExchangeId::Mexc,
+    ExchangeId::Coinbase,
 ];
 
 /// Most symbols one simulator serves; each costs a few hundred bytes and its share of the
@@ -162,7 +163,7 @@ impl SimConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     #[error(
-        "exchange {0} is not simulated yet (the simulator serves binance, okx, htx, kucoin and mexc)"
+        "exchange {0} is not simulated yet (the simulator serves binance, okx, htx, kucoin, mexc and coinbase)"
     )]
     NotSimulated(ExchangeId),
     #[error("invalid simulator configuration: {0}")]

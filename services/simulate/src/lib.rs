@@ -191,6 +191,9 @@ impl Simulator {
                     )
                 }
                 ExchangeId::Mexc => (exchange::mexc::router(ctx), exchange::mexc::WS_PATH),
+                ExchangeId::Coinbase => {
+                    (exchange::coinbase::router(ctx), exchange::coinbase::WS_PATH)
+                }
                 other => return Err(SimError::NotSimulated(other)),
             };
             let at = dialable(local);

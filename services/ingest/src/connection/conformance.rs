@@ -479,4 +479,5 @@ conformance! {
     htx => ExchangeId::Htx,
     kucoin => ExchangeId::Kucoin,
     mexc => ExchangeId::Mexc,
+    coinbase => ExchangeId::Coinbase,
 }

@@ -302,7 +302,7 @@ fn frames(id: ExchangeId, q: &Bbo) -> Vec<Vec<u8>> {
             let ts = rfc3339_ms(*ts_ms);
             vec![
                 format!(
-                    r#"{{"channel":"l2_data","client_id":"","timestamp":"{ts}","sequence_num":{seq},"events":[{{"type":"snapshot","product_id":"BTC-USDT","updates":[{{"side":"bid","event_time":"1970-01-01T00:00:00Z","price_level":"{bid}","new_quantity":"{bid_qty}"}},{{"side":"offer","event_time":"1970-01-01T00:00:00Z","price_level":"{ask}","new_quantity":"{ask_qty}"}}]}}]}}"#
+                    r#"{{"channel":"l2_data","client_id":"","timestamp":"{ts}","sequence_num":{seq},"events":[{{"type":"snapshot","product_id":"BTC-USDT","updates":[{{"side":"bid","event_time":"{ts}","price_level":"{bid}","new_quantity":"{bid_qty}"}},{{"side":"offer","event_time":"1970-01-01T00:00:00Z","price_level":"{ask}","new_quantity":"{ask_qty}"}}]}}]}}"#
                 ),
                 format!(
                     r#"{{"sequence_num": {seq}, "events": [{{"updates": [{{"new_quantity": "{ask_qty}", "price_level": "{ask}", "side": "offer"}}, {{"price_level": "{bid}", "side": "bid", "new_quantity": "{bid_qty}"}}], "product_id": "BTC-USDT", "type": "snapshot"}}], "timestamp": "{ts}", "channel": "l2_data"}}"#

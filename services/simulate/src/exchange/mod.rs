@@ -1,6 +1,7 @@
 //! Simulated exchanges, one folder each.
 
 pub(crate) mod binance;
+pub(crate) mod coinbase;
 pub(crate) mod htx;
 pub(crate) mod kucoin;
 pub(crate) mod mexc;

@@ -46,9 +46,11 @@
 //! pages do not say.
 //!
 //! Times are RFC 3339 with up to nine fractional digits and are read exactly to the
-//! nanosecond. A quote's exchange time is the push's `timestamp`; its `seq` is 0, because
-//! `sequence_num` is per connection, not per product, and cannot order updates across
-//! connections (the conflator orders by exchange time then).
+//! nanosecond. A quote's exchange time is the latest `event_time` among the levels of its
+//! event (the matching engine's time of the change, the same on every connection), or the
+//! push's `timestamp` where every `event_time` is the epoch (the docs' snapshot example). Its
+//! `seq` is 0: `sequence_num` is per connection, not per product, and cannot order updates
+//! across connections (the conflator orders by exchange time then).
 //!
 //! Discovery: one list for both instruments and volumes. Products are mapped from
 //! `base_currency_id`/`quote_currency_id`, never from the product id's text. Skipped: non-SPOT
@@ -62,7 +64,7 @@
 //! `level2` (examples show `level2`; `l2_data` is accepted as well); a per-message product cap
 //! (none documented; we send at most [`PRODUCTS_PER_REQUEST`]); whether a `snapshot`'s
 //! `event_time` is meaningful (the docs' example has the epoch, so the push's `timestamp` is
-//! used); the trade side (above); what an error reply looks like in detail (`message`, maybe
+//! used then); the trade side (above); what an error reply looks like in detail (`message`, maybe
 //! `reason`).
 
 mod wire;
@@ -362,9 +364,11 @@ struct Level {
     bid: bool,
     px: f64,
     qty: f64,
+    /// The level's `event_time`; 0 when absent or the epoch (as in snapshots).
+    ts_ns: i64,
 }
 
-fn level(side: &str, px: &str, qty: &str) -> Result<Level, ParseError> {
+fn level(side: &str, px: &str, qty: &str, event_time: Option<&str>) -> Result<Level, ParseError> {
     let bid = match side {
         "bid" => true,
         "offer" => false,
@@ -374,7 +378,16 @@ fn level(side: &str, px: &str, qty: &str) -> Result<Level, ParseError> {
     if !(px > 0.0 && qty >= 0.0) {
         return Err(ParseError::BadNumber(format!("{px} x {qty}")));
     }
-    Ok(Level { bid, px, qty })
+    let ts_ns = match event_time {
+        Some(t) => rfc3339_ns(t)?.max(0),
+        None => 0,
+    };
+    Ok(Level {
+        bid,
+        px,
+        qty,
+        ts_ns,
+    })
 }
 
 /// One Coinbase connection: subscription bookkeeping, the sequence check and the books.
@@ -495,7 +508,14 @@ impl CoinbaseSession {
         let Some(book) = slot.as_mut() else {
             return Err(malformed("level2 update before its snapshot"));
         };
-        book.apply(self.scratch.get(range).unwrap_or_default());
+        let levels = self.scratch.get(range).unwrap_or_default();
+        book.apply(levels);
+        // The time of the latest change the event carries (the same on every connection),
+        // else the push's.
+        let ts_ns = match levels.iter().map(|l| l.ts_ns).max() {
+            Some(t) if t > 0 => t,
+            _ => ts_ns,
+        };
         if book.exhausted() {
             return Ok(Some(self.desync(
                 "a book side ran empty after levels were cut; its best level is unknown".into(),
@@ -543,7 +563,12 @@ impl CoinbaseSession {
             };
             let start = self.scratch.len();
             for u in &e.updates {
-                match level(&u.side, &u.price_level, &u.new_quantity) {
+                match level(
+                    &u.side,
+                    &u.price_level,
+                    &u.new_quantity,
+                    u.event_time.as_deref(),
+                ) {
                     Ok(l) => self.scratch.push(l),
                     Err(err) => return Ok(self.desync(format!("unusable level2 update: {err}"))),
                 }
@@ -754,13 +779,13 @@ fn l2_layout<'a>(text: &'a str, levels: &mut Vec<Level>) -> Option<L2Fast<'a>> {
             l.lit(r#"{"side":""#)?;
             let side = l.until_quote()?;
             l.lit(r#","event_time":""#)?;
-            l.until_quote()?;
+            let event_time = l.until_quote()?;
             l.lit(r#","price_level":""#)?;
             let px = l.until_quote()?;
             l.lit(r#","new_quantity":""#)?;
             let qty = l.until_quote()?;
             l.lit("}")?;
-            levels.push(level(side, px, qty).ok()?);
+            levels.push(level(side, px, qty, Some(event_time)).ok()?);
             if l.lit(",").is_none() {
                 break;
             }

@@ -84,7 +84,8 @@ fn level2_updates_move_the_top_and_zero_deletes_a_level() {
             Event::Quote(q) => q.exchange_ts_ns,
             Event::Print(_) => 0,
         }),
-        Some(1_675_974_771_000_000_001)
+        Some(1_675_974_770_700_000_000),
+        "the level's event_time, not the push's timestamp"
     );
     // A level below the top changes: no quote.
     let (r, out) = parse_with(&mut s, &update(2, &[("bid", "21921.3", "5")]));

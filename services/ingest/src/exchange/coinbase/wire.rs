@@ -99,6 +99,9 @@ pub(super) struct L2Update<'a> {
     pub price_level: Cow<'a, str>,
     #[serde(borrow)]
     pub new_quantity: Cow<'a, str>,
+    /// When the level last changed; the epoch in the docs' snapshot example.
+    #[serde(borrow, default)]
+    pub event_time: Option<Cow<'a, str>>,
 }
 
 /// `market_trades`: `{"type":"update","trades":[..]}`.
