@@ -23,7 +23,7 @@ pub const SIMULATED_EXCHANGES: [ExchangeId; 6] = [
 pub const MAX_SYMBOLS: usize = 2_000;
 
 /// Configuration of the simulator. Every field has a default, so an empty file (or none)
-/// simulates Binance, OKX, HTX, KuCoin and MEXC on free local ports.
+/// simulates every exchange in [`SIMULATED_EXCHANGES`] on free local ports.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimConfig {

@@ -9,6 +9,8 @@
 //!   reply; "most channels close within 60-90 seconds if no updates are sent": subscribe to
 //!   `heartbeats`; "-USDC" products return the same data as the "-USD" ones on market-data
 //!   channels),
+//! - <https://docs.cdp.coinbase.com/coinbase-app/advanced-trade-apis/websocket/websocket-rate-limits>
+//!   (unauthenticated clients: 8 messages per second per IP),
 //! - <https://docs.cdp.coinbase.com/api-reference/advanced-trade-api/rest-api/public/list-public-products>
 //!   (`GET /api/v3/brokerage/market/products`: instruments and 24 h quote volume in one list).
 //!
@@ -34,7 +36,8 @@
 //!
 //! `sequence_num` counts every message of the connection. A gap (or a repeat) means a message
 //! was lost, so the books can no longer be trusted: the session drops its books, ignores
-//! further `l2_data` and returns [`Control::Rotate`]; a fresh connection starts from fresh
+//! further `l2_data` and returns [`Control::Rotate`] (again on every heartbeat, in case the
+//! rotation was abandoned); a fresh connection starts from fresh
 //! snapshots while this one keeps serving trades until it is closed (make before break). We
 //! chose rotation over resubscribing on the same connection: an unsubscribe/subscribe pair for
 //! every product would need ack matching against a list that changes under us, and a lost
@@ -400,8 +403,8 @@ pub struct CoinbaseSession {
     last_seq: Option<u64>,
     /// By symbol index; bounded by the symbol table.
     books: Vec<Option<Book>>,
-    /// A message was lost: the books are gone and `l2_data` is ignored until replaced.
-    desynced: bool,
+    /// A message was lost (why): the books are gone and `l2_data` is ignored until replaced.
+    desynced: Option<String>,
     /// Level updates of the frame being read, reused.
     scratch: Vec<Level>,
 }
@@ -448,10 +451,10 @@ impl CoinbaseSession {
     /// The books can no longer be trusted: drop them; the first time, ask to be replaced.
     fn desync(&mut self, reason: String) -> Control {
         self.books.clear();
-        if self.desynced {
+        if self.desynced.is_some() {
             Control::Ignored
         } else {
-            self.desynced = true;
+            self.desynced = Some(reason.clone());
             Control::Rotate(reason)
         }
     }
@@ -649,7 +652,7 @@ impl CoinbaseSession {
         if let Some(reason) = self.sequence(Some(f.seq)) {
             return Ok(self.desync(reason));
         }
-        if self.desynced {
+        if self.desynced.is_some() {
             return Ok(Control::Ignored);
         }
         let symbol = symbols
@@ -728,7 +731,7 @@ impl Session for CoinbaseSession {
             // connection takes over.
             _ if lost.is_some() => Ok(lost.unwrap_or(Control::Ignored)),
             "l2_data" => {
-                if self.desynced {
+                if self.desynced.is_some() {
                     return Ok(Control::Ignored);
                 }
                 let ts = env
@@ -739,7 +742,12 @@ impl Session for CoinbaseSession {
                 self.on_l2(text, ts_ns, symbols, recv_ts_ns, out)
             }
             "market_trades" => Self::on_trades(text, symbols, recv_ts_ns, out),
-            "heartbeats" => Ok(self.report(Control::KeepAlive)),
+            // A desynced session repeats its request to be replaced every heartbeat, in case a
+            // rotation was abandoned: its trades alone would keep the data watchdog content.
+            "heartbeats" => Ok(match &self.desynced {
+                Some(reason) => Control::Rotate(reason.clone()),
+                None => self.report(Control::KeepAlive),
+            }),
             _ => Ok(self.report(Control::Ignored)),
         }
     }

@@ -129,8 +129,11 @@ fn a_sequence_gap_drops_the_books_and_asks_for_a_new_connection() {
     );
     let (r, _) = parse_with(&mut s, &update(9, &[("bid", "21921.73", "0.3")]));
     assert_eq!(r, Ok(Control::Ignored));
+    // Every heartbeat repeats the request, in case a rotation was abandoned.
+    let hb = r#"{"channel":"heartbeats","client_id":"","timestamp":"2023-06-23T20:31:26.122969572Z","sequence_num":10,"events":[{"current_time":"2023-06-23 20:31:56.121961769 +0000 UTC m=+91717.525857105","heartbeat_counter":3049}]}"#;
+    assert!(matches!(parse_with(&mut s, hb).0, Ok(Control::Rotate(_))));
     // ... while trades go on.
-    let trade = r#"{"channel":"market_trades","client_id":"","timestamp":"2023-02-09T20:19:35.39625135Z","sequence_num":10,"events":[{"type":"update","trades":[{"trade_id":"000000000","product_id":"ETH-USD","price":"1260.01","size":"0.3","side":"BUY","time":"2019-08-14T20:42:27.265Z"}]}]}"#;
+    let trade = r#"{"channel":"market_trades","client_id":"","timestamp":"2023-02-09T20:19:35.39625135Z","sequence_num":11,"events":[{"type":"update","trades":[{"trade_id":"000000000","product_id":"ETH-USD","price":"1260.01","size":"0.3","side":"BUY","time":"2019-08-14T20:42:27.265Z"}]}]}"#;
     assert_eq!(parse_with(&mut s, trade).0, Ok(Control::Data));
     // The same through the general parser (a reordered frame), and a repeat is a gap too.
     let mut s = CoinbaseSession::default();
