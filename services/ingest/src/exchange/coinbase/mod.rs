@@ -562,7 +562,7 @@ impl CoinbaseSession {
             let snapshot = match e.kind.as_ref() {
                 "snapshot" => true,
                 "update" => false,
-                other => return Err(malformed(format!("level2 event type {other:?}"))),
+                other => return Ok(self.desync(format!("level2 event type {other:?}"))),
             };
             let start = self.scratch.len();
             for u in &e.updates {
@@ -648,13 +648,16 @@ impl CoinbaseSession {
         recv_ts_ns: i64,
         out: &mut Output,
     ) -> Result<Control, ParseError> {
-        let ts_ns = rfc3339_ns(f.timestamp)?;
         if let Some(reason) = self.sequence(Some(f.seq)) {
             return Ok(self.desync(reason));
         }
         if self.desynced.is_some() {
             return Ok(Control::Ignored);
         }
+        let ts_ns = match rfc3339_ns(f.timestamp) {
+            Ok(t) => t,
+            Err(e) => return Ok(self.desync(format!("unusable level2 push: {e}"))),
+        };
         let symbol = symbols
             .lookup(f.product_id)
             .ok_or_else(|| ParseError::UnknownSymbol(f.product_id.to_owned()))?;
@@ -734,11 +737,12 @@ impl Session for CoinbaseSession {
                 if self.desynced.is_some() {
                     return Ok(Control::Ignored);
                 }
-                let ts = env
-                    .timestamp
-                    .as_deref()
-                    .ok_or_else(|| malformed("l2_data without a timestamp"))?;
-                let ts_ns = rfc3339_ns(ts)?;
+                // A level2 push that cannot be applied whole loses an update: the books go.
+                let ts_ns = match env.timestamp.as_deref().map(rfc3339_ns) {
+                    Some(Ok(t)) => t,
+                    Some(Err(e)) => return Ok(self.desync(format!("unusable level2 push: {e}"))),
+                    None => return Ok(self.desync("level2 push without a timestamp".into())),
+                };
                 self.on_l2(text, ts_ns, symbols, recv_ts_ns, out)
             }
             "market_trades" => Self::on_trades(text, symbols, recv_ts_ns, out),

@@ -321,10 +321,6 @@ fn malformed_and_unusable_frames_are_named() {
         ("pong", "malformed"),
         ("{}", "malformed"),
         (
-            r#"{"channel":"l2_data","sequence_num":0,"events":[]}"#,
-            "malformed",
-        ),
-        (
             r#"{"channel":"market_trades","sequence_num":0,"events":[{"type":"update","trades":[{"trade_id":"1","product_id":"BTC-USD","price":"x","size":"1","side":"BUY","time":"2019-08-14T20:42:27.265Z"}]}]}"#,
             "bad_number",
         ),
@@ -341,6 +337,15 @@ fn malformed_and_unusable_frames_are_named() {
     assert!(matches!(r, Ok(Control::Rotate(_))), "{r:?}");
     let (r, _) = parse(&SNAPSHOT.replace(r#""side":"bid""#, r#""side":"buy""#));
     assert!(matches!(r, Ok(Control::Rotate(_))), "{r:?}");
+    for bad in [
+        r#"{"channel":"l2_data","sequence_num":0,"events":[]}"#.to_owned(),
+        SNAPSHOT.replace("2023-02-09T20:32:50.714964855Z", "yesterday"),
+        SNAPSHOT.replace(r#""type":"snapshot""#, r#""type":"delta""#),
+        SNAPSHOT.replace(r#""updates":[{"#, r#""updates":[7,{"#),
+    ] {
+        let (r, _) = parse(&bad);
+        assert!(matches!(r, Ok(Control::Rotate(_))), "{bad}: {r:?}");
+    }
     let mut out = Output::default();
     assert!(
         CoinbaseSession::default()
