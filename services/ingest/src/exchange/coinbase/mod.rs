@@ -25,8 +25,12 @@
 //! reported as [`Control::Refused`] without one, so the request times out and is sent again.
 //!
 //! Best bid/ask: from `level2`, not `ticker`. The `ticker` channel is pushed only when a trade
-//! happens, so its `best_bid`/`best_ask` are stale between trades (measured in the simulator:
-//! see the simulator's `coinbase` module and the report of this change). The session keeps one
+//! happens, so its `best_bid`/`best_ask` are stale between trades. Measured in the simulator
+//! (`spreadagg-simulate`'s `ticker_is_stale_between_trades_and_level2_is_not`: one market, 3
+//! symbols quoted every 100 ms, a trade with probability 0.3 per quote, 30 000 events): the
+//! ticker never showed 67 % of the top-of-book states, was wrong in 66 % of samples, and when
+//! wrong its best bid/ask was a median 128 ms old (p90 561 ms, max 2.4 s); the book rebuilt
+//! from level2 had the model's top after every event. The session keeps one
 //! book per product (price -> size per side, `new_quantity` is the level's new size, "0" deletes
 //! it), built from the `snapshot` event and the `update` events after it, and emits a quote
 //! whenever the top of book (price or size) changes. A book keeps at most

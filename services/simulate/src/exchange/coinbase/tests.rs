@@ -194,6 +194,11 @@ async fn unsubscribed_clients_are_closed_after_five_seconds_and_heartbeats_tick(
         Ok(()),
         "subscribed: no close"
     );
+    assert_eq!(
+        s.on_timer(t0 + IDLE_CLOSE * 2, &mut out),
+        Ok(()),
+        "heartbeats keep a connection without market data open"
+    );
 
     // Without heartbeats, a minute without a push closes the connection; a push resets it.
     let mut s = session();
