@@ -11,6 +11,7 @@ use spreadagg_ingest::exchange::binance::Binance;
 use spreadagg_ingest::exchange::bingx::Bingx;
 use spreadagg_ingest::exchange::bitget::Bitget;
 use spreadagg_ingest::exchange::bybit::Bybit;
+use spreadagg_ingest::exchange::coinbase::Coinbase;
 use spreadagg_ingest::exchange::gateio::Gateio;
 use spreadagg_ingest::exchange::htx::Htx;
 use spreadagg_ingest::exchange::kucoin::Kucoin;
@@ -281,12 +282,63 @@ fn bench_bitget(c: &mut Criterion) {
     group.finish();
 }
 
+/// Coinbase's level2 update (the hot frame: the session applies it to its book and emits the
+/// new top), against the baseline of parsing the same frame into a `serde_json::Value`. Each
+/// block of frames runs on a fresh session that first takes a snapshot (untimed); the updates
+/// carry consecutive `sequence_num`s and each changes the best bid's size, so each emits a
+/// quote.
+fn bench_coinbase(c: &mut Criterion) {
+    let symbols = SymbolTable::from_pairs(Coinbase.id(), [("BTC-USD", "BTC-USD")]);
+    let snapshot = r#"{"channel":"l2_data","client_id":"","timestamp":"2023-02-09T20:32:50.714964855Z","sequence_num":0,"events":[{"type":"snapshot","product_id":"BTC-USD","updates":[{"side":"bid","event_time":"2023-02-09T20:32:50.01Z","price_level":"21921.73","new_quantity":"0.06317902"},{"side":"bid","event_time":"2023-02-09T20:32:50.01Z","price_level":"21921.3","new_quantity":"1.2"},{"side":"offer","event_time":"2023-02-09T20:32:50.01Z","price_level":"21921.74","new_quantity":"0.5"},{"side":"offer","event_time":"2023-02-09T20:32:50.01Z","price_level":"21922.5","new_quantity":"2"}]}]}"#;
+    let frames: Vec<String> = (1..=FRAMES)
+        .map(|i| {
+            format!(
+                r#"{{"channel":"l2_data","client_id":"","timestamp":"2023-02-09T20:32:51.714964855Z","sequence_num":{i},"events":[{{"type":"update","product_id":"BTC-USD","updates":[{{"side":"bid","event_time":"2023-02-09T20:32:51.714901Z","price_level":"21921.73","new_quantity":"0.{:08}"}},{{"side":"offer","event_time":"2023-02-09T20:32:51.714901Z","price_level":"21923.1","new_quantity":"0.25"}}]}}]}}"#,
+                1_000 + i
+            )
+        })
+        .collect();
+    let mut group = c.benchmark_group("coinbase_level2_update");
+    group.bench_function("adapter_parse_to_tick", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            let mut out = Output::default();
+            while left > 0 {
+                let n = left.min(frames.len() as u64);
+                let mut session = Coinbase.session();
+                let r = session.on_frame(Frame::Text(snapshot), &symbols, 1, &mut out);
+                assert!(r.is_ok(), "{r:?}");
+                let started = Instant::now();
+                for f in &frames[..n as usize] {
+                    out.clear();
+                    let r = session.on_frame(Frame::Text(black_box(f)), &symbols, 1, &mut out);
+                    assert!(r.is_ok(), "{r:?}");
+                    black_box(out.events.len());
+                }
+                total += started.elapsed();
+                left -= n;
+            }
+            total
+        });
+    });
+    group.bench_function("baseline_serde_json_value", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % frames.len();
+            black_box(serde_json::from_str::<serde_json::Value>(black_box(&frames[i])).ok())
+        });
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench,
     bench_mexc,
     bench_htx,
     bench_bingx,
-    bench_bitget
+    bench_bitget,
+    bench_coinbase
 );
 criterion_main!(benches);

@@ -19,6 +19,7 @@ pub const SIMULATED_EXCHANGES: &[ExchangeId] = &[
     ExchangeId::Bingx,
     ExchangeId::Bitget,
     ExchangeId::Bybit,
+    ExchangeId::Coinbase,
 ];
 
 /// Most symbols one simulator serves; each costs a few hundred bytes and its share of the

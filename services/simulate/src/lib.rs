@@ -200,6 +200,9 @@ impl Simulator {
                     )
                 }
                 ExchangeId::Mexc => (exchange::mexc::router(ctx), exchange::mexc::WS_PATH),
+                ExchangeId::Coinbase => {
+                    (exchange::coinbase::router(ctx), exchange::coinbase::WS_PATH)
+                }
                 ExchangeId::Bitget => (exchange::bitget::router(ctx), exchange::bitget::WS_PATH),
                 ExchangeId::Gateio => (exchange::gateio::router(ctx), exchange::gateio::WS_PATH),
                 ExchangeId::Bingx => (exchange::bingx::router(ctx), exchange::bingx::WS_PATH),

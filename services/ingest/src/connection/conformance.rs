@@ -79,8 +79,19 @@ pub(super) async fn feed(
     settings: ConnectionSettings,
     stop: &CancellationToken,
 ) -> Feed {
+    let adapter = adapter(exchange).expect("an adapter").into();
+    feed_with(sim, exchange, adapter, settings, stop).await
+}
+
+/// [`feed`] with a given adapter (a test's wrapper around the exchange's own).
+pub(super) async fn feed_with(
+    sim: &Simulator,
+    exchange: ExchangeId,
+    adapter: Arc<dyn crate::exchange::Adapter>,
+    settings: ConnectionSettings,
+    stop: &CancellationToken,
+) -> Feed {
     let endpoint = sim.endpoint(exchange).expect("simulated").clone();
-    let adapter: Arc<dyn crate::exchange::Adapter> = adapter(exchange).expect("an adapter").into();
     let http = reqwest::Client::new();
     let wanted = IngestConfig {
         exchange: Some(exchange),
@@ -492,6 +503,7 @@ conformance! {
     htx => ExchangeId::Htx,
     kucoin => ExchangeId::Kucoin,
     mexc => ExchangeId::Mexc,
+    coinbase => ExchangeId::Coinbase,
     bitget => ExchangeId::Bitget,
     gateio => ExchangeId::Gateio,
     bingx => ExchangeId::Bingx,

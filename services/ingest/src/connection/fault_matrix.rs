@@ -222,6 +222,7 @@ fault_matrix! {
     bingx => (ExchangeId::Bingx, ExchangeId::Okx),
     bitget => (ExchangeId::Bitget, ExchangeId::Okx),
     bybit => (ExchangeId::Bybit, ExchangeId::Okx),
+    coinbase => (ExchangeId::Coinbase, ExchangeId::Okx),
 }
 
 /// BingX pings every 5 s and (in the simulator, as BingX documents no deadline) closes a
@@ -314,4 +315,136 @@ async fn bybit_a_service_restart_is_taken_at_once() {
         );
     }
     p.stop().await;
+}
+
+/// Coinbase's resync condition: `sequence_num` counts every message of a connection, and a gap
+/// means a lost message, after which the level2 books cannot be trusted. A link that loses one
+/// `l2_data` message on the first connection (the wrapper below drops it before the session
+/// sees it, as a lossy network would) makes the session drop its books and ask for a new
+/// connection; the successor starts from fresh snapshots and quotes go on without a long gap.
+mod coinbase_resync {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::super::conformance::{feed_with, settings, simulator};
+    use crate::exchange::coinbase::Coinbase;
+    use crate::exchange::{
+        Adapter, Control, Frame, Instrument, Limits, Output, ParseError, Request, Session,
+        SymbolTable,
+    };
+    use spreadagg_model::ExchangeId;
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    /// Coinbase with a link that loses the 30th `l2_data` message, once per test.
+    struct Lossy {
+        lost: Arc<AtomicBool>,
+    }
+
+    struct LossySession {
+        inner: Box<dyn Session>,
+        lost: Arc<AtomicBool>,
+        l2_seen: AtomicU32,
+    }
+
+    impl Session for LossySession {
+        fn subscribe(&mut self, natives: &[String], next_id: &mut u64) -> Vec<Request> {
+            self.inner.subscribe(natives, next_id)
+        }
+
+        fn on_frame(
+            &mut self,
+            frame: Frame<'_>,
+            symbols: &SymbolTable,
+            recv_ts_ns: i64,
+            out: &mut Output,
+        ) -> Result<Control, ParseError> {
+            if let Frame::Text(t) = frame
+                && t.starts_with(r#"{"channel":"l2_data""#)
+                && self.l2_seen.fetch_add(1, Ordering::Relaxed) == 30
+                && !self.lost.swap(true, Ordering::Relaxed)
+            {
+                return Ok(Control::Ignored);
+            }
+            self.inner.on_frame(frame, symbols, recv_ts_ns, out)
+        }
+
+        fn forget(&mut self, request: u64) {
+            self.inner.forget(request);
+        }
+    }
+
+    impl Adapter for Lossy {
+        fn id(&self) -> ExchangeId {
+            Coinbase.id()
+        }
+        fn default_ws_url(&self) -> &'static str {
+            Coinbase.default_ws_url()
+        }
+        fn default_rest_url(&self) -> &'static str {
+            Coinbase.default_rest_url()
+        }
+        fn limits(&self) -> Limits {
+            Coinbase.limits()
+        }
+        fn instruments_path(&self) -> &'static str {
+            Coinbase.instruments_path()
+        }
+        fn volumes_path(&self) -> &'static str {
+            Coinbase.volumes_path()
+        }
+        fn parse_instruments(&self, body: &str) -> Result<Vec<Instrument>, ParseError> {
+            Coinbase.parse_instruments(body)
+        }
+        fn parse_volumes(&self, body: &str) -> Result<HashMap<String, f64>, ParseError> {
+            Coinbase.parse_volumes(body)
+        }
+        fn session(&self) -> Box<dyn Session> {
+            Box::new(LossySession {
+                inner: Coinbase.session(),
+                lost: self.lost.clone(),
+                l2_seen: AtomicU32::new(0),
+            })
+        }
+        fn keepalive_every(&self) -> Option<Duration> {
+            Coinbase.keepalive_every()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lost_level2_message_rotates_to_a_fresh_connection() {
+        let stop = CancellationToken::new();
+        let sim = simulator(&[ExchangeId::Coinbase], &stop).await;
+        let lost = Arc::new(AtomicBool::new(false));
+        let adapter: Arc<dyn Adapter> = Arc::new(Lossy { lost: lost.clone() });
+        let feed = feed_with(&sim, ExchangeId::Coinbase, adapter, settings(), &stop).await;
+        feed.wait_connected(Duration::from_secs(15)).await;
+        let seen = feed.collect(Duration::from_secs(4)).await;
+        assert!(
+            lost.load(std::sync::atomic::Ordering::Relaxed),
+            "a message was lost"
+        );
+        let detail = feed.detail();
+        assert!(
+            detail["handovers"].as_u64().unwrap_or(0) >= 1 && feed.generation() >= 2,
+            "the gap made the session hand over to a fresh one: {}",
+            feed.health.report()
+        );
+        // The successor took over from fresh snapshots: every symbol is quoted again, and the
+        // pause (the old books dropped, the successor subscribing) stays short.
+        assert!(
+            seen.worst_gap() < Duration::from_secs(2),
+            "a {:?} gap in quotes across the resync",
+            seen.worst_gap()
+        );
+        let after = feed.collect(Duration::from_secs(1)).await;
+        assert_eq!(after.quotes.len(), super::super::conformance::SYMBOLS.len());
+        stop.cancel();
+        feed.join().await;
+        tokio::time::timeout(Duration::from_secs(5), sim.join())
+            .await
+            .expect("the simulator stops within 5 s");
+    }
 }

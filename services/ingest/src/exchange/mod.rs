@@ -15,6 +15,7 @@ pub mod binance;
 pub mod bingx;
 pub mod bitget;
 pub mod bybit;
+pub mod coinbase;
 pub mod gateio;
 pub mod htx;
 pub mod kucoin;
@@ -286,6 +287,7 @@ pub fn adapter(id: ExchangeId) -> Option<Box<dyn Adapter>> {
         ExchangeId::Htx => Some(Box::new(htx::Htx)),
         ExchangeId::Kucoin => Some(Box::new(kucoin::Kucoin)),
         ExchangeId::Mexc => Some(Box::new(mexc::Mexc)),
+        ExchangeId::Coinbase => Some(Box::new(coinbase::Coinbase)),
         ExchangeId::Bitget => Some(Box::new(bitget::Bitget)),
         ExchangeId::Gateio => Some(Box::new(gateio::Gateio)),
         ExchangeId::Bingx => Some(Box::new(bingx::Bingx)),

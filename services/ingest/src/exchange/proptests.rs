@@ -77,6 +77,13 @@ fn samples(id: ExchangeId) -> Vec<Vec<u8>> {
             r#"{"type":"message","topic":"/market/ticker:BTC-USDT","subject":"trade.ticker","data":{"sequence":"1545896668986","price":"0.08","size":"0.011","bestAsk":"0.08","bestAskSize":"0.18","bestBid":"0.049","bestBidSize":"0.036","Time":1704873323416}}"#,
             r#"{"type":"message","topic":"/market/match:BTC-USDT","subject":"trade.l3match","data":{"sequence":"1545896669145","type":"match","symbol":"BTC-USDT","side":"buy","price":"0.082","size":"0.0102","tradeId":"5c24c5da03aa673885cd67aa","takerOrderId":"5c24c5d903aa6772d55b371e","makerOrderId":"5c2187d003aa677bd09d5c93","time":"1545913818099033203"}}"#,
         ],
+        ExchangeId::Coinbase => &[
+            r#"{"channel":"l2_data","client_id":"","timestamp":"2023-02-09T20:32:50.714964855Z","sequence_num":0,"events":[{"type":"snapshot","product_id":"BTC-USDT","updates":[{"side":"bid","event_time":"1970-01-01T00:00:00Z","price_level":"21921.73","new_quantity":"0.06317902"},{"side":"offer","event_time":"1970-01-01T00:00:00Z","price_level":"21921.74","new_quantity":"0.5"}]}]}"#,
+            r#"{"channel":"market_trades","client_id":"","timestamp":"2023-02-09T20:19:35.39625135Z","sequence_num":0,"events":[{"type":"update","trades":[{"trade_id":"000000000","product_id":"BTC-USDT","price":"1260.01","size":"0.3","side":"BUY","time":"2019-08-14T20:42:27.265Z"}]}]}"#,
+            r#"{"channel":"subscriptions","client_id":"","timestamp":"2023-02-09T20:32:50.714964855Z","sequence_num":3,"events":[{"subscriptions":{"level2":["BTC-USDT"],"heartbeats":["heartbeats"]}}]}"#,
+            r#"{"channel":"heartbeats","client_id":"","timestamp":"2023-06-23T20:31:26.122969572Z","sequence_num":0,"events":[{"current_time":"2023-06-23 20:31:56.121961769 +0000 UTC m=+91717.525857105","heartbeat_counter":"3049"}]}"#,
+            r#"{"type":"error","message":"failure to subscribe"}"#,
+        ],
         ExchangeId::Bitget => &[
             r#"{"action":"snapshot","arg":{"instType":"SPOT","channel":"ticker","instId":"BTCUSDT"},"data":[{"instId":"BTCUSDT","lastPr":"27000.5","open24h":"26500.00","high24h":"27500.00","low24h":"26400.00","change24h":"0.0188","bidPr":"27000","askPr":"27000.5","bidSz":"2.71","askSz":"8.76","baseVolume":"368.9000","quoteVolume":"10152429.9610","openUtc":"26600.00","changeUtc24h":"0.0150","ts":"1695715383021"}],"ts":1695715383039}"#,
             r#"{"action":"update","arg":{"instType":"SPOT","channel":"trade","instId":"BTCUSDT"},"data":[{"ts":"1695709835822","price":"26293.4","size":"0.0013","side":"buy","tradeId":"1000000000"}],"ts":1695709835830}"#,
@@ -339,6 +346,19 @@ fn frames(id: ExchangeId, q: &Bbo) -> Vec<Vec<u8>> {
             ),
         ],
         ExchangeId::Mexc => return vec![mexc_bbo(q)],
+        // Coinbase: the level2 snapshot of one level per side (the layout the session reads
+        // without a parser), and the same reordered and spaced. Decimal strings.
+        ExchangeId::Coinbase => {
+            let ts = rfc3339_ms(*ts_ms);
+            vec![
+                format!(
+                    r#"{{"channel":"l2_data","client_id":"","timestamp":"{ts}","sequence_num":{seq},"events":[{{"type":"snapshot","product_id":"BTC-USDT","updates":[{{"side":"bid","event_time":"{ts}","price_level":"{bid}","new_quantity":"{bid_qty}"}},{{"side":"offer","event_time":"1970-01-01T00:00:00Z","price_level":"{ask}","new_quantity":"{ask_qty}"}}]}}]}}"#
+                ),
+                format!(
+                    r#"{{"sequence_num": {seq}, "events": [{{"updates": [{{"new_quantity": "{ask_qty}", "price_level": "{ask}", "side": "offer"}}, {{"price_level": "{bid}", "side": "bid", "new_quantity": "{bid_qty}"}}], "product_id": "BTC-USDT", "type": "snapshot"}}], "timestamp": "{ts}", "channel": "l2_data"}}"#
+                ),
+            ]
+        }
         // Decimal strings; no sequence id (the adapter sets 0).
         ExchangeId::Bitget => vec![
             format!(
@@ -368,6 +388,28 @@ fn frames(id: ExchangeId, q: &Bbo) -> Vec<Vec<u8>> {
             }
         })
         .collect()
+}
+
+/// Unix milliseconds as RFC 3339 (`2023-02-09T20:32:50.714Z`), as Coinbase writes times.
+fn rfc3339_ms(ms: u64) -> String {
+    let (secs, milli) = (ms / 1_000, ms % 1_000);
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{milli:03}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
 }
 
 /// The parsed value agrees with the decimal text: exactly for strings; for JSON numbers
@@ -441,7 +483,9 @@ proptest! {
                 prop_assert!(same(t.ask_px, &q.ask, json_number), "{id} ask {} vs {}", t.ask_px, q.ask);
                 prop_assert!(same(t.bid_qty, &q.bid_qty, json_number), "{id} bid size");
                 prop_assert!(same(t.ask_qty, &q.ask_qty, json_number), "{id} ask size");
-                let seq = if id == ExchangeId::Bitget { 0 } else { q.seq };
+                // Bitget sends no update id; Coinbase's sequence_num counts the connection's
+                // messages: neither is a per-symbol id.
+                let seq = if matches!(id, ExchangeId::Bitget | ExchangeId::Coinbase) { 0 } else { q.seq };
                 prop_assert_eq!(t.seq, seq, "{} sequence", id);
                 if id != ExchangeId::Binance {
                     prop_assert_eq!(t.exchange_ts_ns, i64::try_from(q.ts_ms).unwrap_or(0) * 1_000_000, "{} time", id);

@@ -4,6 +4,7 @@ pub(crate) mod binance;
 pub(crate) mod bingx;
 pub(crate) mod bitget;
 pub(crate) mod bybit;
+pub(crate) mod coinbase;
 pub(crate) mod gateio;
 pub(crate) mod htx;
 pub(crate) mod kucoin;

@@ -102,6 +102,11 @@ pub(super) fn venue(exchange: ExchangeId) -> Venue {
             spread_factor: 1.5,
             basis_std_bps: 3.0,
         },
+        ExchangeId::Coinbase => Venue {
+            volume_share: 0.3,
+            spread_factor: 1.2,
+            basis_std_bps: 2.0,
+        },
         ExchangeId::Bitget => Venue {
             volume_share: 0.3,
             spread_factor: 1.5,
