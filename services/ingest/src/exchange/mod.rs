@@ -13,6 +13,7 @@
 
 pub mod binance;
 pub mod htx;
+pub mod kraken;
 pub mod kucoin;
 pub mod mexc;
 pub mod okx;
