@@ -9,12 +9,13 @@ use spreadagg_model::ExchangeId;
 use crate::market::{self, Universe};
 
 /// The exchanges whose protocols the simulator speaks.
-pub const SIMULATED_EXCHANGES: [ExchangeId; 5] = [
+pub const SIMULATED_EXCHANGES: [ExchangeId; 6] = [
     ExchangeId::Binance,
     ExchangeId::Okx,
     ExchangeId::Htx,
     ExchangeId::Kucoin,
     ExchangeId::Mexc,
+    ExchangeId::Kraken,
 ];
 
 /// Most symbols one simulator serves; each costs a few hundred bytes and its share of the

@@ -191,6 +191,7 @@ impl Simulator {
                     )
                 }
                 ExchangeId::Mexc => (exchange::mexc::router(ctx), exchange::mexc::WS_PATH),
+                ExchangeId::Kraken => (exchange::kraken::router(ctx), exchange::kraken::WS_PATH),
                 other => return Err(SimError::NotSimulated(other)),
             };
             let at = dialable(local);

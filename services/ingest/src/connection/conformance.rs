@@ -282,6 +282,8 @@ fn keepalive_window(exchange: ExchangeId) -> Duration {
         ExchangeId::Mexc => 65,
         ExchangeId::Htx => 13,
         ExchangeId::Kucoin => 7,
+        // The simulator closes a Kraken client silent for a minute; the adapter pings every 30 s.
+        ExchangeId::Kraken => 65,
         _ => 5,
     })
 }
@@ -479,4 +481,5 @@ conformance! {
     htx => ExchangeId::Htx,
     kucoin => ExchangeId::Kucoin,
     mexc => ExchangeId::Mexc,
+    kraken => ExchangeId::Kraken,
 }

@@ -217,4 +217,6 @@ macro_rules! fault_matrix {
 }
 
 // One line per exchange: (faulted, steady).
-fault_matrix! {}
+fault_matrix! {
+    kraken => (ExchangeId::Kraken, ExchangeId::Okx),
+}

@@ -276,6 +276,7 @@ pub fn adapter(id: ExchangeId) -> Option<Box<dyn Adapter>> {
         ExchangeId::Htx => Some(Box::new(htx::Htx)),
         ExchangeId::Kucoin => Some(Box::new(kucoin::Kucoin)),
         ExchangeId::Mexc => Some(Box::new(mexc::Mexc)),
+        ExchangeId::Kraken => Some(Box::new(kraken::Kraken)),
         _ => None,
     }
 }

@@ -33,6 +33,7 @@ fn native(id: ExchangeId) -> &'static str {
     match id {
         ExchangeId::Binance | ExchangeId::Mexc => "BTCUSDT",
         ExchangeId::Htx => "btcusdt",
+        ExchangeId::Kraken => "BTC/USDT",
         _ => "BTC-USDT",
     }
 }
@@ -66,6 +67,15 @@ fn samples(id: ExchangeId) -> Vec<Vec<u8>> {
         ExchangeId::Kucoin => &[
             r#"{"type":"message","topic":"/market/ticker:BTC-USDT","subject":"trade.ticker","data":{"sequence":"1545896668986","price":"0.08","size":"0.011","bestAsk":"0.08","bestAskSize":"0.18","bestBid":"0.049","bestBidSize":"0.036","Time":1704873323416}}"#,
             r#"{"type":"message","topic":"/market/match:BTC-USDT","subject":"trade.l3match","data":{"sequence":"1545896669145","type":"match","symbol":"BTC-USDT","side":"buy","price":"0.082","size":"0.0102","tradeId":"5c24c5da03aa673885cd67aa","takerOrderId":"5c24c5d903aa6772d55b371e","makerOrderId":"5c2187d003aa677bd09d5c93","time":"1545913818099033203"}}"#,
+        ],
+        ExchangeId::Kraken => &[
+            r#"{"channel":"ticker","type":"snapshot","data":[{"symbol":"BTC/USDT","bid":105944.2,"bid_qty":2.5,"ask":105944.3,"ask_qty":3.2,"last":105899.4,"volume":163.28908096,"vwap":105904.39279,"low":104711.0,"high":106613.1,"change":250.0,"change_pct":0.24,"timestamp":"2022-12-25T09:30:59.123456Z"}]}"#,
+            r#"{"channel":"trade","type":"update","data":[{"symbol":"BTC/USDT","side":"buy","price":0.5147,"qty":6423.46326,"ord_type":"limit","trade_id":4665846,"timestamp":"2023-09-25T07:48:36.925533Z"}]}"#,
+            r#"{"method":"subscribe","req_id":1,"result":{"channel":"ticker","event_trigger":"bbo","snapshot":true,"symbol":"BTC/USDT"},"success":true,"time_in":"2023-09-25T09:04:31.742599Z","time_out":"2023-09-25T09:04:31.742648Z"}"#,
+            r#"{"error":"Currency pair not supported XYZ/USD","method":"subscribe","req_id":1,"success":false,"symbol":"XYZ/USD","time_in":"2023-09-25T09:04:31.742599Z","time_out":"2023-09-25T09:04:31.742648Z"}"#,
+            r#"{"channel":"status","data":[{"api_version":"v2","connection_id":13834774380200032777,"system":"online","version":"2.0.0"}],"type":"update"}"#,
+            r#"{"channel":"heartbeat"}"#,
+            r#"{"method":"pong","req_id":101,"time_in":"2023-09-24T14:10:23.799685Z","time_out":"2023-09-24T14:10:23.799703Z"}"#,
         ],
         _ => &[],
     };
@@ -123,6 +133,28 @@ fn mexc_bbo(q: &Bbo) -> Vec<u8> {
         )),
     }
     .encode_to_vec()
+}
+
+/// Unix milliseconds as RFC 3339 (`2022-12-25T09:30:59.123Z`), as Kraken writes times.
+fn rfc3339_ms(ts_ms: u64) -> String {
+    let ts_ms = i64::try_from(ts_ms).unwrap_or(0);
+    let (secs, ms) = (ts_ms.div_euclid(1_000), ts_ms.rem_euclid(1_000));
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        sod / 3_600,
+        sod % 3_600 / 60,
+        sod % 60
+    )
 }
 
 /// Whether the exchange compresses every frame.
@@ -289,6 +321,19 @@ fn frames(id: ExchangeId, q: &Bbo) -> Vec<Vec<u8>> {
             ))
             .collect(),
         ExchangeId::Mexc => return vec![mexc_bbo(q)],
+        // JSON numbers, RFC 3339 times; the documented field order, then a reordered, spaced
+        // one without the 24 h statistics.
+        ExchangeId::Kraken => {
+            let ts = rfc3339_ms(*ts_ms);
+            vec![
+                format!(
+                    r#"{{"channel":"ticker","type":"update","data":[{{"symbol":"BTC/USDT","bid":{bid},"bid_qty":{bid_qty},"ask":{ask},"ask_qty":{ask_qty},"last":{bid},"volume":1.5,"vwap":{ask},"low":{bid},"high":{ask},"change":-0.5,"change_pct":-0.01,"timestamp":"{ts}"}}]}}"#
+                ),
+                format!(
+                    r#"{{"type": "update", "channel": "ticker", "data": [{{"timestamp": "{ts}", "ask": {ask}, "ask_qty": {ask_qty}, "bid": {bid}, "bid_qty": {bid_qty}, "symbol": "BTC/USDT"}}]}}"#
+                ),
+            ]
+        }
         _ => Vec::new(),
     };
     texts
@@ -369,12 +414,15 @@ proptest! {
                 let [Event::Quote(t)] = out.events.as_slice() else {
                     return Err(TestCaseError::fail(format!("{id}: one quote expected, got {:?}", out.events)));
                 };
-                let json_number = id == ExchangeId::Htx;
+                // HTX and Kraken write prices as JSON numbers.
+                let json_number = matches!(id, ExchangeId::Htx | ExchangeId::Kraken);
                 prop_assert!(same(t.bid_px, &q.bid, json_number), "{id} bid {} vs {}", t.bid_px, q.bid);
                 prop_assert!(same(t.ask_px, &q.ask, json_number), "{id} ask {} vs {}", t.ask_px, q.ask);
                 prop_assert!(same(t.bid_qty, &q.bid_qty, json_number), "{id} bid size");
                 prop_assert!(same(t.ask_qty, &q.ask_qty, json_number), "{id} ask size");
-                prop_assert_eq!(t.seq, q.seq, "{} sequence", id);
+                // Kraken's ticker carries no update id.
+                let seq = if id == ExchangeId::Kraken { 0 } else { q.seq };
+                prop_assert_eq!(t.seq, seq, "{} sequence", id);
                 if id != ExchangeId::Binance {
                     prop_assert_eq!(t.exchange_ts_ns, i64::try_from(q.ts_ms).unwrap_or(0) * 1_000_000, "{} time", id);
                 }

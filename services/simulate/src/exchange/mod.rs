@@ -2,6 +2,7 @@
 
 pub(crate) mod binance;
 pub(crate) mod htx;
+pub(crate) mod kraken;
 pub(crate) mod kucoin;
 pub(crate) mod mexc;
 pub(crate) mod okx;

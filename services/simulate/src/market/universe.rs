@@ -97,6 +97,11 @@ pub(super) fn venue(exchange: ExchangeId) -> Venue {
             spread_factor: 1.5,
             basis_std_bps: 3.0,
         },
+        ExchangeId::Kraken => Venue {
+            volume_share: 0.1,
+            spread_factor: 1.5,
+            basis_std_bps: 2.5,
+        },
         _ => Venue {
             volume_share: 0.2,
             spread_factor: 1.8,

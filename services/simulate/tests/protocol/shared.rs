@@ -82,16 +82,23 @@ async fn stop_closes_every_session_with_a_close_frame_and_join_returns() {
 
 #[tokio::test]
 async fn exchanges_not_simulated_yet_are_refused_clearly() {
+    // Any exchange whose protocol is not served yet (none, once every exchange is).
+    let Some(missing) = ExchangeId::ALL
+        .into_iter()
+        .find(|id| !spreadagg_simulate::SIMULATED_EXCHANGES.contains(id))
+    else {
+        return;
+    };
     let err = Simulator::start(
         SimConfig {
-            exchanges: vec![ExchangeId::Kraken],
+            exchanges: vec![missing],
             ..SimConfig::default()
         },
         CancellationToken::new(),
     )
     .await
-    .expect_err("kraken is not simulated");
-    assert!(matches!(err, SimError::NotSimulated(ExchangeId::Kraken)));
+    .expect_err("not simulated");
+    assert!(matches!(err, SimError::NotSimulated(id) if id == missing));
     assert!(err.to_string().contains("not simulated yet"), "{err}");
 }
 
