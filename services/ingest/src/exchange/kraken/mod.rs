@@ -54,6 +54,10 @@
 //!   symbol is the v2 spelling `BASE/QUOTE`, and the pair key is the instrument's
 //!   [`Instrument::volume_key`]. Two pairs mapping onto one canonical symbol are both refused;
 //!   darkpool pairs (`.d`) and pairs whose `status` is not `online` are not traded.
+//! - Message rate: Kraken's limit on client messages is dynamic and undocumented in number
+//!   (<https://docs.kraken.com/api/docs/guides/spot-ratelimits>); third-party clients report
+//!   `{"Error":"Exceeded msg rate"}`. An error naming no request is an exchange error; one
+//!   answering a subscribe request refuses it, and the request is retried after a backoff.
 //! - Ticker values are JSON numbers: the exact-layout fast path reads them correctly rounded;
 //!   the serde fallback may differ in the last bit (serde_json's default float parser).
 
@@ -620,10 +624,13 @@ impl Session for KrakenSession {
         if let Some(method) = env.method.as_deref() {
             return Ok(self.on_method(&env, method));
         }
-        let channel = env
-            .channel
-            .as_deref()
-            .ok_or_else(|| malformed("neither a method response nor a channel push"))?;
+        let Some(channel) = env.channel.as_deref() else {
+            // An error about no request of ours (the message-rate limit, by some accounts).
+            if env.error.is_some() {
+                return Ok(Control::ExchangeError(refusal(&env)));
+            }
+            return Err(malformed("neither a method response nor a channel push"));
+        };
         self.on_push(text, channel, env.kind.as_deref(), symbols, recv_ts_ns, out)
     }
 }

@@ -279,6 +279,11 @@ fn a_refused_symbol_refuses_its_request_and_a_retry_sends_only_the_rest() {
             "EGeneral:Invalid arguments (BTC/USD)".into()
         ))
     );
+    // An error about no request (the message-rate limit, as third-party clients report it).
+    assert_eq!(
+        parse(r#"{"Error":"Exceeded msg rate"}"#).0,
+        Ok(Control::ExchangeError("Exceeded msg rate".into()))
+    );
     // A request given up on (ack timeout) is forgotten: a late ack confirms nothing.
     let mut s = KrakenSession::default();
     let mut next_id = 1;

@@ -57,7 +57,9 @@ pub(super) struct Envelope<'a> {
     pub method: Option<Cow<'a, str>>,
     pub req_id: Option<u64>,
     pub success: Option<bool>,
-    #[serde(borrow)]
+    /// `Error` in the message-rate refusal third-party clients report
+    /// (`{"Error":"Exceeded msg rate"}`).
+    #[serde(borrow, alias = "Error")]
     pub error: Option<Cow<'a, str>>,
     /// The symbol of a refused subscription (top level on errors).
     #[serde(borrow)]

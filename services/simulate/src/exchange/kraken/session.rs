@@ -383,7 +383,7 @@ impl Protocol for Session {
                         Some("subscribe"),
                         req_id,
                         Some(cut(s, MAX_ECHO)),
-                        "EGeneral:Temporary lockout",
+                        "Exceeded msg rate",
                         &time_in,
                         &wire::rfc3339(now_us()),
                     ))
