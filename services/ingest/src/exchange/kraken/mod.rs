@@ -58,6 +58,9 @@
 //!   (<https://docs.kraken.com/api/docs/guides/spot-ratelimits>); third-party clients report
 //!   `{"Error":"Exceeded msg rate"}`. An error naming no request is an exchange error; one
 //!   answering a subscribe request refuses it, and the request is retried after a backoff.
+//! - A retry of a request whose acks came late may be answered "Already subscribed" (Kraken's
+//!   v1 wording; v2's is not documented): a failure with that text counts as the symbol's ack,
+//!   so a retry never loops on refusals.
 //! - Ticker values are JSON numbers: the exact-layout fast path reads them correctly rounded;
 //!   the serde fallback may differ in the last bit (serde_json's default float parser).
 
@@ -421,7 +424,14 @@ impl KrakenSession {
                         Control::Ignored
                     };
                 };
-                if env.success != Some(true) {
+                // "Already subscribed" (a retry of a request whose acks were late) means the
+                // symbol is subscribed: it counts as its ack.
+                let already = env.success == Some(false)
+                    && env
+                        .error
+                        .as_deref()
+                        .is_some_and(|e| e.to_ascii_lowercase().contains("already subscribed"));
+                if env.success != Some(true) && !already {
                     // One refused symbol refuses the request; later answers to it are ignored.
                     return match self.unacked.remove(&id) {
                         Some(_) => Control::Refused {
@@ -431,13 +441,19 @@ impl KrakenSession {
                         None => Control::Ignored,
                     };
                 }
-                let result = env.result.as_ref();
-                let channel = result
-                    .and_then(|r| r.channel.as_deref())
-                    .and_then(Channel::parse);
-                let symbol = result.and_then(|r| r.symbol.as_deref());
                 let Some(pending) = self.unacked.get_mut(&id) else {
                     return Control::Ignored;
+                };
+                let result = env.result.as_ref();
+                let (channel, symbol) = if already {
+                    (Some(pending.channel), env.symbol.as_deref())
+                } else {
+                    (
+                        result
+                            .and_then(|r| r.channel.as_deref())
+                            .and_then(Channel::parse),
+                        result.and_then(|r| r.symbol.as_deref()),
+                    )
                 };
                 let (Some(channel), Some(symbol)) = (channel, symbol) else {
                     return Control::Ignored;

@@ -279,6 +279,21 @@ fn a_refused_symbol_refuses_its_request_and_a_retry_sends_only_the_rest() {
             "EGeneral:Invalid arguments (BTC/USD)".into()
         ))
     );
+    // "Already subscribed" answers a retry: the symbol is subscribed.
+    let mut s = KrakenSession::default();
+    let mut next_id = 1;
+    let _ = s.subscribe(
+        &["BTC/USD".to_owned(), "MATIC/USD".to_owned()],
+        &mut next_id,
+    );
+    assert_eq!(
+        parse_with(&mut s, r#"{"error":"Already subscribed","method":"subscribe","req_id":1,"success":false,"symbol":"BTC/USD"}"#).0,
+        Ok(Control::Ignored)
+    );
+    assert_eq!(
+        parse_with(&mut s, r#"{"method":"subscribe","req_id":1,"result":{"channel":"ticker","symbol":"MATIC/USD"},"success":true}"#).0,
+        Ok(Control::Subscribed(1))
+    );
     // An error about no request (the message-rate limit, as third-party clients report it).
     assert_eq!(
         parse(r#"{"Error":"Exceeded msg rate"}"#).0,
