@@ -14,6 +14,7 @@ use spreadagg_ingest::exchange::bybit::Bybit;
 use spreadagg_ingest::exchange::coinbase::Coinbase;
 use spreadagg_ingest::exchange::gateio::Gateio;
 use spreadagg_ingest::exchange::htx::Htx;
+use spreadagg_ingest::exchange::kraken::Kraken;
 use spreadagg_ingest::exchange::kucoin::Kucoin;
 use spreadagg_ingest::exchange::mexc::{Mexc, pb};
 use spreadagg_ingest::exchange::okx::Okx;
@@ -29,6 +30,8 @@ const GATEIO_BOOK_TICKER: &str = r#"{"time":1606293275,"time_ms":1606293275723,"
 const HTX_BBO: &str = r#"{"ch":"market.btcusdt.bbo","ts":1671941599613,"tick":{"seqId":123456,"ask":16829.51,"askSize":0.707776,"bid":16829.5,"bidSize":1.685945,"quoteTime":1671941599612,"symbol":"btcusdt"}}"#;
 
 const BINGX_BOOK_TICKER: &str = r#"{"code":0,"data":{"A":"0.23","B":"1.5","E":1706498923556,"T":1706498923550,"a":"42437.8","b":"42437.1","e":"bookTicker","s":"BTC-USDT","u":123456},"dataType":"BTC-USDT@bookTicker","success":true,"timestamp":1706498923560}"#;
+
+const KRAKEN_TICKER: &str = r#"{"channel":"ticker","type":"update","data":[{"symbol":"BTC/USD","bid":105944.2,"bid_qty":2.5,"ask":105944.3,"ask_qty":3.2,"last":105899.4,"volume":163.28908096,"vwap":105904.39279,"low":104711.0,"high":106613.1,"change":250.0,"change_pct":0.24,"timestamp":"2022-12-25T09:30:59.123456Z"}]}"#;
 
 /// The update id in the sample frames above, replaced per frame.
 const SEQ: &str = "123456";
@@ -332,6 +335,28 @@ fn bench_coinbase(c: &mut Criterion) {
     group.finish();
 }
 
+/// Kraken's v2 ticker (`event_trigger` `bbo`: JSON-number prices, an RFC 3339 time, no update
+/// id), against the baseline of parsing the same frame into a `serde_json::Value`.
+fn bench_kraken(c: &mut Criterion) {
+    let symbols = SymbolTable::from_pairs(Kraken.id(), [("BTC/USD", "BTC-USD")]);
+    // No update id to make rise: the sizes vary instead, so no two frames are the same.
+    let frames: Vec<String> = (0..FRAMES)
+        .map(|i| KRAKEN_TICKER.replace(r#""bid_qty":2.5"#, &format!(r#""bid_qty":{}.5"#, i + 1)))
+        .collect();
+    let mut group = c.benchmark_group("kraken_ticker_bbo");
+    group.bench_function("adapter_parse_to_tick", |b| {
+        b.iter_custom(|iters| time_sessions(&Kraken, &symbols, &frames, text, iters));
+    });
+    group.bench_function("baseline_serde_json_value", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % frames.len();
+            black_box(serde_json::from_str::<serde_json::Value>(black_box(&frames[i])).ok())
+        });
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench,
@@ -339,6 +364,7 @@ criterion_group!(
     bench_htx,
     bench_bingx,
     bench_bitget,
-    bench_coinbase
+    bench_coinbase,
+    bench_kraken
 );
 criterion_main!(benches);

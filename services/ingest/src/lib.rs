@@ -158,8 +158,6 @@ impl Default for IngestConfig {
 /// Why the role could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("no adapter for exchange {0} yet")]
-    Unsupported(ExchangeId),
     #[error("no exchange given (--exchange)")]
     NoExchange,
     #[error("invalid configuration: {0}")]
@@ -244,9 +242,7 @@ pub async fn run(
     for q in &mut config.quotes {
         q.make_ascii_uppercase();
     }
-    let adapter: Arc<dyn exchange::Adapter> = exchange::adapter(exchange)
-        .ok_or(IngestError::Unsupported(exchange))?
-        .into();
+    let adapter: Arc<dyn exchange::Adapter> = exchange::adapter(exchange).into();
     let ex = exchange.as_str();
     let rest_url = config
         .rest_url

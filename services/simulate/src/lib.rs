@@ -200,13 +200,13 @@ impl Simulator {
                     )
                 }
                 ExchangeId::Mexc => (exchange::mexc::router(ctx), exchange::mexc::WS_PATH),
+                ExchangeId::Kraken => (exchange::kraken::router(ctx), exchange::kraken::WS_PATH),
                 ExchangeId::Coinbase => {
                     (exchange::coinbase::router(ctx), exchange::coinbase::WS_PATH)
                 }
                 ExchangeId::Bitget => (exchange::bitget::router(ctx), exchange::bitget::WS_PATH),
                 ExchangeId::Gateio => (exchange::gateio::router(ctx), exchange::gateio::WS_PATH),
                 ExchangeId::Bingx => (exchange::bingx::router(ctx), exchange::bingx::WS_PATH),
-                other => return Err(SimError::NotSimulated(other)),
             };
             let at = dialable(local);
             endpoints.push(Endpoint {

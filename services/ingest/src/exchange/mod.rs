@@ -18,6 +18,7 @@ pub mod bybit;
 pub mod coinbase;
 pub mod gateio;
 pub mod htx;
+pub mod kraken;
 pub mod kucoin;
 pub mod mexc;
 pub mod okx;
@@ -278,19 +279,20 @@ pub trait Adapter: Send + Sync + 'static {
     }
 }
 
-/// The registry: the adapter for an exchange, if one is built.
-pub fn adapter(id: ExchangeId) -> Option<Box<dyn Adapter>> {
+/// The registry: every exchange id has its adapter (the match is exhaustive, so a new id
+/// cannot be added without one).
+pub fn adapter(id: ExchangeId) -> Box<dyn Adapter> {
     match id {
-        ExchangeId::Binance => Some(Box::new(binance::Binance)),
-        ExchangeId::Bybit => Some(Box::new(bybit::Bybit)),
-        ExchangeId::Okx => Some(Box::new(okx::Okx)),
-        ExchangeId::Htx => Some(Box::new(htx::Htx)),
-        ExchangeId::Kucoin => Some(Box::new(kucoin::Kucoin)),
-        ExchangeId::Mexc => Some(Box::new(mexc::Mexc)),
-        ExchangeId::Coinbase => Some(Box::new(coinbase::Coinbase)),
-        ExchangeId::Bitget => Some(Box::new(bitget::Bitget)),
-        ExchangeId::Gateio => Some(Box::new(gateio::Gateio)),
-        ExchangeId::Bingx => Some(Box::new(bingx::Bingx)),
-        _ => None,
+        ExchangeId::Binance => Box::new(binance::Binance),
+        ExchangeId::Bybit => Box::new(bybit::Bybit),
+        ExchangeId::Okx => Box::new(okx::Okx),
+        ExchangeId::Gateio => Box::new(gateio::Gateio),
+        ExchangeId::Bitget => Box::new(bitget::Bitget),
+        ExchangeId::Kucoin => Box::new(kucoin::Kucoin),
+        ExchangeId::Mexc => Box::new(mexc::Mexc),
+        ExchangeId::Htx => Box::new(htx::Htx),
+        ExchangeId::Bingx => Box::new(bingx::Bingx),
+        ExchangeId::Coinbase => Box::new(coinbase::Coinbase),
+        ExchangeId::Kraken => Box::new(kraken::Kraken),
     }
 }

@@ -24,7 +24,7 @@ use crate::symbols::SymbolTable;
 fn adapters() -> Vec<(ExchangeId, Box<dyn super::Adapter>)> {
     ExchangeId::ALL
         .iter()
-        .filter_map(|id| adapter(*id).map(|a| (*id, a)))
+        .map(|id| (*id, adapter(*id)))
         .collect()
 }
 
@@ -35,6 +35,7 @@ fn native(id: ExchangeId) -> &'static str {
             "BTCUSDT"
         }
         ExchangeId::Htx => "btcusdt",
+        ExchangeId::Kraken => "BTC/USDT",
         ExchangeId::Gateio => "BTC_USDT",
         _ => "BTC-USDT",
     }
@@ -108,7 +109,17 @@ fn samples(id: ExchangeId) -> Vec<Vec<u8>> {
             r#"{"id":"1","code":0,"msg":""}"#,
             "Ping",
         ],
-        _ => &[],
+        ExchangeId::Kraken => &[
+            r#"{"channel":"ticker","type":"snapshot","data":[{"symbol":"BTC/USDT","bid":105944.2,"bid_qty":2.5,"ask":105944.3,"ask_qty":3.2,"last":105899.4,"volume":163.28908096,"vwap":105904.39279,"low":104711.0,"high":106613.1,"change":250.0,"change_pct":0.24,"timestamp":"2022-12-25T09:30:59.123456Z"}]}"#,
+            r#"{"channel":"trade","type":"update","data":[{"symbol":"BTC/USDT","side":"buy","price":0.5147,"qty":6423.46326,"ord_type":"limit","trade_id":4665846,"timestamp":"2023-09-25T07:48:36.925533Z"}]}"#,
+            r#"{"method":"subscribe","req_id":1,"result":{"channel":"ticker","event_trigger":"bbo","snapshot":true,"symbol":"BTC/USDT"},"success":true,"time_in":"2023-09-25T09:04:31.742599Z","time_out":"2023-09-25T09:04:31.742648Z"}"#,
+            r#"{"error":"Currency pair not supported XYZ/USD","method":"subscribe","req_id":1,"success":false,"symbol":"XYZ/USD","time_in":"2023-09-25T09:04:31.742599Z","time_out":"2023-09-25T09:04:31.742648Z"}"#,
+            r#"{"channel":"status","data":[{"api_version":"v2","connection_id":13834774380200032777,"system":"online","version":"2.0.0"}],"type":"update"}"#,
+            r#"{"channel":"heartbeat"}"#,
+            r#"{"method":"pong","req_id":101,"time_in":"2023-09-24T14:10:23.799685Z","time_out":"2023-09-24T14:10:23.799703Z"}"#,
+        ],
+        // Binary protobuf: built below.
+        ExchangeId::Mexc => &[],
     };
     let mut frames: Vec<Vec<u8>> = texts.iter().map(|t| t.as_bytes().to_vec()).collect();
     if id == ExchangeId::Mexc {
@@ -376,7 +387,19 @@ fn frames(id: ExchangeId, q: &Bbo) -> Vec<Vec<u8>> {
                 r#"{{"channel": "spot.book_ticker", "event": "update", "time": 1606293275, "result": {{"s": "BTC_USDT", "a": "{ask}", "A": "{ask_qty}", "b": "{bid}", "B": "{bid_qty}", "u": {seq}, "t": {ts_ms}}}}}"#
             ),
         ],
-        _ => Vec::new(),
+        // JSON numbers, RFC 3339 times; the documented field order, then a reordered, spaced
+        // one without the 24 h statistics.
+        ExchangeId::Kraken => {
+            let ts = rfc3339_ms(*ts_ms);
+            vec![
+                format!(
+                    r#"{{"channel":"ticker","type":"update","data":[{{"symbol":"BTC/USDT","bid":{bid},"bid_qty":{bid_qty},"ask":{ask},"ask_qty":{ask_qty},"last":{bid},"volume":1.5,"vwap":{ask},"low":{bid},"high":{ask},"change":-0.5,"change_pct":-0.01,"timestamp":"{ts}"}}]}}"#
+                ),
+                format!(
+                    r#"{{"type": "update", "channel": "ticker", "data": [{{"timestamp": "{ts}", "ask": {ask}, "ask_qty": {ask_qty}, "bid": {bid}, "bid_qty": {bid_qty}, "symbol": "BTC/USDT"}}]}}"#
+                ),
+            ]
+        }
     };
     texts
         .into_iter()
@@ -478,14 +501,15 @@ proptest! {
                 let [Event::Quote(t)] = out.events.as_slice() else {
                     return Err(TestCaseError::fail(format!("{id}: one quote expected, got {:?}", out.events)));
                 };
-                let json_number = id == ExchangeId::Htx;
+                // HTX and Kraken write prices as JSON numbers.
+                let json_number = matches!(id, ExchangeId::Htx | ExchangeId::Kraken);
                 prop_assert!(same(t.bid_px, &q.bid, json_number), "{id} bid {} vs {}", t.bid_px, q.bid);
                 prop_assert!(same(t.ask_px, &q.ask, json_number), "{id} ask {} vs {}", t.ask_px, q.ask);
                 prop_assert!(same(t.bid_qty, &q.bid_qty, json_number), "{id} bid size");
                 prop_assert!(same(t.ask_qty, &q.ask_qty, json_number), "{id} ask size");
-                // Bitget sends no update id; Coinbase's sequence_num counts the connection's
+                // Bitget and Kraken send no update id; Coinbase's sequence_num counts the connection's
                 // messages: neither is a per-symbol id.
-                let seq = if matches!(id, ExchangeId::Bitget | ExchangeId::Coinbase) { 0 } else { q.seq };
+                let seq = if matches!(id, ExchangeId::Bitget | ExchangeId::Coinbase | ExchangeId::Kraken) { 0 } else { q.seq };
                 prop_assert_eq!(t.seq, seq, "{} sequence", id);
                 if id != ExchangeId::Binance {
                     prop_assert_eq!(t.exchange_ts_ns, i64::try_from(q.ts_ms).unwrap_or(0) * 1_000_000, "{} time", id);

@@ -7,6 +7,7 @@ pub(crate) mod bybit;
 pub(crate) mod coinbase;
 pub(crate) mod gateio;
 pub(crate) mod htx;
+pub(crate) mod kraken;
 pub(crate) mod kucoin;
 pub(crate) mod mexc;
 pub(crate) mod okx;

@@ -102,6 +102,11 @@ pub(super) fn venue(exchange: ExchangeId) -> Venue {
             spread_factor: 1.5,
             basis_std_bps: 3.0,
         },
+        ExchangeId::Kraken => Venue {
+            volume_share: 0.1,
+            spread_factor: 1.5,
+            basis_std_bps: 2.5,
+        },
         ExchangeId::Coinbase => Venue {
             volume_share: 0.3,
             spread_factor: 1.2,
@@ -121,11 +126,6 @@ pub(super) fn venue(exchange: ExchangeId) -> Venue {
             volume_share: 0.1,
             spread_factor: 1.8,
             basis_std_bps: 3.0,
-        },
-        _ => Venue {
-            volume_share: 0.2,
-            spread_factor: 1.8,
-            basis_std_bps: 2.5,
         },
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use spreadagg_model::ExchangeId;
-use spreadagg_simulate::{SimConfig, SimError, Simulator};
+use spreadagg_simulate::{SimConfig, Simulator};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};

@@ -81,21 +81,6 @@ async fn stop_closes_every_session_with_a_close_frame_and_join_returns() {
 }
 
 #[tokio::test]
-async fn exchanges_not_simulated_yet_are_refused_clearly() {
-    let err = Simulator::start(
-        SimConfig {
-            exchanges: vec![ExchangeId::Kraken],
-            ..SimConfig::default()
-        },
-        CancellationToken::new(),
-    )
-    .await
-    .expect_err("kraken is not simulated");
-    assert!(matches!(err, SimError::NotSimulated(ExchangeId::Kraken)));
-    assert!(err.to_string().contains("not simulated yet"), "{err}");
-}
-
-#[tokio::test]
 async fn one_exchange_alone() {
     let sim = start(SimConfig {
         exchanges: vec![ExchangeId::Okx],

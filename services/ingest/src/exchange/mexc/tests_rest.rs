@@ -39,7 +39,7 @@ fn discovery_bodies() {
         ("/api/v3/exchangeInfo", "/api/v3/ticker/24hr")
     );
     assert_eq!(
-        crate::exchange::adapter(ExchangeId::Mexc).map(|a| a.id()),
+        Some(crate::exchange::adapter(ExchangeId::Mexc).id()),
         Some(ExchangeId::Mexc)
     );
 }
