@@ -70,7 +70,7 @@ async fn all_in_one_process_serves_spreads_and_drains_on_post_drain() {
     );
     let ticks = dir.path().join("data/ticks");
     let files = walk(&ticks);
-    for ex in ["binance", "okx", "htx", "kucoin", "mexc"] {
+    for ex in spreadagg_model::ExchangeId::ALL.map(|e| e.as_str()) {
         assert!(
             files
                 .iter()

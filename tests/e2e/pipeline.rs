@@ -1,5 +1,6 @@
-//! simulator -> one ingestor per simulated exchange (Binance, OKX, HTX, KuCoin, MEXC) -> NATS JetStream -> engine -> gateway -> a
-//! WebSocket client, plus the archiver; then SIGTERM to every role.
+//! simulator -> one ingestor per exchange (all eleven, each in its own process) -> NATS
+//! JetStream -> engine -> gateway -> a WebSocket client, plus the archiver; then SIGTERM to
+//! every role.
 //!
 //! Checks: every spread point the client receives is in `MD_SPREADS`; every point's numbers
 //! follow the formulas from the latest tick of each exchange as it stands in `MD_TICKS` when
@@ -26,7 +27,10 @@ use crate::support::{self, Proc, eventually, http_get};
 const MIN_VOLUME: &str = "1000000";
 
 /// Every exchange the simulator speaks, each through its own ingestor.
-const EXCHANGES: [&str; 5] = ["binance", "okx", "htx", "kucoin", "mexc"];
+const EXCHANGES: [&str; 11] = [
+    "binance", "bybit", "okx", "gateio", "bitget", "kucoin", "mexc", "htx", "bingx", "coinbase",
+    "kraken",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spreads_flow_end_to_end_and_every_role_drains_on_sigterm() {
@@ -35,9 +39,10 @@ async fn spreads_flow_end_to_end_and_every_role_drains_on_sigterm() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = dir.path().join("archive");
 
-    // Fast market so the test sees plenty of points quickly.
+    // A market quick enough to see plenty of points soon, slow enough for eleven ingestors,
+    // the engine (ten points per tick) and the archiver on two cores.
     let config = dir.path().join("spreadagg.toml");
-    std::fs::write(&config, "[simulate]\nupdate_interval_ms = 20\n").expect("config");
+    std::fs::write(&config, "[simulate]\nupdate_interval_ms = 60\n").expect("config");
     let config = config.to_str().expect("utf-8 path");
 
     let mut sim = Proc::spawn("simulate", dir.path(), &["simulate", "--config", config]);

@@ -29,8 +29,10 @@ CHART = ROOT / "charts" / "spreadagg"
 EXAMPLES = CHART / "examples"
 KUBE_VERSIONS = ["1.25.0", "1.30.0", "1.34.0"]
 EXCHANGES = ["binance", "bybit", "okx", "gateio", "bitget", "kucoin", "mexc", "htx", "bingx", "coinbase", "kraken"]
-WITH_ADAPTERS = ["binance", "okx", "htx", "kucoin", "mexc"]
-SIM_WS_PATHS = {"binance": "/ws", "okx": "/ws/v5/public", "htx": "/ws", "kucoin": "/", "mexc": "/ws"}
+WITH_ADAPTERS = EXCHANGES
+SIM_WS_PATHS = {"binance": "/ws", "okx": "/ws/v5/public", "htx": "/ws", "kucoin": "/", "mexc": "/ws",
+                "bybit": "/v5/public/spot", "gateio": "/ws/v4/", "bitget": "/v2/ws/public", "bingx": "/market",
+                "coinbase": "/", "kraken": "/v2"}
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
 CUSTOM_KINDS = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
 
@@ -328,8 +330,8 @@ TOGGLES = {
     "two off": ["ingestors.okx.enabled=false", "ingestors.htx.enabled=false"],
     "shards and replicas": ["ingestors.binance.shards=4", "ingestors.binance.replicas=2", "ingestDefaults.shards=2"],
     "all off but one": [f"ingestors.{e}.enabled=false" for e in WITH_ADAPTERS if e != "mexc"],
-    "one without an adapter on": ["ingestors.bybit.enabled=true", "ingestors.bybit.shards=3"],
-    "every exchange on": [f"ingestors.{e}.enabled=true" for e in EXCHANGES],
+    "one sharded, one off": ["ingestors.bybit.shards=3", "ingestors.kraken.enabled=false"],
+    "every exchange off": [f"ingestors.{e}.enabled=false" for e in EXCHANGES],
 }
 
 

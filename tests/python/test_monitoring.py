@@ -74,7 +74,7 @@ ABSENCE_ALERTS = {"EngineAbsent": ("engine", "spreadagg_engine_lag_messages"),
                   "ArchiverAbsent": ("archive", "spreadagg_archive_lag_messages"),
                   "GatewayAbsent": ("gateway", "spreadagg_gateway_clients")}
 
-SIM_EXCHANGES = ("binance", "okx", "htx", "kucoin", "mexc")
+SIM_EXCHANGES = ("binance", "bybit", "okx", "gateio", "bitget", "kucoin", "mexc", "htx", "bingx", "coinbase", "kraken")
 
 
 # ----------------------------------------------------------------------------- PromQL names

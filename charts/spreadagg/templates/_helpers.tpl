@@ -392,7 +392,7 @@ Input: dict root, id. Output: JSON.
 
 {{/* WebSocket path of each simulated exchange (docs/simulator.md). */}}
 {{- define "spreadagg.simWsPath" -}}
-{{- $paths := dict "binance" "/ws" "okx" "/ws/v5/public" "htx" "/ws" "kucoin" "/" "mexc" "/ws" }}
+{{- $paths := dict "binance" "/ws" "okx" "/ws/v5/public" "htx" "/ws" "kucoin" "/" "mexc" "/ws" "bybit" "/v5/public/spot" "gateio" "/ws/v4/" "bitget" "/v2/ws/public" "bingx" "/market" "coinbase" "/" "kraken" "/v2" }}
 {{- get $paths . }}
 {{- end }}
 
