@@ -5,7 +5,7 @@
 //! One mutex guards all streams; a `watch` channel per stream wakes waiting consumers without
 //! lost wake-ups. Sequences are contiguous, so a message is found by index.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -32,10 +32,66 @@ struct Stored {
 struct DurableState {
     filter: String,
     next_seq: u64,
-    /// Outstanding deliveries: stream sequence -> redelivery deadline.
-    pending: BTreeMap<u64, Instant>,
+    /// Outstanding deliveries and their redelivery deadlines.
+    pending: Pending,
     ack_wait: Duration,
     max_ack_pending: usize,
+}
+
+/// A durable consumer's outstanding deliveries, indexed both ways so that every operation a
+/// poll or an acknowledgement makes is O(log n) in the number outstanding (up to
+/// `max_ack_pending`, 50,000 for the archiver): by stream sequence (acknowledgements, the ack
+/// floor, messages the limits removed) and by redelivery deadline (the next one due).
+#[derive(Debug, Default)]
+struct Pending {
+    by_seq: BTreeMap<u64, Instant>,
+    by_deadline: BTreeSet<(Instant, u64)>,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.by_seq.len()
+    }
+
+    /// Delivers (or redelivers) `seq`, due again at `deadline`.
+    fn insert(&mut self, seq: u64, deadline: Instant) {
+        if let Some(old) = self.by_seq.insert(seq, deadline) {
+            self.by_deadline.remove(&(old, seq));
+        }
+        self.by_deadline.insert((deadline, seq));
+    }
+
+    fn remove(&mut self, seq: u64) {
+        if let Some(deadline) = self.by_seq.remove(&seq) {
+            self.by_deadline.remove(&(deadline, seq));
+        }
+    }
+
+    /// Forgets every sequence below `first` (removed from the stream by its limits).
+    fn drop_below(&mut self, first: u64) {
+        while let Some((&seq, _)) = self.by_seq.first_key_value() {
+            if seq >= first {
+                break;
+            }
+            self.remove(seq);
+        }
+    }
+
+    /// The outstanding delivery whose deadline passed first, if any.
+    fn due(&self, now: Instant) -> Option<u64> {
+        self.by_deadline
+            .first()
+            .filter(|(deadline, _)| *deadline <= now)
+            .map(|(_, seq)| *seq)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.by_deadline.first().map(|(deadline, _)| *deadline)
+    }
+
+    fn lowest(&self) -> Option<u64> {
+        self.by_seq.first_key_value().map(|(seq, _)| *seq)
+    }
 }
 
 #[derive(Debug)]
@@ -213,7 +269,7 @@ impl InProcBus {
             .or_insert_with(|| DurableState {
                 filter: spec.filter.clone(),
                 next_seq: first,
-                pending: BTreeMap::new(),
+                pending: Pending::default(),
                 ack_wait: spec.ack_wait,
                 max_ack_pending: spec.max_ack_pending,
             });
@@ -278,8 +334,7 @@ impl InProcBus {
         })?;
         let ack_floor = d
             .pending
-            .keys()
-            .next()
+            .lowest()
             .map_or(d.next_seq.saturating_sub(1), |first| first - 1);
         let start = d.next_seq.max(s.first_seq);
         // A consumer of the whole stream (every role's) is counted by arithmetic; only a
@@ -316,7 +371,7 @@ impl InProcBus {
         let mut state = self.lock();
         if let Some(s) = state.streams.get_mut(stream) {
             if let Some(d) = s.durables.get_mut(durable) {
-                d.pending.remove(&seq);
+                d.pending.remove(seq);
             }
             s.notify();
         }
@@ -429,12 +484,8 @@ impl InProcConsumer {
                     });
                 };
                 // Messages removed by the limits cannot be delivered again.
-                d.pending.retain(|seq, _| *seq >= first_seq);
-                let due = d
-                    .pending
-                    .iter()
-                    .find(|(_, deadline)| **deadline <= now)
-                    .map(|(seq, _)| *seq);
+                d.pending.drop_below(first_seq);
+                let due = d.pending.due(now);
                 let ack_wait = d.ack_wait;
                 let handle = |seq| {
                     Acker::InProc(AckHandle {
@@ -463,7 +514,7 @@ impl InProcConsumer {
                         }
                     }
                 }
-                Ok(Poll::Wait(d.pending.values().min().copied()))
+                Ok(Poll::Wait(d.pending.next_deadline()))
             }
         }
     }
@@ -482,5 +533,46 @@ fn delivery(m: &Stored, redelivered: bool, acker: Acker) -> Delivery {
         stream_seq: m.seq,
         redelivered,
         acker,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_deliveries_come_due_by_deadline_and_are_indexed_both_ways() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut p = Pending::default();
+        p.insert(5, at(30));
+        p.insert(3, at(20));
+        p.insert(9, at(10));
+        assert_eq!((p.len(), p.lowest()), (3, Some(3)));
+        assert_eq!(p.next_deadline(), Some(at(10)));
+        assert_eq!(p.due(at(9)), None, "nothing is due before its deadline");
+        assert_eq!(
+            p.due(at(25)),
+            Some(9),
+            "the earliest deadline first, not the lowest seq"
+        );
+        // A redelivery moves the deadline; the old one is forgotten.
+        p.insert(9, at(40));
+        assert_eq!(p.len(), 3);
+        assert_eq!(p.due(at(25)), Some(3));
+        p.remove(3);
+        assert_eq!(p.due(at(35)), Some(5));
+        p.remove(42);
+        assert_eq!(p.len(), 2, "removing an unknown sequence changes nothing");
+        p.drop_below(9);
+        assert_eq!(
+            (p.len(), p.lowest(), p.next_deadline()),
+            (1, Some(9), Some(at(40)))
+        );
+        p.drop_below(100);
+        assert_eq!(
+            (p.len(), p.lowest(), p.next_deadline(), p.due(at(99))),
+            (0, None, None, None)
+        );
     }
 }
