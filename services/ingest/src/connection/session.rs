@@ -350,6 +350,11 @@ pub(crate) async fn run(
                     Err(e) => {
                         meters.reject(e.label());
                         tracing::debug!(exchange = ex, error = %e, "frame rejected");
+                        // A frame of several trades may fail on one of them: the ones read and
+                        // validated before it still go out (the rejection is counted above).
+                        for event in out.events.drain(..) {
+                            read_pacer.note(shared.sink.push(event));
+                        }
                     }
                 }
             }

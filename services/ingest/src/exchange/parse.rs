@@ -202,7 +202,7 @@ impl SeqGate {
             && if ts_ns > 0 && last.ts_ns > 0 {
                 ts_ns > last.ts_ns
             } else {
-                last.regressions + 1 >= RESET_AFTER_REGRESSIONS
+                last.regressions.saturating_add(1) >= RESET_AFTER_REGRESSIONS
             };
         if newer || reset {
             *last = Last {
@@ -315,6 +315,20 @@ mod tests {
             0,
             "resetting an unseen symbol is a no-op"
         );
+    }
+
+    #[test]
+    fn many_stale_updates_never_overflow_the_regression_count() {
+        let mut g = SeqGate::default();
+        let s = SymbolId(0);
+        let q = |seq, ts_ns| quote(s, (1.0, 1.0), (2.0, 1.0), ts_ns, 1, seq).expect("valid");
+        assert!(g.admit(&q(1_000, 50)).is_ok());
+        // 300 stale updates with times (each a lower id at an earlier time) ...
+        for _ in 0..300 {
+            assert!(g.admit(&q(999, 40)).is_err());
+        }
+        // ... then one without a time: counted as a reset, never a `u8` overflow.
+        assert!(g.admit(&q(998, 0)).is_ok());
     }
 
     #[test]

@@ -105,7 +105,9 @@ pub(crate) fn ms_text_to_ns(text: &str) -> Result<i64, ParseError> {
         }
         let mut scale = 100_000;
         for b in frac.bytes().take(6) {
-            ns += i64::from(b - b'0') * scale;
+            ns = ns
+                .checked_add(i64::from(b - b'0') * scale)
+                .ok_or_else(bad)?;
             scale /= 10;
         }
     }
