@@ -116,6 +116,41 @@ impl Load {
         }
     }
 
+    /// The symbols (by index) a client request subscribes: `s7usdt@bookTicker` (Binance),
+    /// `{"instId":"S7USDT",..}` (Bitget).
+    fn subscribed(self, request: &str) -> Vec<usize> {
+        let v: serde_json::Value = serde_json::from_str(request).unwrap_or_default();
+        let names: Vec<String> = match self {
+            Load::Binance => v["params"]
+                .as_array()
+                .map(|p| {
+                    p.iter()
+                        .filter_map(|x| x.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Load::Bitget => v["args"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x["instId"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        names
+            .iter()
+            .filter_map(|n| {
+                let digits: String = n
+                    .get(1..)?
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                digits.parse::<usize>().ok().filter(|i| *i < SYMBOLS)
+            })
+            .collect()
+    }
+
     /// One best bid/ask frame for symbol `i`, update `u`, as the exchange documents it.
     fn frame(self, out: &mut String, u: u64, i: usize, now_ms: u64) {
         let sym = native(i);
@@ -126,11 +161,14 @@ impl Load {
                     r#"{{"u":{u},"s":"{sym}","b":"25.35190000","B":"31.21000000","a":"25.36520000","A":"40.66000000"}}"#
                 ),
             ),
-            // Bitget's ticker carries no update id; its time is the only order.
+            // Bitget's ticker carries no update id: a quote is identified by its time and
+            // values (`publish.rs`), so each frame's bid size differs, as a real book's does
+            // (identical ones would be stored once, as duplicates).
             Load::Bitget => std::fmt::Write::write_fmt(
                 out,
                 format_args!(
-                    r#"{{"action":"snapshot","arg":{{"instType":"SPOT","channel":"ticker","instId":"{sym}"}},"data":[{{"instId":"{sym}","lastPr":"25.3601","open24h":"25.0112","high24h":"25.9811","low24h":"24.8870","change24h":"0.01394","bidPr":"25.3519","askPr":"25.3652","bidSz":"31.21","askSz":"40.66","baseVolume":"1290514.1022","quoteVolume":"32711041.5201","openUtc":"25.1044","changeUtc24h":"0.01016","ts":"{now_ms}"}}],"ts":{now_ms}}}"#
+                    r#"{{"action":"snapshot","arg":{{"instType":"SPOT","channel":"ticker","instId":"{sym}"}},"data":[{{"instId":"{sym}","lastPr":"25.3601","open24h":"25.0112","high24h":"25.9811","low24h":"24.8870","change24h":"0.01394","bidPr":"25.3519","askPr":"25.3652","bidSz":"31.{:06}","askSz":"40.66","baseVolume":"1290514.1022","quoteVolume":"32711041.5201","openUtc":"25.1044","changeUtc24h":"0.01016","ts":"{now_ms}"}}],"ts":{now_ms}}}"#,
+                    u % 1_000_000
                 ),
             ),
         };
@@ -202,41 +240,56 @@ async fn feed() -> Result<(), Box<dyn std::error::Error>> {
                 return;
             };
             let (mut tx, mut rx) = ws.split();
-            let (acks_tx, mut acks) = tokio::sync::mpsc::channel::<String>(64);
+            let (acks_tx, mut acks) = tokio::sync::mpsc::channel::<(String, Vec<usize>)>(64);
             tokio::spawn(async move {
                 while let Some(Ok(m)) = rx.next().await {
                     if let Message::Text(t) = m {
+                        let mut subscribed = load.subscribed(t.as_str());
                         for answer in load.answers(t.as_str()) {
-                            if acks_tx.send(answer).await.is_err() {
+                            let subscribed = std::mem::take(&mut subscribed);
+                            if acks_tx.send((answer, subscribed)).await.is_err() {
                                 return;
                             }
                         }
                     }
                 }
             });
-            // Ack the subscribe requests as they come, then stream. Update ids continue
-            // across connections (as an exchange's do), so no round repeats a message id.
+            // Ack the subscribe requests as they come, then stream the symbols subscribed on
+            // this connection (as an exchange does: a connection carries only its own). Update
+            // ids continue across connections, so no round repeats a message id.
             let mut u: u64 =
                 NEXT_UPDATE_ID.fetch_add(1 << 40, std::sync::atomic::Ordering::Relaxed);
-            let mut i = 0usize;
+            let mut subs: Vec<usize> = Vec::new();
+            let mut next = 0usize;
             let mut frame = String::with_capacity(512);
             let mut ms = now_ms();
             let pace = feed_rate();
             let started = Instant::now();
             let mut sent: u64 = 0;
             loop {
-                if let Ok(ack) = acks.try_recv()
-                    && tx.send(Message::text(ack)).await.is_err()
-                {
-                    return;
+                let answer = if subs.is_empty() {
+                    // Nothing to stream yet: wait for a request.
+                    match acks.recv().await {
+                        Some(a) => Some(a),
+                        None => return,
+                    }
+                } else {
+                    acks.try_recv().ok()
+                };
+                if let Some((ack, subscribed)) = answer {
+                    subs.extend(subscribed);
+                    if tx.send(Message::text(ack)).await.is_err() {
+                        return;
+                    }
+                    continue;
                 }
                 frame.clear();
-                load.frame(&mut frame, u, i, ms);
+                load.frame(&mut frame, u, subs[next % subs.len()], ms);
                 if tx.feed(Message::text(frame.as_str())).await.is_err() {
                     return;
                 }
                 u += 1;
-                i = (i + 1) % SYMBOLS;
+                next = next.wrapping_add(1);
                 sent += 1;
                 if u.is_multiple_of(64) {
                     ms = now_ms();
