@@ -192,7 +192,8 @@ BAD_VALUES = {
     "store in config instead of archive.store": ["config.archive.store=file:///x"],
     "stream storage": ["config.streams.storage=disk"],
     "stream replicas 0": ["config.streams.replicas=0"],
-    "simulator port for an exchange it cannot simulate": ["simulator.ports.bybit=7010"],
+    "simulator port for an unknown exchange": ["simulator.ports.ftx=7012"],
+    "simulator port out of range": ["simulator.ports.bybit=80"],
     "log format": ["logFormat=yaml"],
     "nats url scheme": ["nats.url=http://nats:4222"],
     "upgrade hook": ["streamsJob.upgradeHook=post-install"],
@@ -828,8 +829,10 @@ def test_notes_render_with_the_gateway_address_and_warnings(tmp_path):
     text = notes()
     assert "port-forward svc/spreadagg-gateway 8080" in text and "nats://nats:4222" in text
     assert "below 3" in text and "adapter" not in text and "simulator is ON" not in text
-    text = notes("ingestors.bybit.enabled=true", "simulator.enabled=true", "config.streams.replicas=3")
-    assert "bybit" in text and "no bybit adapter" in text and "simulator is ON" in text and "below 3" not in text
+    text = notes("ingestors.bybit.shards=2", "simulator.enabled=true", "config.streams.replicas=3")
+    assert "bybit: 2 shard(s)" in text and "simulator is ON" in text and "below 3" not in text
+    # Every exchange has an adapter: no warning about a missing one, whichever is enabled.
+    assert "adapter" not in text
 
 
 ARCHIVE_WARNING = "WARNING: THE ARCHIVE IS NOT PERSISTENT"
