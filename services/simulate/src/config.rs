@@ -23,8 +23,7 @@ pub struct SimConfig {
     /// Address every exchange's listener binds to. Default `127.0.0.1`; `0.0.0.0` serves other
     /// hosts too (the endpoints then name the loopback address).
     pub host: IpAddr,
-    /// Exchanges to serve, by id. Default: every simulated exchange ([`SIMULATED_EXCHANGES`]); any other id is refused with
-    /// "not simulated yet" until its protocol is added.
+    /// Exchanges to serve, by id. Default: all eleven ([`SIMULATED_EXCHANGES`]).
     #[serde(
         serialize_with = "exchange_list::serialize",
         deserialize_with = "exchange_list::deserialize"

@@ -112,8 +112,7 @@ impl Simulator {
     /// returns, so the endpoints can be dialled at once.
     ///
     /// # Errors
-    /// An invalid configuration, an exchange not simulated yet, or a port that cannot be
-    /// bound; nothing keeps running after an error.
+    /// An invalid configuration or a port that cannot be bound; nothing keeps running after an error.
     pub async fn start(config: SimConfig, stop: CancellationToken) -> Result<Simulator, SimError> {
         config.validate()?;
         let universe = Arc::new(

@@ -62,7 +62,7 @@ pub enum Fault {
     /// For `duration_ms`, delay every outbound frame by `delay_ms`.
     Slow { duration_ms: u64, delay_ms: u64 },
     /// For `duration_ms`, ignore the client's answers to server pings, so the exchange's own
-    /// pong deadline closes the connection (exchanges with server pings: Binance, HTX).
+    /// pong deadline closes the connection (exchanges with server pings: Binance, HTX, BingX).
     IgnorePongs { duration_ms: u64 },
 }
 
