@@ -310,6 +310,7 @@ fn bench_coinbase(c: &mut Criterion) {
             while left > 0 {
                 let n = left.min(frames.len() as u64);
                 let mut session = Coinbase.session();
+                session.subscribe(&["BTC-USD".to_owned()], &mut 1);
                 let r = session.on_frame(Frame::Text(snapshot), &symbols, 1, &mut out);
                 assert!(r.is_ok(), "{r:?}");
                 let started = Instant::now();

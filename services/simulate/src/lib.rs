@@ -32,7 +32,7 @@
 //! | `{"fault":"disconnect"}` | every open session is dropped: no Close frame, the TCP connection ends |
 //! | `{"fault":"stall","duration_ms":N}` | no market data for N ms (pings, pongs and request replies still flow), also on sessions opened meanwhile |
 //! | `{"fault":"garbage","count":K}` | K undecodable frames between data frames: text that is not JSON, or on HTX binary that is not gzip |
-//! | `{"fault":"oversized"}` | one frame of [`OVERSIZED_BYTES`] (2 MiB + 64 KiB): valid padded JSON text, or incompressible binary on HTX |
+//! | `{"fault":"oversized"}` | one frame of [`OVERSIZED_BYTES`] (2 MiB + 64 KiB; Coinbase: [`COINBASE_OVERSIZED_BYTES`], 64 MiB + 64 KiB, over its clients' larger cap): valid padded JSON text, or incompressible binary on HTX |
 //! | `{"fault":"refuse_subscription","count":K}` | the next K subscribe requests (any session) get the exchange's error reply: Binance `{"error":{"code":2,..},"id":..}`, OKX `{"event":"error","code":"60014",..}`, HTX `{"status":"error","err-code":"bad-request",..}` |
 //! | `{"fault":"close_with_notice"}` | the exchange's notice (Binance `serverShutdown`, OKX `{"event":"notice","code":"64008"}`; HTX documents none) then a Close frame 1001 |
 //! | `{"fault":"close_without_notice"}` | a Close frame 1001 with no notice |
@@ -71,8 +71,8 @@ use tokio_util::task::TaskTracker;
 pub use crate::config::{MAX_SYMBOLS, SIMULATED_EXCHANGES, SimConfig, SimError};
 use crate::fault::Faults;
 pub use crate::fault::{
-    ActiveFault, Fault, FaultError, MAX_ACTIVE, MAX_DELAY_MS, MAX_DURATION_MS, MAX_GARBAGE_FRAMES,
-    MAX_REFUSALS, OVERSIZED_BYTES,
+    ActiveFault, COINBASE_OVERSIZED_BYTES, Fault, FaultError, MAX_ACTIVE, MAX_DELAY_MS,
+    MAX_DURATION_MS, MAX_GARBAGE_FRAMES, MAX_REFUSALS, OVERSIZED_BYTES,
 };
 use crate::market::{Board, Model, Universe, now_us};
 use crate::ws::{ExchangeCtx, MAX_SESSIONS};

@@ -37,14 +37,15 @@ async fn garbage(faulted: ExchangeId, steady: ExchangeId) {
     p.stop().await;
 }
 
-/// A frame over the 1 MiB cap ends the session; a new one takes over.
+/// A frame over the exchange's message cap (`Limits::max_message_bytes`) ends the session;
+/// a new one takes over.
 async fn oversized(faulted: ExchangeId, steady: ExchangeId) {
     let p = pair(faulted, steady, settings()).await;
     let before = p.faulted.generation();
     p.inject(Fault::Oversized, Duration::from_secs(3)).await;
     assert!(
         p.faulted.generation() > before,
-        "{faulted}: a frame over the 1 MiB cap was accepted: {}",
+        "{faulted}: a frame over its message cap was accepted: {}",
         p.faulted.health.report()
     );
     p.recovered(Duration::from_secs(10)).await;

@@ -26,9 +26,6 @@ use super::pacing::Backoff;
 use super::read_pacer::ReadPacer;
 use crate::exchange::{Control, Frame, Outgoing, Output, PlanContext, Request};
 
-/// Largest WebSocket message and frame accepted from an exchange. Market-data frames are a
-/// few hundred bytes; anything near these is hostile or broken and ends the session.
-pub(crate) const MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// Most bytes one socket read asks for. tungstenite zero-fills this much of its buffer before
 /// every read (128 KiB by default: several µs per read, measured as the largest single cost
 /// of the load harness's feed); market-data frames are small, so 16 KiB still takes well over
@@ -142,9 +139,12 @@ pub(crate) async fn run(
             Ok(Ok(plan)) => plan,
         },
     };
+    // The exchange's message cap (`Limits::max_message_bytes`: 1 MiB for most, more where
+    // the exchange sends larger messages); a larger message ends the session.
+    let max_message = adapter.limits().max_message_bytes;
     let limits = WebSocketConfig::default()
-        .max_message_size(Some(MAX_MESSAGE_BYTES))
-        .max_frame_size(Some(MAX_MESSAGE_BYTES))
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
         .read_buffer_size(READ_BUFFER_BYTES);
     let connect =
         tokio_tungstenite::connect_async_with_config(plan.url.as_str(), Some(limits), false);

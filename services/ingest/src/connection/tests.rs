@@ -521,3 +521,127 @@ async fn a_session_never_ready_to_subscribe_is_recycled() {
     );
     f.stop().await;
 }
+
+/// A Coinbase `level2` snapshot of BTC-USDT, `depth` levels a side, best first: bids from
+/// 49999.99 down, asks from 50000.01 up, a cent apart.
+fn coinbase_snapshot(seq: u64, depth: usize) -> String {
+    let level = |side: &str, px: String, qty: &str| {
+        format!(
+            r#"{{"side":"{side}","event_time":"2024-01-01T00:00:00.5Z","price_level":"{px}","new_quantity":"{qty}"}}"#
+        )
+    };
+    let levels: Vec<String> = (0..depth)
+        .map(|k| {
+            level(
+                "bid",
+                format!("{}.{:02}", 49_999 - k / 100, 99 - k % 100),
+                "0.5",
+            )
+        })
+        .chain((0..depth).map(|k| {
+            level(
+                "offer",
+                format!("{}.{:02}", 50_000 + k / 100, k % 100 + 1),
+                "0.25",
+            )
+        }))
+        .collect();
+    format!(
+        r#"{{"channel":"l2_data","client_id":"","timestamp":"2024-01-01T00:00:01Z","sequence_num":{seq},"events":[{{"type":"snapshot","product_id":"BTC-USDT","updates":[{}]}}]}}"#,
+        levels.join(",")
+    )
+}
+
+/// Coinbase's BTC-USD `level2` snapshot is several MB (ccxt #23597): the session reads it
+/// whole under Coinbase's `Limits::max_message_bytes` (64 MiB, not the 1 MiB of the others)
+/// and quotes its top, on one connection that stays up. A fake Coinbase server: it acks every
+/// subscribe with the `subscriptions` listing, answers `level2` with the snapshot, then
+/// sends a heartbeat and a (deep, ignored) level2 update every 100 ms.
+#[tokio::test]
+async fn a_multi_megabyte_coinbase_snapshot_is_read_and_quoted() {
+    use crate::exchange::coinbase::Coinbase;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("ws://{}/", listener.local_addr().expect("addr"));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let a = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            a.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                let (mut tx, mut rx) = ws.split();
+                let mut seq = 0u64;
+                let mut held: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
+                let mut streaming = false;
+                loop {
+                    let mut frames = Vec::new();
+                    tokio::select! {
+                        m = rx.next() => {
+                            let Some(Ok(Message::Text(t))) = m else { break };
+                            let Ok(req) = serde_json::from_str::<serde_json::Value>(t.as_str()) else { continue };
+                            let channel = req["channel"].as_str().unwrap_or("").to_owned();
+                            let products: Vec<String> = req["product_ids"].as_array().into_iter().flatten().filter_map(|p| p.as_str().map(str::to_owned)).collect();
+                            let list = held.entry(channel.clone()).or_default();
+                            list.extend(if channel == "heartbeats" { vec!["heartbeats".to_owned()] } else { products });
+                            frames.push(serde_json::json!({"channel": "subscriptions", "client_id": "", "timestamp": "2024-01-01T00:00:01Z", "sequence_num": seq, "events": [{"subscriptions": held}]}).to_string());
+                            seq += 1;
+                            if channel == "level2" {
+                                frames.push(coinbase_snapshot(seq, 20_000));
+                                seq += 1;
+                                streaming = true;
+                            }
+                        }
+                        _ = tick.tick() => {
+                            frames.push(format!(r#"{{"channel":"heartbeats","client_id":"","timestamp":"2024-01-01T00:00:02Z","sequence_num":{seq},"events":[{{"current_time":"x","heartbeat_counter":{seq}}}]}}"#));
+                            seq += 1;
+                            if streaming {
+                                frames.push(format!(r#"{{"channel":"l2_data","client_id":"","timestamp":"2024-01-01T00:00:02Z","sequence_num":{seq},"events":[{{"type":"update","product_id":"BTC-USDT","updates":[{{"side":"bid","event_time":"2024-01-01T00:00:02Z","price_level":"1.00","new_quantity":"{seq}"}}]}}]}}"#));
+                                seq += 1;
+                            }
+                        }
+                    }
+                    for f in frames {
+                        if tx.send(Message::text(f)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    assert!(coinbase_snapshot(0, 20_000).len() > 2 << 20, "over 2 MiB");
+    let f = start_with(Arc::new(Coinbase), &url, settings());
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let quote = loop {
+        out.clear();
+        match tokio::time::timeout_at(deadline, f.shared.sink.take(16, &mut out)).await {
+            Ok(_) => {
+                if let Some(q) = out.iter().find_map(|e| match e {
+                    Event::Quote(q) => Some(*q),
+                    Event::Print(_) => None,
+                }) {
+                    break q;
+                }
+            }
+            Err(_) => panic!("no quote from the snapshot: {}", f.health.report()),
+        }
+    };
+    assert_eq!(
+        (quote.bid_px, quote.bid_qty, quote.ask_px, quote.ask_qty),
+        (49_999.99, 0.5, 50_000.01, 0.25)
+    );
+    // The connection stays up (the deep update is past the cut book's boundary and ignored,
+    // but counts as market data).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the session ended: {}",
+        f.health.report()
+    );
+    f.stop().await;
+}

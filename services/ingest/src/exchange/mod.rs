@@ -140,6 +140,10 @@ impl ParseError {
     }
 }
 
+/// The largest WebSocket message most exchanges need: market-data frames are a few hundred
+/// bytes, so anything near this is hostile or broken and ends the session.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
+
 /// The exchange's connection and subscription caps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -149,6 +153,11 @@ pub struct Limits {
     pub subscribe_pacing: Duration,
     /// The exchange closes a connection at this age; we rotate before it.
     pub max_connection_age: Option<Duration>,
+    /// Largest WebSocket message (and frame) accepted; a larger one ends the session.
+    /// [`DEFAULT_MAX_MESSAGE_BYTES`] unless the exchange sends larger messages (Coinbase's
+    /// level2 snapshots are several MB). Compressed exchanges inflate under
+    /// `crate::codec::MAX_INFLATED_BYTES` whatever this is.
+    pub max_message_bytes: usize,
 }
 
 /// Everything one connection needs from the exchange, prepared by [`Adapter::plan`].

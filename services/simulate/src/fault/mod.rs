@@ -33,6 +33,9 @@ pub const MAX_REFUSALS: u32 = 10_000;
 pub const MAX_DELAY_MS: u64 = 10_000;
 /// Size of the `oversized` frame: over a 2 MiB client cap, with room to spare.
 pub const OVERSIZED_BYTES: usize = 2 * 1024 * 1024 + 64 * 1024;
+/// Size of Coinbase's `oversized` frame: over its clients' 64 MiB cap (Coinbase's level2
+/// snapshots are several MB, so its clients accept far larger messages than others).
+pub const COINBASE_OVERSIZED_BYTES: usize = 64 * 1024 * 1024 + 64 * 1024;
 /// Windowed and counted faults active at once: one slot per kind.
 pub const MAX_ACTIVE: usize = 4;
 /// One-shot faults queued per session before the oldest is skipped.

@@ -168,6 +168,12 @@ pub(crate) trait Protocol: Send + 'static {
         Frame::Text(format!("{{\"sim_garbage\":{n},[not json"))
     }
 
+    /// Fault `oversized`: the frame's size, over the exchange's clients' message cap.
+    /// Default: [`OVERSIZED_BYTES`].
+    fn oversized_bytes(&self) -> usize {
+        OVERSIZED_BYTES
+    }
+
     /// Fault `oversized`: one frame of at least `bytes` bytes. Default: a valid JSON text
     /// frame padded to size.
     fn oversized(&self, bytes: usize) -> Frame {
@@ -313,7 +319,7 @@ impl<S: Socket> Driver<'_, S> {
                         Ok(Shot::Disconnect) => return End::FaultDisconnect,
                         Ok(Shot::Close { notice }) => return End::FaultClose { notice },
                         Ok(Shot::Garbage(count)) => (0..count).map(|n| proto.garbage(n)).collect(),
-                        Ok(Shot::Oversized) => vec![proto.oversized(OVERSIZED_BYTES)],
+                        Ok(Shot::Oversized) => vec![proto.oversized(proto.oversized_bytes())],
                         // Faults skipped by a session that fell behind, or none left to come.
                         Err(RecvError::Lagged(_)) => continue,
                         Err(RecvError::Closed) => {

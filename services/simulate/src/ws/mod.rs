@@ -31,7 +31,8 @@ use driver::Protocol;
 /// 1024 stream names fit easily). A larger one ends the session.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Cap on a session's unsent outbound bytes; past it a write fails and the session ends.
-/// Room for one `oversized` fault frame (2 MiB and a bit) on top of normal traffic.
+/// Room for one `oversized` fault frame (2 MiB and a bit) on top of normal traffic; a
+/// protocol whose `oversized` frame is larger gets that frame's size and 2 MiB.
 const MAX_WRITE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// A client that cannot take one frame within this long is too slow and is dropped; its
 /// socket buffers are full and it would otherwise hold a session forever.
@@ -154,9 +155,10 @@ pub(crate) fn accept<P: Protocol>(
     let events = ctx.events.subscribe();
     let shots = ctx.faults.subscribe();
     let context = ctx.clone();
+    let write_buffer = MAX_WRITE_BUFFER_BYTES.max(proto.oversized_bytes() + 2 * 1024 * 1024);
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(write_buffer)
         .on_failed_upgrade(move |e| {
             tracing::debug!(exchange, error = %e, "WebSocket upgrade failed");
         })

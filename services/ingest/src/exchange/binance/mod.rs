@@ -52,6 +52,7 @@ impl Adapter for Binance {
             // 5 incoming messages per second is the limit; stay under it.
             subscribe_pacing: Duration::from_millis(250),
             max_connection_age: Some(Duration::from_secs(24 * 60 * 60)),
+            max_message_bytes: super::DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 

@@ -101,6 +101,7 @@ impl Adapter for Bitget {
             // The intro page says connections are closed every 24 h; the shared rotation
             // setting handles that like Binance's.
             max_connection_age: Some(Duration::from_secs(24 * 3_600)),
+            max_message_bytes: super::DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 

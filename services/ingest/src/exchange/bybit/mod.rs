@@ -104,6 +104,7 @@ impl Adapter for Bybit {
             // No documented inbound rate for public streams; stay modest.
             subscribe_pacing: Duration::from_millis(100),
             max_connection_age: None,
+            max_message_bytes: super::DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 

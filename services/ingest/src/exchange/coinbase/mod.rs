@@ -22,7 +22,23 @@
 //! one per frame, so the rest are reported on the next `subscriptions` or `heartbeats` frame
 //! (Coinbase answers every subscribe with a `subscriptions` push, and heartbeats come every
 //! second). Errors are `{"type":"error","message":".."}` and name no request: they are
-//! reported as [`Control::Refused`] without one, so the request times out and is sent again.
+//! reported as [`Control::Refused`] without one, so the request times out and is sent again;
+//! except [`TOO_MANY_L2_STREAMS`] (below), which can only concern a `level2` request and is
+//! reported against the oldest one awaiting confirmation. A retry (the same products) asks
+//! again for the channel that failed only, not for both.
+//!
+//! Products per connection: at most [`SYMBOLS_PER_CONNECTION`] (15), all in one request per
+//! channel. Coinbase documents no limit, but a user reported in January 2026 that more than
+//! about 16 `level2` products on one connection are refused with `{"type":"error","message":
+//! "too many L2 streams requested in a single session"}` (JKorf/Coinbase.Net issue #19). The
+//! exact number and whether it ever changes are unknown to us; 15 stays under the reported
+//! cap. Were it lower, the refusal is matched to its request (above), counted and retried,
+//! so it shows in the subscribe-failure metrics instead of as a connection that quotes
+//! nothing while `market_trades` keeps its data watchdog content.
+//!
+//! Message size: the BTC-USD `level2` snapshot is several MB (ccxt #23597), and Coinbase's
+//! WebSocket best practices advise the largest receive buffer possible, so this exchange's
+//! connections accept messages up to [`MAX_MESSAGE_BYTES`] (64 MiB; 1 MiB elsewhere).
 //!
 //! Best bid/ask: from `level2`, not `ticker`. The `ticker` channel is pushed only when a trade
 //! happens, so its `best_bid`/`best_ask` are stale between trades. Measured in the simulator
@@ -33,10 +49,16 @@
 //! from level2 had the model's top after every event. The session keeps one
 //! book per product (price -> size per side, `new_quantity` is the level's new size, "0" deletes
 //! it), built from the `snapshot` event and the `update` events after it, and emits a quote
-//! whenever the top of book (price or size) changes. A book keeps at most
-//! [`MAX_LEVELS_PER_SIDE`] levels per side (the farthest from the top are dropped, so memory per
-//! connection is bounded by products x levels); should a side that was cut ever run empty, its
-//! true best level may be one we dropped, so the session asks to be replaced (below).
+//! whenever the top of book (price or size) changes. Books exist only for the products this
+//! connection asked `level2` for (a snapshot of any other product is rejected and creates
+//! none), and a side keeps at most [`MAX_LEVELS_PER_SIDE`] levels: the farthest from the top
+//! are dropped as levels are applied, the snapshot's too. So the books' memory per connection
+//! is bounded by [`SYMBOLS_PER_CONNECTION`] x 2 sides x [`MAX_LEVELS_PER_SIDE`] levels (the
+//! frame being read is bounded by [`MAX_MESSAGE_BYTES`] on top). A cut side remembers the best
+//! price it dropped (its boundary) and ignores updates at or beyond it, so its kept levels are
+//! exactly the exchange's levels better than the boundary; should the kept side run out, the
+//! true best level is at or beyond the boundary, unknown, so the session asks to be replaced
+//! (below).
 //!
 //! `sequence_num` counts every message of the connection. A gap (or a repeat) means a message
 //! was lost, so the books can no longer be trusted: the session drops its books, ignores
@@ -69,14 +91,15 @@
 //!
 //! Uncertain in the docs and how it was resolved: the key under which `subscriptions` lists
 //! `level2` (examples show `level2`; `l2_data` is accepted as well); a per-message product cap
-//! (none documented; we send at most [`PRODUCTS_PER_REQUEST`]); whether a `snapshot`'s
+//! (none documented; we send at most [`PRODUCTS_PER_REQUEST`]); the per-connection `level2`
+//! cap (above); whether a `snapshot`'s
 //! `event_time` is meaningful (the docs' example has the epoch, so the push's `timestamp` is
 //! used then); the trade side (above); what an error reply looks like in detail (`message`, maybe
 //! `reason`).
 
 mod wire;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use spreadagg_model::wire::Side;
@@ -87,12 +110,21 @@ use super::{
     Request, Session, SymbolId, SymbolTable, malformed, num, print, quote,
 };
 
-/// Products per subscribe message (Coinbase documents no cap; this keeps messages small).
-pub const PRODUCTS_PER_REQUEST: usize = 50;
-/// Products per connection: each holds a book of up to 2 x [`MAX_LEVELS_PER_SIDE`] levels.
-const SYMBOLS_PER_CONNECTION: usize = 100;
+/// Products per connection. Coinbase documents no limit, but reportedly refuses more than
+/// about 16 `level2` products in one session ([`TOO_MANY_L2_STREAMS`]; see the module docs),
+/// so we stay under it. Each product holds a book of up to 2 x [`MAX_LEVELS_PER_SIDE`] levels.
+pub const SYMBOLS_PER_CONNECTION: usize = 15;
+/// Products per subscribe message: all of a connection's at once (no cap is documented).
+pub const PRODUCTS_PER_REQUEST: usize = SYMBOLS_PER_CONNECTION;
 /// Levels kept per side of one product's book.
 pub const MAX_LEVELS_PER_SIDE: usize = 1_000;
+/// Largest message accepted: the BTC-USD level2 snapshot is several MB (ccxt #23597), and
+/// Coinbase's WebSocket best practices advise the largest receive buffer possible.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// The error Coinbase reportedly answers a `level2` subscribe with past its per-session cap
+/// (JKorf/Coinbase.Net #19); it names no request, so it is matched to the outstanding
+/// `level2` request.
+pub const TOO_MANY_L2_STREAMS: &str = "too many L2 streams requested in a single session";
 
 const LEVEL2: &str = "level2";
 const MARKET_TRADES: &str = "market_trades";
@@ -216,6 +248,7 @@ impl Adapter for Coinbase {
             // connection (two channels and heartbeats) go out well within the 5 s deadline.
             subscribe_pacing: Duration::from_millis(250),
             max_connection_age: None,
+            max_message_bytes: MAX_MESSAGE_BYTES,
         }
     }
 
@@ -265,13 +298,21 @@ impl Adapter for Coinbase {
                 "aliased products skipped (their market data is the aliased product's)"
             );
         }
+        // Only trading products collide: an offline or delisted product must not knock out
+        // the live one of the same pair (as Bybit's adapter does).
         let mut out = Vec::with_capacity(by_symbol.len());
-        for (symbol, mut insts) in by_symbol {
-            if insts.len() == 1 {
-                out.extend(insts.pop());
+        for (symbol, insts) in by_symbol {
+            let trading = insts.iter().filter(|i| i.trading).count();
+            if trading > 1 {
+                let natives: Vec<&str> = insts
+                    .iter()
+                    .filter(|i| i.trading)
+                    .map(|i| i.native.as_str())
+                    .collect();
+                tracing::warn!(exchange = "coinbase", symbol = %symbol, products = ?natives, "trading products mapping to one symbol; all skipped");
+                out.extend(insts.into_iter().filter(|i| !i.trading));
             } else {
-                let natives: Vec<&str> = insts.iter().map(|i| i.native.as_str()).collect();
-                tracing::warn!(exchange = "coinbase", symbol = %symbol, products = ?natives, "products mapping to one symbol; all skipped");
+                out.extend(insts);
             }
         }
         out.sort_by(|a, b| a.native.cmp(&b.native));
@@ -318,44 +359,64 @@ struct Pending {
 type Levels = BTreeMap<u64, f64>;
 
 /// One product's book on this connection.
+///
+/// A side holds at most [`MAX_LEVELS_PER_SIDE`] levels: past it the level farthest from the
+/// top is dropped, and the side remembers the best price it dropped (its boundary, as price
+/// bits). The kept levels are then exactly the exchange's levels better than the boundary:
+/// updates at or beyond the boundary are ignored (the levels there are unknown anyway), and
+/// when the kept side runs out, its best level is unknown and the book must be resynced.
 #[derive(Debug, Default)]
 struct Book {
     bids: Levels,
     asks: Levels,
-    /// Levels were dropped from this side to keep it within bounds.
-    bids_cut: bool,
-    asks_cut: bool,
+    /// The highest bid dropped to keep the side within bounds.
+    bids_cut: Option<u64>,
+    /// The lowest ask dropped to keep the side within bounds.
+    asks_cut: Option<u64>,
     /// The top last emitted.
     top: Option<[f64; 4]>,
 }
 
 impl Book {
+    /// Applies level updates in order, cutting as it goes, so a side never holds more than
+    /// [`MAX_LEVELS_PER_SIDE`] + 1 levels, even while a multi-MB snapshot is applied.
     fn apply(&mut self, levels: &[Level]) {
         for l in levels {
-            let side = if l.bid {
-                &mut self.bids
+            let px = l.px.to_bits();
+            // Positive finite doubles order as their bits.
+            let (side, cut, beyond) = if l.bid {
+                let beyond = self.bids_cut.is_some_and(|b| px <= b);
+                (&mut self.bids, &mut self.bids_cut, beyond)
             } else {
-                &mut self.asks
+                let beyond = self.asks_cut.is_some_and(|b| px >= b);
+                (&mut self.asks, &mut self.asks_cut, beyond)
             };
-            if l.qty == 0.0 {
-                side.remove(&l.px.to_bits());
-            } else {
-                side.insert(l.px.to_bits(), l.qty);
+            if beyond {
+                continue;
             }
-        }
-        while self.bids.len() > MAX_LEVELS_PER_SIDE {
-            self.bids.pop_first();
-            self.bids_cut = true;
-        }
-        while self.asks.len() > MAX_LEVELS_PER_SIDE {
-            self.asks.pop_last();
-            self.asks_cut = true;
+            if l.qty == 0.0 {
+                side.remove(&px);
+                continue;
+            }
+            side.insert(px, l.qty);
+            if side.len() > MAX_LEVELS_PER_SIDE {
+                // The farthest from the top goes; it is better than any dropped before.
+                let dropped = if l.bid {
+                    side.pop_first()
+                } else {
+                    side.pop_last()
+                };
+                if let Some((p, _)) = dropped {
+                    *cut = Some(p);
+                }
+            }
         }
     }
 
-    /// A side that was cut ran empty: its best level may be one we dropped.
+    /// A side that was cut ran out: its best level is at or beyond the boundary, unknown.
     fn exhausted(&self) -> bool {
-        (self.bids_cut && self.bids.is_empty()) || (self.asks_cut && self.asks.is_empty())
+        (self.bids_cut.is_some() && self.bids.is_empty())
+            || (self.asks_cut.is_some() && self.asks.is_empty())
     }
 
     fn best(&self) -> Option<[f64; 4]> {
@@ -404,9 +465,14 @@ pub struct CoinbaseSession {
     /// Confirmed requests not yet reported (one is reported per frame).
     confirmed: VecDeque<u64>,
     heartbeats_requested: bool,
+    /// Requests refused or unanswered (channel and products), so that their retry (the same
+    /// products) asks for that channel only.
+    failed: Vec<(&'static str, Vec<String>)>,
+    /// The products this connection asked `level2` for: only these get a book.
+    level2_products: HashSet<String>,
     last_seq: Option<u64>,
-    /// By symbol index; bounded by the symbol table.
-    books: Vec<Option<Book>>,
+    /// One per `level2` product of this connection that sent its snapshot.
+    books: HashMap<SymbolId, Book>,
     /// A message was lost (why): the books are gone and `l2_data` is ignored until replaced.
     desynced: Option<String>,
     /// Level updates of the frame being read, reused.
@@ -427,6 +493,9 @@ impl CoinbaseSession {
         } else {
             serde_json::json!({"type": "subscribe", "product_ids": products, "channel": channel})
         };
+        if channel == LEVEL2 {
+            self.level2_products.extend(products.iter().cloned());
+        }
         self.pending.push(Pending {
             id,
             channel,
@@ -463,6 +532,25 @@ impl CoinbaseSession {
         }
     }
 
+    /// A request that failed (refused, or forgotten after its ack timed out): its retry asks
+    /// for its channel only.
+    fn failed(&mut self, request: u64) {
+        if let Some(i) = self.pending.iter().position(|p| p.id == request) {
+            let p = self.pending.remove(i);
+            if p.channel != HEARTBEATS {
+                self.failed.push((p.channel, p.products));
+            }
+        }
+    }
+
+    /// Coinbase refused a `level2` request past its per-session cap: the error names no
+    /// request, so it is the oldest `level2` request still awaiting confirmation.
+    fn refuse_level2(&mut self) -> Option<u64> {
+        let id = self.pending.iter().find(|p| p.channel == LEVEL2)?.id;
+        self.failed(id);
+        Some(id)
+    }
+
     /// The next confirmation to report, else `otherwise`.
     fn report(&mut self, otherwise: Control) -> Control {
         self.confirmed
@@ -495,6 +583,7 @@ impl CoinbaseSession {
     #[allow(clippy::too_many_arguments)]
     fn on_l2_event(
         &mut self,
+        product: &str,
         symbol: SymbolId,
         snapshot: bool,
         range: std::ops::Range<usize>,
@@ -502,17 +591,16 @@ impl CoinbaseSession {
         recv_ts_ns: i64,
         out: &mut Output,
     ) -> Result<Option<Control>, ParseError> {
-        let i = symbol.index();
-        if i >= self.books.len() {
-            self.books.resize_with(i + 1, || None);
-        }
-        let Some(slot) = self.books.get_mut(i) else {
-            return Err(malformed("symbol index"));
-        };
         if snapshot {
-            *slot = Some(Book::default());
+            // Books only for this connection's products: memory is bounded by what it asked.
+            if !self.level2_products.contains(product) {
+                return Err(malformed(format!(
+                    "level2 snapshot of {product}, not subscribed on this connection"
+                )));
+            }
+            self.books.insert(symbol, Book::default());
         }
-        let Some(book) = slot.as_mut() else {
+        let Some(book) = self.books.get_mut(&symbol) else {
             return Err(malformed("level2 update before its snapshot"));
         };
         let levels = self.scratch.get(range).unwrap_or_default();
@@ -588,7 +676,7 @@ impl CoinbaseSession {
                 first_err.get_or_insert(ParseError::UnknownSymbol(product.to_owned()));
                 continue;
             };
-            match self.on_l2_event(symbol, snapshot, range, ts_ns, recv_ts_ns, out) {
+            match self.on_l2_event(product, symbol, snapshot, range, ts_ns, recv_ts_ns, out) {
                 Ok(Some(control)) => return Ok(control),
                 Ok(None) => {}
                 Err(e) => {
@@ -666,7 +754,15 @@ impl CoinbaseSession {
             .lookup(f.product_id)
             .ok_or_else(|| ParseError::UnknownSymbol(f.product_id.to_owned()))?;
         let range = 0..self.scratch.len();
-        match self.on_l2_event(symbol, f.snapshot, range, ts_ns, recv_ts_ns, out)? {
+        match self.on_l2_event(
+            f.product_id,
+            symbol,
+            f.snapshot,
+            range,
+            ts_ns,
+            recv_ts_ns,
+            out,
+        )? {
             Some(control) => Ok(control),
             None => Ok(Control::Data),
         }
@@ -682,6 +778,12 @@ impl Session for CoinbaseSession {
             self.heartbeats_requested = true;
             requests.push(self.request(HEARTBEATS, &[], next_id));
         }
+        // The retry of a failed request (the same products): its channel only, not both.
+        if let Some(i) = self.failed.iter().position(|(_, p)| p == natives) {
+            let (channel, _) = self.failed.swap_remove(i);
+            requests.push(self.request(channel, natives, next_id));
+            return requests;
+        }
         for chunk in natives.chunks(PRODUCTS_PER_REQUEST) {
             requests.push(self.request(LEVEL2, chunk, next_id));
             requests.push(self.request(MARKET_TRADES, chunk, next_id));
@@ -690,7 +792,7 @@ impl Session for CoinbaseSession {
     }
 
     fn forget(&mut self, request: u64) {
-        self.pending.retain(|p| p.id != request);
+        self.failed(request);
         self.confirmed.retain(|id| *id != request);
     }
 
@@ -712,14 +814,22 @@ impl Session for CoinbaseSession {
         let gap = self.sequence(env.sequence_num);
         let lost = gap.map(|reason| self.desync(reason));
         if env.kind.as_deref() == Some("error") {
+            if let Some(lost) = lost {
+                return Ok(lost);
+            }
             let mut reason = env.message.as_deref().unwrap_or("error").to_owned();
             if let Some(r) = env.reason.as_deref() {
                 reason = format!("{reason}: {r}");
             }
-            return Ok(lost.unwrap_or(Control::Refused {
-                request: None,
-                reason,
-            }));
+            let request = if reason
+                .to_ascii_lowercase()
+                .contains(&TOO_MANY_L2_STREAMS.to_ascii_lowercase())
+            {
+                self.refuse_level2()
+            } else {
+                None
+            };
+            return Ok(Control::Refused { request, reason });
         }
         let channel = env
             .channel

@@ -10,6 +10,13 @@ fn symbols() -> SymbolTable {
     )
 }
 
+/// A session that asked for both test products, as a connection's does before data comes.
+fn subscribed() -> CoinbaseSession {
+    let mut s = CoinbaseSession::default();
+    s.subscribe(&["BTC-USD".to_owned(), "ETH-USD".to_owned()], &mut 1);
+    s
+}
+
 fn parse_with(
     session: &mut CoinbaseSession,
     text: &str,
@@ -20,7 +27,7 @@ fn parse_with(
 }
 
 fn parse(text: &str) -> (Result<Control, ParseError>, Vec<Event>) {
-    parse_with(&mut CoinbaseSession::default(), text)
+    parse_with(&mut subscribed(), text)
 }
 
 /// The docs' level2 snapshot (with an offer added, as a real one has).
@@ -73,7 +80,7 @@ fn level2_snapshot_as_documented() {
 
 #[test]
 fn level2_updates_move_the_top_and_zero_deletes_a_level() {
-    let mut s = CoinbaseSession::default();
+    let mut s = subscribed();
     assert_eq!(parse_with(&mut s, SNAPSHOT).0, Ok(Control::Data));
     // The best bid's size changes.
     let (r, out) = parse_with(&mut s, &update(1, &[("bid", "21921.73", "0.1")]));
@@ -110,7 +117,7 @@ fn level2_updates_move_the_top_and_zero_deletes_a_level() {
 
 #[test]
 fn a_sequence_gap_drops_the_books_and_asks_for_a_new_connection() {
-    let mut s = CoinbaseSession::default();
+    let mut s = subscribed();
     assert_eq!(parse_with(&mut s, SNAPSHOT).0, Ok(Control::Data));
     assert_eq!(
         parse_with(&mut s, &update(1, &[("bid", "21921.73", "0.1")])).0,
@@ -136,7 +143,7 @@ fn a_sequence_gap_drops_the_books_and_asks_for_a_new_connection() {
     let trade = r#"{"channel":"market_trades","client_id":"","timestamp":"2023-02-09T20:19:35.39625135Z","sequence_num":11,"events":[{"type":"update","trades":[{"trade_id":"000000000","product_id":"ETH-USD","price":"1260.01","size":"0.3","side":"BUY","time":"2019-08-14T20:42:27.265Z"}]}]}"#;
     assert_eq!(parse_with(&mut s, trade).0, Ok(Control::Data));
     // The same through the general parser (a reordered frame), and a repeat is a gap too.
-    let mut s = CoinbaseSession::default();
+    let mut s = subscribed();
     let reordered = SNAPSHOT.replace(r#""client_id":"","#, "").replace(
         r#""channel":"l2_data","#,
         r#""channel":"l2_data","client_id":"","#,
@@ -222,7 +229,10 @@ fn subscribe_one_channel_per_message_and_heartbeats_once() {
         Some(PRODUCTS_PER_REQUEST),
         "batches at the cap"
     );
-    assert_eq!(frames[3]["product_ids"], serde_json::json!(["C50-USD"]));
+    assert_eq!(
+        frames[3]["product_ids"],
+        serde_json::json!([format!("C{PRODUCTS_PER_REQUEST}-USD")])
+    );
     assert_eq!(
         requests.iter().map(|r| r.id).collect::<Vec<_>>(),
         [1, 2, 3, 4, 5]
@@ -361,8 +371,8 @@ fn the_fast_layout_and_the_general_parser_agree() {
         update(1, &[("bid", "21921.73", "0.1"), ("offer", "21921.74", "0")]),
         update(2, &[]),
     ];
-    let mut fast = CoinbaseSession::default();
-    let mut slow = CoinbaseSession::default();
+    let mut fast = subscribed();
+    let mut slow = subscribed();
     for f in &frames {
         assert!(l2_layout(f, &mut Vec::new()).is_some(), "{f}");
         // Spaces after the separators: the same frame for serde, not for the layout.
@@ -378,7 +388,7 @@ fn the_fast_layout_and_the_general_parser_agree() {
 
 #[test]
 fn a_book_is_bounded_and_asks_for_a_new_connection_when_a_cut_side_runs_out() {
-    let mut s = CoinbaseSession::default();
+    let mut s = subscribed();
     let n = MAX_LEVELS_PER_SIDE + 10;
     let bids: Vec<(String, String)> = (1..=n).map(|i| (i.to_string(), "1".to_owned())).collect();
     let mut levels: Vec<(&str, &str, &str)> = bids
@@ -390,7 +400,7 @@ fn a_book_is_bounded_and_asks_for_a_new_connection_when_a_cut_side_runs_out() {
     let (r, out) = parse_with(&mut s, &snap);
     assert_eq!(r, Ok(Control::Data));
     assert_eq!(top(&out).0, n as f64);
-    let book = s.books[0].as_ref().expect("a book");
+    let book = s.books.get(&SymbolId(0)).expect("a book");
     assert_eq!(
         book.bids.len(),
         MAX_LEVELS_PER_SIDE,
@@ -443,11 +453,12 @@ fn rfc3339_times_to_the_nanosecond() {
 const PRODUCTS: &str = r#"{"products":[
 {"product_id":"BTC-USD","price":"68900.5","price_percentage_change_24h":"1.2","volume_24h":"10","volume_percentage_change_24h":"3","base_increment":"0.00000001","quote_increment":"0.01","quote_min_size":"1","quote_max_size":"150000000","base_min_size":"0.00000001","base_max_size":"3400","base_name":"Bitcoin","quote_name":"US Dollar","watched":false,"is_disabled":false,"new":false,"status":"online","cancel_only":false,"limit_only":false,"post_only":false,"trading_disabled":false,"auction_mode":false,"product_type":"SPOT","quote_currency_id":"USD","base_currency_id":"BTC","fcm_trading_session_details":null,"mid_market_price":"","alias":"","alias_to":["BTC-USDC"],"base_display_symbol":"BTC","quote_display_symbol":"USD","view_only":false,"price_increment":"0.01","display_name":"BTC-USD","product_venue":"CBE","approximate_quote_24h_volume":"689005"},
 {"product_id":"BTC-USDC","price":"68900.5","volume_24h":"10","status":"online","trading_disabled":false,"is_disabled":false,"cancel_only":false,"product_type":"SPOT","quote_currency_id":"USDC","base_currency_id":"BTC","alias":"BTC-USD","alias_to":[],"product_venue":"CBE","approximate_quote_24h_volume":"689005"},
+{"product_id":"BTC-USD-OLD","status":"delisted","trading_disabled":true,"is_disabled":true,"product_type":"SPOT","quote_currency_id":"USD","base_currency_id":"BTC","alias":"","product_venue":"CBE","approximate_quote_24h_volume":"0"},
 {"product_id":"ETH-BTC","price":"0.05","volume_24h":"100","status":"offline","trading_disabled":false,"is_disabled":false,"product_type":"SPOT","quote_currency_id":"BTC","base_currency_id":"ETH","alias":"","product_venue":"CBE","approximate_quote_24h_volume":""},
 {"product_id":"SOL-USD","status":"online","trading_disabled":false,"is_disabled":false,"product_type":"SPOT","quote_currency_id":"USD","base_currency_id":"SOL","alias":"","product_venue":"CBE","approximate_quote_24h_volume":"5"},
 {"product_id":"SOL-USD-AUCTION","status":"online","trading_disabled":false,"is_disabled":false,"auction_mode":true,"product_type":"SPOT","quote_currency_id":"USD","base_currency_id":"SOL","alias":"","product_venue":"CBE","approximate_quote_24h_volume":"1"},
 {"product_id":"BIT-28JUN24-CDE","status":"online","trading_disabled":false,"is_disabled":false,"product_type":"FUTURE","quote_currency_id":"USD","base_currency_id":"BIT","alias":"","product_venue":"FCM","approximate_quote_24h_volume":"9"}
-],"num_products":6}"#;
+],"num_products":7}"#;
 
 #[test]
 fn discovery_maps_from_the_product_list() {
@@ -457,10 +468,15 @@ fn discovery_maps_from_the_product_list() {
         .map(|i| (i.native.as_str(), i.symbol.as_str(), i.trading))
         .collect();
     // BTC-USDC is an alias of BTC-USD; SOL-USD collides with an auction product (both
-    // refused); the future is not spot; ETH-BTC is listed but offline.
+    // refused); the future is not spot; ETH-BTC is listed but offline; BTC-USD-OLD maps to
+    // BTC-USD too but is delisted, so it does not collide with the live BTC-USD.
     assert_eq!(
         got,
-        vec![("BTC-USD", "BTC-USD", true), ("ETH-BTC", "ETH-BTC", false)]
+        vec![
+            ("BTC-USD", "BTC-USD", true),
+            ("BTC-USD-OLD", "BTC-USD", false),
+            ("ETH-BTC", "ETH-BTC", false)
+        ]
     );
     let volumes = Coinbase.parse_volumes(PRODUCTS).expect("parses");
     assert_eq!(volumes.get("BTC-USD"), Some(&689_005.0));
@@ -508,4 +524,190 @@ fn the_adapter_describes_coinbase() {
             .instruments_path()
             .starts_with("/api/v3/brokerage/market/products")
     );
+}
+
+/// A level2 snapshot of `product` with these bids and asks (price, size), best first as
+/// Coinbase sends them.
+fn snapshot_of(product: &str, bids: &[(String, &str)], asks: &[(String, &str)]) -> String {
+    let levels: Vec<String> = bids
+        .iter()
+        .map(|(p, q)| ("bid", p, q))
+        .chain(asks.iter().map(|(p, q)| ("offer", p, q)))
+        .map(|(side, px, qty)| {
+            format!(
+                r#"{{"side":"{side}","event_time":"1970-01-01T00:00:00Z","price_level":"{px}","new_quantity":"{qty}"}}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"channel":"l2_data","client_id":"","timestamp":"2023-02-09T20:32:50.714964855Z","sequence_num":0,"events":[{{"type":"snapshot","product_id":"{product}","updates":[{}]}}]}}"#,
+        levels.join(",")
+    )
+}
+
+#[test]
+fn levels_beyond_a_cut_are_ignored_and_a_cut_side_that_runs_out_resyncs() {
+    let mut s = subscribed();
+    // Bids 0.1 .. 100.5: the five worst (0.1 .. 0.5) are dropped, 0.5 is the boundary.
+    let bids: Vec<(String, &str)> = (1..=MAX_LEVELS_PER_SIDE + 5)
+        .rev()
+        .map(|k| (format!("{}.{}", k / 10, k % 10), "1"))
+        .collect();
+    let (r, out) = parse_with(
+        &mut s,
+        &snapshot_of("BTC-USD", &bids, &[("1000".into(), "1")]),
+    );
+    assert_eq!(r, Ok(Control::Data));
+    assert_eq!(top(&out), (100.5, 1.0, 1000.0, 1.0));
+    // The best bid goes: the side has fewer levels than the bound now.
+    let (_, out) = parse_with(&mut s, &update(1, &[("bid", "100.5", "0")]));
+    assert_eq!(top(&out).0, 100.4);
+    // An update beyond the boundary (0.4 was dropped) is not taken: the levels between it
+    // and the boundary are unknown.
+    let (r, out) = parse_with(&mut s, &update(2, &[("bid", "0.4", "3")]));
+    assert_eq!((r, out.len()), (Ok(Control::Data), 0));
+    let book = s.books.get(&SymbolId(0)).expect("a book");
+    assert!(!book.bids.contains_key(&0.4f64.to_bits()), "0.4 was taken");
+    // Every kept bid goes: the true best is 0.5 (dropped), not 0.4. Resync.
+    let deletes: Vec<String> = (6..MAX_LEVELS_PER_SIDE + 5)
+        .map(|k| format!("{}.{}", k / 10, k % 10))
+        .collect();
+    let levels: Vec<(&str, &str, &str)> =
+        deletes.iter().map(|p| ("bid", p.as_str(), "0")).collect();
+    let (r, out) = parse_with(&mut s, &update(3, &levels));
+    assert!(matches!(r, Ok(Control::Rotate(_))), "{r:?} {out:?}");
+    assert!(
+        out.is_empty(),
+        "no quote of a best bid below the boundary: {out:?}"
+    );
+}
+
+#[test]
+fn a_multi_megabyte_snapshot_is_read_bounded_with_the_right_top() {
+    let mut s = subscribed();
+    // 20 000 levels a side, as deep as Coinbase's BTC-USD book: well over 1 MiB.
+    let n = 20_000;
+    let bids: Vec<(String, &str)> = (0..n)
+        .map(|k| {
+            (
+                format!("{}.{:02}", 50_000 - k / 100 - 1, 99 - k % 100),
+                "0.5",
+            )
+        })
+        .collect();
+    let asks: Vec<(String, &str)> = (0..n)
+        .map(|k| (format!("{}.{:02}", 50_000 + k / 100, k % 100 + 1), "0.25"))
+        .collect();
+    let snap = snapshot_of("BTC-USD", &bids, &asks);
+    assert!(snap.len() > 2 << 20, "{} bytes", snap.len());
+    assert!(
+        l2_layout(&snap, &mut Vec::new()).is_some(),
+        "the fast layout"
+    );
+    let (r, out) = parse_with(&mut s, &snap);
+    assert_eq!(r, Ok(Control::Data));
+    assert_eq!(top(&out), (49_999.99, 0.5, 50_000.01, 0.25));
+    let book = s.books.get(&SymbolId(0)).expect("a book");
+    assert_eq!(
+        (book.bids.len(), book.asks.len()),
+        (MAX_LEVELS_PER_SIDE, MAX_LEVELS_PER_SIDE)
+    );
+    assert!(Coinbase.limits().max_message_bytes > snap.len());
+}
+
+#[test]
+fn books_exist_only_for_products_this_connection_subscribed() {
+    let mut s = CoinbaseSession::default();
+    s.subscribe(&["BTC-USD".to_owned()], &mut 1);
+    let (r, out) = parse_with(&mut s, &SNAPSHOT.replace("BTC-USD", "ETH-USD"));
+    assert_eq!(r.map_err(|e| e.label()), Err("malformed"));
+    assert!(out.is_empty());
+    assert!(s.books.is_empty(), "no book for ETH-USD");
+    assert_eq!(
+        parse_with(
+            &mut s,
+            &update(1, &[("bid", "1", "1")]).replace("BTC-USD", "ETH-USD")
+        )
+        .0
+        .map_err(|e| e.label()),
+        Err("malformed")
+    );
+    assert!(s.books.is_empty());
+}
+
+#[test]
+fn at_most_fifteen_products_a_connection_and_a_request() {
+    let limits = Coinbase.limits();
+    assert!(limits.symbols_per_connection <= 15, "{limits:?}");
+    const { assert!(PRODUCTS_PER_REQUEST <= 15) };
+    assert_eq!(limits.max_message_bytes, 64 << 20);
+    let natives: Vec<String> = (0..limits.symbols_per_connection)
+        .map(|i| format!("C{i}-USD"))
+        .collect();
+    let requests = CoinbaseSession::default().subscribe(&natives, &mut 1);
+    assert!(requests.iter().all(|r| r.natives.len() <= 15));
+}
+
+#[test]
+fn too_many_l2_streams_refuses_the_outstanding_level2_request_and_only_it_is_retried() {
+    let mut s = CoinbaseSession::default();
+    let natives = ["BTC-USD".to_owned(), "ETH-USD".to_owned()];
+    let mut next_id = 1;
+    let requests = s.subscribe(&natives, &mut next_id);
+    assert_eq!(requests.len(), 3);
+    let (hb, l2, trades) = (requests[0].id, requests[1].id, requests[2].id);
+    let (r, _) = parse_with(
+        &mut s,
+        r#"{"type":"error","message":"too many L2 streams requested in a single session"}"#,
+    );
+    assert_eq!(
+        r,
+        Ok(Control::Refused {
+            request: Some(l2),
+            reason: TOO_MANY_L2_STREAMS.into()
+        })
+    );
+    // The retry (the same products) asks for level2 again, not market_trades.
+    let again = s.subscribe(&natives, &mut next_id);
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].natives, natives);
+    let Outgoing::Text(t) = &again[0].frame else {
+        panic!("text")
+    };
+    assert!(t.contains(r#""channel":"level2""#), "{t}");
+    // The other requests are still matched; the refused one is not confirmed.
+    let all = r#"{"channel":"subscriptions","client_id":"","timestamp":"2023-02-09T20:32:50.714964855Z","sequence_num":0,"events":[{"subscriptions":{"heartbeats":["heartbeats"],"level2":["BTC-USD","ETH-USD"],"market_trades":["BTC-USD","ETH-USD"]}}]}"#;
+    assert_eq!(parse_with(&mut s, all).0, Ok(Control::Subscribed(hb)));
+    let hb_frame = r#"{"channel":"heartbeats","client_id":"","timestamp":"2023-06-23T20:31:26.122969572Z","sequence_num":1,"events":[{"current_time":"x","heartbeat_counter":1}]}"#;
+    assert_eq!(
+        parse_with(&mut s, hb_frame).0,
+        Ok(Control::Subscribed(trades))
+    );
+    assert_eq!(
+        parse_with(
+            &mut s,
+            &hb_frame.replace(r#""sequence_num":1"#, r#""sequence_num":2"#)
+        )
+        .0,
+        Ok(Control::Subscribed(again[0].id))
+    );
+    // An unanswered market_trades request, forgotten: its retry is market_trades only.
+    let mut s = CoinbaseSession::default();
+    let requests = s.subscribe(&natives, &mut next_id);
+    s.forget(requests[2].id);
+    let again = s.subscribe(&natives, &mut next_id);
+    assert_eq!(again.len(), 1, "{again:?}");
+    let Outgoing::Text(t) = &again[0].frame else {
+        panic!("text")
+    };
+    assert!(t.contains(r#""channel":"market_trades""#), "{t}");
+    // Other errors still name no request.
+    assert!(matches!(
+        parse_with(
+            &mut s,
+            r#"{"type":"error","message":"failure to subscribe"}"#
+        )
+        .0,
+        Ok(Control::Refused { request: None, .. })
+    ));
 }

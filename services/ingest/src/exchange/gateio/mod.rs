@@ -143,6 +143,7 @@ impl Adapter for Gateio {
             symbols_per_connection: SYMBOLS_PER_CONNECTION,
             subscribe_pacing: Duration::from_millis(100),
             max_connection_age: None,
+            max_message_bytes: super::DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 

@@ -288,6 +288,7 @@ impl Adapter for Kraken {
             symbols_per_connection: SYMBOLS_PER_CONNECTION,
             subscribe_pacing: SUBSCRIBE_PACING,
             max_connection_age: None,
+            max_message_bytes: super::DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 

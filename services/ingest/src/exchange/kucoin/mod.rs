@@ -171,6 +171,7 @@ impl Adapter for Kucoin {
             // 100 client messages per 10 s per connection.
             subscribe_pacing: Duration::from_millis(150),
             max_connection_age: None,
+            max_message_bytes: super::DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 

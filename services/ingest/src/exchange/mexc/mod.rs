@@ -133,6 +133,7 @@ impl Adapter for Mexc {
             symbols_per_connection: SYMBOLS_PER_CONNECTION,
             subscribe_pacing: SUBSCRIBE_PACING,
             max_connection_age: Some(MAX_CONNECTION_AGE),
+            max_message_bytes: super::DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 

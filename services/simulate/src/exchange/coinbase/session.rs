@@ -18,6 +18,12 @@
 //!   side, one tick apart from the model's best bid/ask, the top with the model's size and
 //!   the levels below with a size fixed by their price; each model quote becomes one update
 //!   with the levels that changed ("0" for those that went).
+//! - At most [`MAX_LEVEL2_PRODUCTS`] `level2` products per connection: a subscribe past it
+//!   changes nothing and is answered `{"type":"error","message":"too many L2 streams requested
+//!   in a single session"}` ([`TOO_MANY_L2_STREAMS`]). Coinbase documents no limit; a user
+//!   reported this refusal past about 16 products (JKorf/Coinbase.Net issue #19, Jan 2026).
+//! - The `oversized` fault's frame is over 64 MiB ([`crate::COINBASE_OVERSIZED_BYTES`]):
+//!   Coinbase's level2 snapshots are several MB, so its clients accept large messages.
 //! - `market_trades`: a `snapshot` of the last trade on subscribing, then one `update` per
 //!   trade (`side` the taker's).
 //! - `ticker`: pushed only when a trade happens, with the best bid/ask at that moment, as
@@ -46,6 +52,10 @@ pub(crate) const IDLE_CLOSE: Duration = Duration::from_secs(60);
 pub(crate) const MAX_MESSAGES_PER_SECOND: usize = 8;
 /// Synthesized levels per side.
 pub(crate) const DEPTH: i64 = 5;
+/// `level2` products one connection may hold.
+pub(crate) const MAX_LEVEL2_PRODUCTS: usize = 16;
+/// The refusal of a `level2` subscribe past [`MAX_LEVEL2_PRODUCTS`], as reported of Coinbase.
+pub(crate) const TOO_MANY_L2_STREAMS: &str = "too many L2 streams requested in a single session";
 /// Longest client text echoed in an error.
 const MAX_ECHO: usize = 64;
 
@@ -107,7 +117,12 @@ fn depth_qty(price: i64, inst: &Instrument) -> i64 {
 
 /// The synthesized book around a model top of book.
 pub(crate) fn synthesize(book: &Book, inst: &Instrument) -> Levels {
-    let bids = (0..DEPTH)
+    synthesize_depth(book, inst, DEPTH)
+}
+
+/// The synthesized book around a model top of book, `depth` levels a side.
+pub(crate) fn synthesize_depth(book: &Book, inst: &Instrument, depth: i64) -> Levels {
+    let bids = (0..depth)
         .map(|k| book.bid - k)
         .filter(|&p| p > 0)
         .enumerate()
@@ -122,7 +137,7 @@ pub(crate) fn synthesize(book: &Book, inst: &Instrument) -> Levels {
             )
         })
         .collect();
-    let asks = (0..DEPTH)
+    let asks = (0..depth)
         .map(|k| book.ask + k)
         .enumerate()
         .map(|(k, p)| {
@@ -176,6 +191,9 @@ pub(crate) struct Session {
     books: Vec<Option<Levels>>,
     /// Per symbol: the latest model book seen (the ticker's best bid/ask).
     tops: Vec<Option<Book>>,
+    /// Levels a side in a `level2` snapshot ([`DEPTH`]; deeper in tests of large snapshots:
+    /// the levels past [`DEPTH`] are deleted by the first update).
+    snapshot_depth: i64,
 }
 
 impl Session {
@@ -197,7 +215,15 @@ impl Session {
             messages: RateWindow::new(MAX_MESSAGES_PER_SECOND, Duration::from_secs(1)),
             books: vec![None; n],
             tops: vec![None; n],
+            snapshot_depth: DEPTH,
         }
+    }
+
+    /// Snapshots of `depth` levels a side (a Coinbase BTC-USD snapshot is several MB).
+    #[cfg(test)]
+    pub(crate) fn with_snapshot_depth(mut self, depth: i64) -> Self {
+        self.snapshot_depth = depth;
+        self
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -299,6 +325,20 @@ impl Session {
             if symbols.is_empty() {
                 return refuse(format!("{name} requires product_ids"), "no_products");
             }
+            if channel == Channel::Level2 {
+                let flag = Channel::Level2.flag();
+                let held = self.wants.iter().filter(|w| **w & flag != 0).count();
+                let mut new: Vec<usize> = symbols
+                    .iter()
+                    .copied()
+                    .filter(|&s| self.wants.get(s).is_some_and(|w| w & flag == 0))
+                    .collect();
+                new.sort_unstable();
+                new.dedup();
+                if held + new.len() > MAX_LEVEL2_PRODUCTS {
+                    return refuse(TOO_MANY_L2_STREAMS.into(), "too_many_l2_streams");
+                }
+            }
             for &s in &symbols {
                 if let Some(w) = self.wants.get_mut(s) {
                     *w |= channel.flag();
@@ -341,7 +381,7 @@ impl Session {
         let qd = inst.qty_decimals;
         match channel {
             Channel::Level2 => {
-                let levels = synthesize(&view.quote.book, &inst);
+                let levels = synthesize_depth(&view.quote.book, &inst, self.snapshot_depth);
                 let text: Vec<(&'static str, String, String)> = levels
                     .bids
                     .iter()
@@ -601,6 +641,10 @@ impl Protocol for Session {
             code,
             reason,
         })
+    }
+
+    fn oversized_bytes(&self) -> usize {
+        crate::fault::COINBASE_OVERSIZED_BYTES
     }
 
     /// Coinbase's answer to a subscription it will not serve: an error, no sequence number.

@@ -402,3 +402,65 @@ fn the_synthesized_book_has_the_model_top_and_bounded_depth() {
     assert!(levels.asks.windows(2).all(|w| w[0].0 < w[1].0));
     assert!(levels.bids.iter().chain(&levels.asks).all(|&(_, q)| q > 0));
 }
+
+#[tokio::test(start_paused = true)]
+async fn more_than_sixteen_level2_products_are_refused_as_coinbase_does() {
+    use super::session::{MAX_LEVEL2_PRODUCTS, TOO_MANY_L2_STREAMS};
+    let names: Vec<String> = (0..=MAX_LEVEL2_PRODUCTS)
+        .map(|i| format!("C{i}-USDT"))
+        .collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (u, board, _) = setup(&refs);
+    let mut s = Session::new(u, board, 0);
+    let now = Instant::now();
+    // Sixteen, in two requests (one repeated product does not count twice): accepted.
+    let (_, rejected) = s.handle(&sub("level2", &refs[..10]), now);
+    assert_eq!(rejected, None);
+    let (_, rejected) = s.handle(&sub("level2", &refs[5..MAX_LEVEL2_PRODUCTS]), now);
+    assert_eq!(rejected, None);
+    // The seventeenth: refused with Coinbase's error text, and nothing changes.
+    let (out, rejected) = s.handle(&sub("level2", &refs[MAX_LEVEL2_PRODUCTS..]), now);
+    assert_eq!(rejected, Some("too_many_l2_streams"));
+    let f = frames(&out);
+    assert_eq!(
+        f,
+        vec![json!({"type": "error", "message": TOO_MANY_L2_STREAMS})]
+    );
+    // Other channels are not capped.
+    let (_, rejected) = s.handle(&sub("market_trades", &refs), now);
+    assert_eq!(rejected, None);
+    let (out, _) = s.handle(&sub("ticker", &refs[..1]), now);
+    let held = &frames(&out)[0]["events"][0]["subscriptions"];
+    assert_eq!(
+        held["level2"].as_array().map(Vec::len),
+        Some(MAX_LEVEL2_PRODUCTS)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deep_snapshot_is_several_megabytes_and_the_next_update_trims_it() {
+    let (u, board, mut model) = setup(&["BTC-USDT"]);
+    let mut s = Session::new(u, board, 0).with_snapshot_depth(20_000);
+    let (out, rejected) = s.handle(&sub("level2", &["BTC-USDT"]), Instant::now());
+    assert_eq!(rejected, None);
+    let snap = &out[1];
+    assert!(snap.len() > 2 << 20, "{} bytes", snap.len());
+    let f = frames(&out[1..]);
+    assert_eq!(
+        f[0]["events"][0]["updates"].as_array().map(Vec::len),
+        Some(40_000)
+    );
+    // The next quote's update deletes what lies past the usual depth.
+    let step = model.step(now_us()).expect("a step");
+    let mut texts = Vec::new();
+    s.encode(&MarketEvent::Quote(step.quote), &mut texts);
+    let v: Value = serde_json::from_str(&texts[0]).expect("json");
+    let zeros = v["events"][0]["updates"]
+        .as_array()
+        .map_or(0, |u| u.iter().filter(|l| l["new_quantity"] == "0").count());
+    assert!(zeros >= 2 * (20_000 - DEPTH as usize), "{zeros} deleted");
+    assert!(
+        s.oversized_bytes() > 64 << 20,
+        "over the clients' 64 MiB cap"
+    );
+}
