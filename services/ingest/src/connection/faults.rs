@@ -316,10 +316,16 @@ async fn a_kucoin_token_rejected_once_is_replaced_by_a_fresh_one() {
 
 #[tokio::test]
 async fn unanswered_htx_pings_hit_its_deadline_and_the_session_is_replaced() {
-    let p = pair(ExchangeId::Htx, ExchangeId::Mexc, settings()).await;
+    unanswered_pings_end_the_session(ExchangeId::Htx, ExchangeId::Mexc).await;
+}
+
+/// For an exchange that pings every 5 s and closes a connection whose ping went unanswered for
+/// 10 s (HTX documents it; the simulator applies it to BingX too, which documents no deadline):
+/// for 16 s the exchange ignores our pongs, so the first ping of the window goes unanswered long
+/// enough; the session must end on that deadline and be replaced.
+pub(super) async fn unanswered_pings_end_the_session(faulted: ExchangeId, steady: ExchangeId) {
+    let p = pair(faulted, steady, settings()).await;
     let before = p.faulted.generation();
-    // HTX closes a connection whose pings went unanswered for 10 s, and pings every 5 s: for
-    // 16 s it ignores our pongs, so the first ping of the window goes unanswered long enough.
     p.inject(
         Fault::IgnorePongs {
             duration_ms: 16_000,
@@ -329,7 +335,7 @@ async fn unanswered_htx_pings_hit_its_deadline_and_the_session_is_replaced() {
     .await;
     assert!(
         p.faulted.generation() > before,
-        "HTX's pong deadline did not end the session: {}",
+        "{faulted}'s pong deadline did not end the session: {}",
         p.faulted.health.report()
     );
     let last_end = p.faulted.detail()["last_end"]
@@ -338,7 +344,7 @@ async fn unanswered_htx_pings_hit_its_deadline_and_the_session_is_replaced() {
         .to_owned();
     assert!(
         last_end.contains("pong timeout"),
-        "ended by HTX's pong deadline: {last_end}"
+        "{faulted}: ended by its pong deadline: {last_end}"
     );
     p.recovered(Duration::from_secs(10)).await;
     p.stop().await;
