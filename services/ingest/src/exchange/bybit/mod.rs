@@ -26,6 +26,13 @@
 //! - A refusal may come without `req_id` (clients report `args size >10` answers without
 //!   one); it is then [`Control::Refused`] with no request, which times out like an unanswered
 //!   one. Every request we send carries its id as `req_id`.
+//! - A request sent again after its ack timed out (the ack came late, so its topics are held)
+//!   is refused `{"success":false,"ret_msg":"error:already subscribed,topic:<t>",..}` (the
+//!   message Bybit is reported to use; the docs show none). A retry carries exactly the
+//!   topics of the request it repeats, so such a refusal counts as the request's ack (as
+//!   Kraken's adapter does): a late ack never turns into a refusal resent forever. (Were a
+//!   request refused for one held topic while others in it are not held, those would be
+//!   counted as subscribed; a retry repeating an acked request cannot be in that case.)
 //! - An `orderbook.1` snapshot with an empty side (`"b":[]` or `"a":[]`) has no best bid/ask:
 //!   it is skipped ([`Control::Ignored`], no quote), not counted as bad input. Bybit re-pushes
 //!   unchanged books every 3 s, so counting it would count an illiquid market's silence every
@@ -250,6 +257,12 @@ impl Session for BybitSession {
                     Some(id) if self.pending.remove(&id) => Control::Subscribed(id),
                     _ => Control::Ignored,
                 },
+                // "Already subscribed": a retry of a request whose ack came after its
+                // timeout. The topics are held, so it counts as this request's ack.
+                ("subscribe", _) if already_subscribed(env.ret_msg.as_deref()) => match request {
+                    Some(id) if self.pending.remove(&id) => Control::Subscribed(id),
+                    _ => Control::Ignored,
+                },
                 ("subscribe", _) => {
                     if let Some(id) = request {
                         self.pending.remove(&id);
@@ -307,6 +320,12 @@ impl Session for BybitSession {
         }
         Ok(Control::Ignored)
     }
+}
+
+/// Whether a subscribe refusal says its topic is already held
+/// (`error:already subscribed,topic:orderbook.1.BTCUSDT`).
+fn already_subscribed(ret_msg: Option<&str>) -> bool {
+    ret_msg.is_some_and(|m| m.to_ascii_lowercase().contains("already subscribed"))
 }
 
 /// The best level of a side, `None` when the side is empty.

@@ -156,6 +156,40 @@ fn acks_and_refusals_are_matched_by_req_id() {
 }
 
 #[test]
+fn already_subscribed_is_the_ack_of_a_retry_whose_first_ack_came_late() {
+    let mut s = BybitSession::default();
+    let natives = ["BTCUSDT".to_owned()];
+    let mut next_id = 7;
+    let _ = s.subscribe(&natives, &mut next_id);
+    // No ack within the timeout: the connection forgets request 7 and sends it again as 8.
+    s.forget(7);
+    let retry = s.subscribe(&natives, &mut next_id);
+    assert_eq!(retry[0].id, 8);
+    // Request 7's ack arrives late: it confirms nothing.
+    assert_eq!(
+        parse_with(
+            &mut s,
+            r#"{"success":true,"ret_msg":"subscribe","conn_id":"c","req_id":"7","op":"subscribe"}"#
+        )
+        .0,
+        Ok(Control::Ignored)
+    );
+    // The retry finds its topics held: that is its ack, not a refusal to send again.
+    let already = r#"{"success":false,"ret_msg":"error:already subscribed,topic:orderbook.1.BTCUSDT","conn_id":"c","req_id":"8","op":"subscribe"}"#;
+    assert_eq!(parse_with(&mut s, already).0, Ok(Control::Subscribed(8)));
+    assert_eq!(
+        parse_with(&mut s, already).0,
+        Ok(Control::Ignored),
+        "a repeated answer confirms nothing more"
+    );
+    // Naming no request of ours, it confirms nothing either.
+    assert_eq!(
+        parse(r#"{"success":false,"ret_msg":"error:already subscribed,topic:publicTrade.BTCUSDT","conn_id":"c","op":"subscribe"}"#).0,
+        Ok(Control::Ignored)
+    );
+}
+
+#[test]
 fn subscriptions_are_batched_ten_args_per_request() {
     let natives: Vec<String> = (0..12).map(|i| format!("S{i}USDT")).collect();
     let mut next_id = 1;
