@@ -49,6 +49,7 @@ use std::time::Duration;
 use spreadagg_model::wire::Side;
 use spreadagg_model::{ExchangeId, Symbol, time::ms_to_ns};
 
+use super::parse::refuse_collisions;
 use super::{
     Adapter, Control, Event, Frame, Instrument, Layout, Limits, Outgoing, Output, ParseError,
     Request, Session, SymbolTable, malformed, num, print, quote,
@@ -113,8 +114,8 @@ impl Adapter for Bitget {
     }
 
     /// Maps each listing by its `baseCoin`/`quoteCoin`, never by cutting `symbol` apart.
-    /// Natives that would share one canonical symbol are all left out (which one a frame
-    /// meant would be a guess).
+    /// Trading natives that would share one canonical symbol are all left out (which one a
+    /// frame meant would be a guess); listings not online take no part in that check.
     fn parse_instruments(&self, body: &str) -> Result<Vec<Instrument>, ParseError> {
         let r: wire::Response<wire::Symbol<'_>> = serde_json::from_str(body).map_err(malformed)?;
         check_code(&r.code, &r.msg)?;
@@ -132,25 +133,7 @@ impl Adapter for Bitget {
                 })
             })
             .collect();
-        let mut count: HashMap<&Symbol, usize> = HashMap::new();
-        for i in &list {
-            *count.entry(&i.symbol).or_default() += 1;
-        }
-        let clashing: Vec<Symbol> = count
-            .into_iter()
-            .filter(|(_, n)| *n > 1)
-            .map(|(s, _)| s.clone())
-            .collect();
-        if clashing.is_empty() {
-            return Ok(list);
-        }
-        for s in &clashing {
-            tracing::warn!(symbol = %s, "bitget lists several instruments for one symbol; none of them is used");
-        }
-        Ok(list
-            .into_iter()
-            .filter(|i| !clashing.contains(&i.symbol))
-            .collect())
+        Ok(refuse_collisions("bitget", list))
     }
 
     fn parse_volumes(&self, body: &str) -> Result<HashMap<String, f64>, ParseError> {

@@ -366,6 +366,33 @@ fn two_natives_for_one_symbol_are_both_left_out() {
 }
 
 #[test]
+fn a_listing_not_online_does_not_knock_out_the_online_one() {
+    // A delisted or halted listing of the same coins, before and after the online one.
+    for body in [
+        r#"{"code":"00000","msg":"success","data":[
+            {"symbol":"BTCUSDT_SPBL","baseCoin":"BTC","quoteCoin":"USDT","status":"offline"},
+            {"symbol":"BTCUSDT","baseCoin":"BTC","quoteCoin":"USDT","status":"online"},
+            {"symbol":"ETHUSDT","baseCoin":"ETH","quoteCoin":"USDT","status":"online"}]}"#,
+        r#"{"code":"00000","msg":"success","data":[
+            {"symbol":"BTCUSDT","baseCoin":"BTC","quoteCoin":"USDT","status":"online"},
+            {"symbol":"ETHUSDT","baseCoin":"ETH","quoteCoin":"USDT","status":"online"},
+            {"symbol":"BTCUSDT_OLD","baseCoin":"BTC","quoteCoin":"USDT","status":"halt"}]}"#,
+    ] {
+        let list = Bitget.parse_instruments(body).expect("symbols");
+        let trading: Vec<(&str, &str)> = list
+            .iter()
+            .filter(|i| i.trading)
+            .map(|i| (i.native.as_str(), i.symbol.as_str()))
+            .collect();
+        assert_eq!(
+            trading,
+            [("BTCUSDT", "BTC-USDT"), ("ETHUSDT", "ETH-USDT")],
+            "{body}"
+        );
+    }
+}
+
+#[test]
 fn subscriptions_are_batched_within_the_caps() {
     let natives: Vec<String> = (0..SYMBOLS_PER_CONNECTION + 1)
         .map(|i| format!("S{i}USDT"))

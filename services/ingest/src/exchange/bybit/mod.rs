@@ -61,6 +61,7 @@ use std::time::Duration;
 use spreadagg_model::wire::Side;
 use spreadagg_model::{ExchangeId, Symbol, time::ms_to_ns};
 
+use super::parse::refuse_collisions;
 use super::{
     Adapter, Control, Event, Frame, Instrument, Layout, Limits, Outgoing, Output, ParseError,
     Request, SeqGate, Session, SymbolId, SymbolTable, malformed, num, print, quote,
@@ -146,7 +147,7 @@ impl Adapter for Bybit {
                 })
             })
             .collect();
-        Ok(refuse_collisions(list))
+        Ok(refuse_collisions("bybit", list))
     }
 
     fn parse_volumes(&self, body: &str) -> Result<HashMap<String, f64>, ParseError> {
@@ -166,31 +167,6 @@ impl Adapter for Bybit {
     fn keepalive_every(&self) -> Option<Duration> {
         Some(PING_EVERY)
     }
-}
-
-/// Leaves out every trading instrument whose canonical symbol another trading native also
-/// claims: which of them the feed would mean cannot be told.
-fn refuse_collisions(list: Vec<Instrument>) -> Vec<Instrument> {
-    let mut natives: HashMap<&Symbol, HashSet<&str>> = HashMap::new();
-    for i in list.iter().filter(|i| i.trading) {
-        natives.entry(&i.symbol).or_default().insert(&i.native);
-    }
-    let clashing: HashSet<Symbol> = natives
-        .into_iter()
-        .filter(|(_, n)| n.len() > 1)
-        .map(|(symbol, n)| {
-            let mut n: Vec<&str> = n.into_iter().collect();
-            n.sort_unstable();
-            tracing::warn!(%symbol, natives = ?n, "bybit: two instruments name one symbol; both left out");
-            symbol.clone()
-        })
-        .collect();
-    if clashing.is_empty() {
-        return list;
-    }
-    list.into_iter()
-        .filter(|i| !(i.trading && clashing.contains(&i.symbol)))
-        .collect()
 }
 
 /// One Bybit connection: one ack per request, matched by `req_id`.

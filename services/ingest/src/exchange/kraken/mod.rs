@@ -52,8 +52,9 @@
 //!   legacy asset codes deliberately (a table, not prefix stripping: `XTZ` is Tezos); the
 //!   wsname must agree with the mapped base and quote, or the pair is skipped. The native
 //!   symbol is the v2 spelling `BASE/QUOTE`, and the pair key is the instrument's
-//!   [`Instrument::volume_key`]. Two pairs mapping onto one canonical symbol are both refused;
-//!   darkpool pairs (`.d`) and pairs whose `status` is not `online` are not traded.
+//!   [`Instrument::volume_key`]. Two trading pairs mapping onto one canonical symbol are both
+//!   refused (a pair not trading takes no part in that check); darkpool pairs (`.d`) and pairs
+//!   whose `status` is not `online` are not traded.
 //! - Message rate: Kraken's limit on client messages is dynamic and undocumented in number
 //!   (<https://docs.kraken.com/api/docs/guides/spot-ratelimits>); third-party clients report
 //!   `{"Error":"Exceeded msg rate"}`. An error naming no request is an exchange error; one
@@ -72,6 +73,7 @@ use std::time::Duration;
 use spreadagg_model::wire::Side;
 use spreadagg_model::{ExchangeId, Symbol};
 
+use super::parse::refuse_collisions;
 use super::{
     Adapter, Control, Event, Frame, Instrument, Layout, Limits, Outgoing, Output, ParseError,
     Request, Session, SymbolTable, malformed, num, print, quote,
@@ -305,8 +307,6 @@ impl Adapter for Kraken {
         check_errors(&r.error)?;
         let result = r.result.ok_or_else(|| malformed("no result"))?;
         let mut out: Vec<Instrument> = Vec::with_capacity(result.len());
-        let mut seen: HashMap<Symbol, usize> = HashMap::new();
-        let mut collided: HashSet<Symbol> = HashSet::new();
         for (key, pair) in result {
             // Darkpool books are not on the public WebSocket.
             if key.ends_with(".d") {
@@ -328,11 +328,6 @@ impl Adapter for Kraken {
                 tracing::warn!(pair = %key, wsname, base = %pair.base, quote = %pair.quote, "kraken pair whose wsname disagrees with its assets; skipped");
                 continue;
             }
-            if seen.contains_key(&symbol) {
-                collided.insert(symbol);
-                continue;
-            }
-            seen.insert(symbol.clone(), out.len());
             out.push(Instrument {
                 native: ws_symbol(&symbol),
                 trading: pair.status.as_deref().is_none_or(|s| s == "online"),
@@ -340,11 +335,8 @@ impl Adapter for Kraken {
                 volume_key: Some(key),
             });
         }
-        if !collided.is_empty() {
-            tracing::warn!(symbols = ?collided, "kraken pairs mapping onto one canonical symbol; all of them skipped");
-            out.retain(|i| !collided.contains(&i.symbol));
-        }
-        Ok(out)
+        // Only trading pairs collide: an offline pair must not knock out the online one.
+        Ok(refuse_collisions("kraken", out))
     }
 
     fn parse_volumes(&self, body: &str) -> Result<HashMap<String, f64>, ParseError> {

@@ -556,6 +556,37 @@ fn two_pairs_onto_one_symbol_are_both_refused() {
 }
 
 #[test]
+fn a_pair_not_online_does_not_knock_out_the_online_one() {
+    // A pair not trading for the same assets, its key sorting before and after the online
+    // one's (the result is read in key order).
+    for body in [
+        r#"{"error":[],"result":{
+            "XBTUSDOLD":{"altname":"XBTUSDOLD","wsname":"BTC/USD","base":"XBT","quote":"USD","status":"delisted"},
+            "XXBTZUSD":{"altname":"XBTUSD","wsname":"XBT/USD","base":"XXBT","quote":"ZUSD","status":"online"},
+            "XETHZUSD":{"altname":"ETHUSD","wsname":"ETH/USD","base":"XETH","quote":"ZUSD","status":"online"}
+        }}"#,
+        r#"{"error":[],"result":{
+            "XXBTZUSD":{"altname":"XBTUSD","wsname":"XBT/USD","base":"XXBT","quote":"ZUSD","status":"online"},
+            "XETHZUSD":{"altname":"ETHUSD","wsname":"ETH/USD","base":"XETH","quote":"ZUSD","status":"online"},
+            "YBTCUSD":{"altname":"YBTCUSD","wsname":"BTC/USD","base":"XBT","quote":"USD","status":"cancel_only"}
+        }}"#,
+    ] {
+        let list = Kraken.parse_instruments(body).expect("asset pairs");
+        let mut trading: Vec<(&str, &str)> = list
+            .iter()
+            .filter(|i| i.trading)
+            .map(|i| (i.symbol.as_str(), i.volume_key()))
+            .collect();
+        trading.sort_unstable();
+        assert_eq!(
+            trading,
+            [("BTC-USD", "XXBTZUSD"), ("ETH-USD", "XETHZUSD")],
+            "{body}"
+        );
+    }
+}
+
+#[test]
 fn ticker_volumes_are_quote_volumes_by_pair_key() {
     let body = r#"{"error":[],"result":{
         "XXBTZUSD":{"a":["30300.10000","1","1.000"],"b":["30300.00000","1","1.000"],"c":["30303.20000","0.00067643"],"v":["4083.67001100","4412.73601799"],"p":["30706.77771","30689.13205"],"t":[34619,38907],"l":["29868.30000","29868.30000"],"h":["31631.00000","31631.00000"],"o":"30502.80000"},
