@@ -276,26 +276,43 @@ impl Session for BybitSession {
         }
         if topic.starts_with(TRADE_TOPIC) {
             let push: wire::TradePush<'_> = serde_json::from_str(text).map_err(malformed)?;
+            // A bad trade is skipped, not the ones after it; the frame is still rejected (its
+            // first error), and the trades read are published all the same.
+            let mut first_error = None;
             for t in push.data {
-                let symbol = lookup(symbols, &t.s)?;
-                let side = match t.side.as_ref() {
-                    "Buy" => Side::Buy,
-                    "Sell" => Side::Sell,
-                    other => return Err(malformed(format!("trade side {other:?}"))),
-                };
-                out.events.push(Event::Print(print(
-                    symbol,
-                    (num(&t.p)?, num(&t.v)?),
-                    side,
-                    t.i.into_owned(),
-                    ms_to_ns(t.time),
-                    recv_ts_ns,
-                )?));
+                match trade(symbols, t, recv_ts_ns) {
+                    Ok(p) => out.events.push(Event::Print(p)),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
             }
-            return Ok(Control::Data);
+            return first_error.map_or(Ok(Control::Data), Err);
         }
         Ok(Control::Ignored)
     }
+}
+
+/// One element of a `publicTrade` push.
+fn trade(
+    symbols: &SymbolTable,
+    t: wire::Trade<'_>,
+    recv_ts_ns: i64,
+) -> Result<super::Print, ParseError> {
+    let symbol = lookup(symbols, &t.s)?;
+    let side = match t.side.as_ref() {
+        "Buy" => Side::Buy,
+        "Sell" => Side::Sell,
+        other => return Err(malformed(format!("trade side {other:?}"))),
+    };
+    print(
+        symbol,
+        (num(&t.p)?, num(&t.v)?),
+        side,
+        t.i.into_owned(),
+        ms_to_ns(t.time),
+        recv_ts_ns,
+    )
 }
 
 /// Whether a subscribe refusal says its topic is already held

@@ -75,6 +75,23 @@ fn public_trade_as_documented() {
 }
 
 #[test]
+fn a_bad_trade_is_skipped_and_the_ones_after_it_are_kept() {
+    let (r, out) = parse(
+        r#"{"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":1672304486868,"data":[{"T":1672304486865,"s":"BTCUSDT","S":"Buy","v":"0.001","p":"16578.50","i":"a","BT":false},{"T":1672304486866,"s":"BTCUSDT","S":"Hold","v":"0.002","p":"16578.00","i":"b","BT":false},{"T":1672304486867,"s":"BTCUSDT","S":"Sell","v":"0.003","p":"16577.00","i":"c","BT":false},{"T":1672304486868,"s":"BTCUSDT","S":"Sell","v":"0.004","p":"x","i":"d","BT":false}]}"#,
+    );
+    // The frame is rejected for its first bad trade; the good ones around it all go out.
+    assert_eq!(r.map_err(|e| e.label()), Err("malformed"));
+    let ids: Vec<&str> = out
+        .iter()
+        .map(|e| match e {
+            Event::Print(t) => t.trade_id.as_str(),
+            Event::Quote(q) => panic!("a trade: {q:?}"),
+        })
+        .collect();
+    assert_eq!(ids, ["a", "c"]);
+}
+
+#[test]
 fn pongs_of_either_shape_are_keepalive_never_errors() {
     let mut s = BybitSession::default();
     assert_eq!(

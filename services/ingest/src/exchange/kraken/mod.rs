@@ -519,32 +519,49 @@ impl KrakenSession {
                 }
                 let push: wire::Push<wire::TradeData<'_>> =
                     serde_json::from_str(text).map_err(malformed)?;
+                // A bad trade is skipped, not the ones after it; the frame is still rejected
+                // (its first error), and the trades read are published all the same.
+                let mut first_error = None;
                 for d in push.data {
-                    let side = match d.side.as_ref() {
-                        "buy" => Side::Buy,
-                        "sell" => Side::Sell,
-                        other => {
-                            return Err(malformed(format!(
-                                "trade side {:?}",
-                                other.chars().take(20).collect::<String>()
-                            )));
+                    match trade(symbols, &d, recv_ts_ns) {
+                        Ok(p) => out.events.push(Event::Print(p)),
+                        Err(e) => {
+                            first_error.get_or_insert(e);
                         }
-                    };
-                    out.events.push(Event::Print(print(
-                        lookup(symbols, &d.symbol)?,
-                        (d.price, d.qty),
-                        side,
-                        d.trade_id.to_string(),
-                        rfc3339_ns(&d.timestamp)?,
-                        recv_ts_ns,
-                    )?));
+                    }
                 }
-                Ok(Control::Data)
+                first_error.map_or(Ok(Control::Data), Err)
             }
             // Channels we never subscribe to (book, ohlc, instrument).
             _ => Ok(Control::Ignored),
         }
     }
+}
+
+/// One element of a `trade` update.
+fn trade(
+    symbols: &SymbolTable,
+    d: &wire::TradeData<'_>,
+    recv_ts_ns: i64,
+) -> Result<crate::event::Print, ParseError> {
+    let side = match d.side.as_ref() {
+        "buy" => Side::Buy,
+        "sell" => Side::Sell,
+        other => {
+            return Err(malformed(format!(
+                "trade side {:?}",
+                other.chars().take(20).collect::<String>()
+            )));
+        }
+    };
+    print(
+        lookup(symbols, &d.symbol)?,
+        (d.price, d.qty),
+        side,
+        d.trade_id.to_string(),
+        rfc3339_ns(&d.timestamp)?,
+        recv_ts_ns,
+    )
 }
 
 fn refusal(env: &wire::Envelope<'_>) -> String {
