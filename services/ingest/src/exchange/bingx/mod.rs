@@ -17,8 +17,9 @@
 //! `{"ping":"<id>","time":"<time>"}` and expects `{"pong":"<id>","time":"<the same time>"}`
 //! (`time` is a string in the docs; any JSON value is taken and echoed verbatim, so a numeric
 //! one is answered too); the session answers every ping itself through [`Output::replies`]
-//! and sends no keep-alive of its own. The swap service's plain `Ping` (answered `Pong`) is not documented for spot,
-//! but ccxt answers it on every BingX socket, so it is answered here too.
+//! and sends no keep-alive of its own. The swap service's plain `Ping` (answered `Pong`) is
+//! not documented for spot, but ccxt answers it on every BingX socket, so it is answered here
+//! too.
 //!
 //! One `dataType` per request: `{"id":"7","reqType":"sub","dataType":"BTC-USDT@bookTicker"}`,
 //! acked `{"id":"7","code":0,"msg":""}` (ccxt's live captures show `"msg":"SUCCESS",
