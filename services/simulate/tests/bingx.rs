@@ -53,17 +53,25 @@ fn pong(ping: &Value) -> String {
     serde_json::json!({"pong": ping["ping"], "time": ping["time"]}).to_string()
 }
 
-/// Reads frames until one satisfies `pick`, answering pings on the way.
+/// Reads frames until one satisfies `pick`, answering pings on the way; fails the test after
+/// [`WAIT`] in all (data and pings keep coming, so a per-frame timeout would never fire).
 async fn wait_for(ws: &mut Ws, pick: impl Fn(&Value) -> bool) -> Value {
-    loop {
-        let v = next(ws).await.expect("connection open");
-        if pick(&v) {
-            return v;
+    wait_for_within(ws, WAIT, pick).await
+}
+
+async fn wait_for_within(ws: &mut Ws, limit: Duration, pick: impl Fn(&Value) -> bool) -> Value {
+    common::within(limit, async {
+        loop {
+            let v = next(ws).await.expect("connection open");
+            if pick(&v) {
+                return v;
+            }
+            if v.get("ping").is_some() {
+                send(ws, &pong(&v)).await;
+            }
         }
-        if v.get("ping").is_some() {
-            send(ws, &pong(&v)).await;
-        }
-    }
+    })
+    .await
 }
 
 async fn get(url: &str) -> Value {
@@ -274,4 +282,26 @@ async fn a_client_that_never_pongs_or_pongs_wrong_is_disconnected() {
         after >= Duration::from_secs(14),
         "closed after the first ping (5 s) plus the 10 s deadline, not at {after:?}"
     );
+}
+
+#[tokio::test]
+async fn a_wait_for_a_frame_that_never_comes_fails_by_its_deadline_while_frames_flow() {
+    let sim = start(&[ExchangeId::Bingx]).await;
+    let mut ws = connect(&sim).await;
+    send(
+        &mut ws,
+        r#"{"id":"id1","reqType":"sub","dataType":"BTC-USDT@bookTicker"}"#,
+    )
+    .await;
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = seen.clone();
+    let limit = Duration::from_secs(1);
+    let waiting = tokio::spawn(async move {
+        wait_for_within(&mut ws, limit, move |_| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            false
+        })
+        .await
+    });
+    common::expect_deadline(waiting, &seen, limit).await;
 }

@@ -256,3 +256,25 @@ async fn a_service_restart_pushes_every_book_with_u_1() {
     let u = next["data"]["u"].as_u64().expect("u");
     assert!((2..1_000).contains(&u), "{next}");
 }
+
+#[tokio::test]
+async fn a_wait_for_a_frame_that_never_comes_fails_by_its_deadline_while_frames_flow() {
+    let sim = start(600).await;
+    let mut ws = connect(&sim).await;
+    send(
+        &mut ws,
+        r#"{"req_id":"1","op":"subscribe","args":["orderbook.1.BTCUSDT","publicTrade.BTCUSDT"]}"#,
+    )
+    .await;
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = seen.clone();
+    let limit = Duration::from_secs(1);
+    let waiting = tokio::spawn(async move {
+        common::wait_for_within(&mut ws, limit, move |_| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            false
+        })
+        .await
+    });
+    common::expect_deadline(waiting, &seen, limit).await;
+}

@@ -48,17 +48,21 @@ async fn send(ws: &mut Ws, text: &str) {
     ws.send(Message::text(text)).await.expect("send");
 }
 
-/// Reads frames until one satisfies `pick`, answering pings on the way.
+/// Reads frames until one satisfies `pick`, answering pings on the way; fails the test after
+/// [`WAIT`] in all (data and pings keep coming, so a per-frame timeout would never fire).
 async fn wait_for(ws: &mut Ws, pick: impl Fn(&Value) -> bool) -> Value {
-    loop {
-        let v = next(ws).await.expect("connection open");
-        if pick(&v) {
-            return v;
+    common::within(WAIT, async {
+        loop {
+            let v = next(ws).await.expect("connection open");
+            if pick(&v) {
+                return v;
+            }
+            if let Some(n) = v.get("ping") {
+                send(ws, &format!(r#"{{"pong":{n}}}"#)).await;
+            }
         }
-        if let Some(n) = v.get("ping") {
-            send(ws, &format!(r#"{{"pong":{n}}}"#)).await;
-        }
-    }
+    })
+    .await
 }
 
 async fn get(url: &str) -> Value {

@@ -97,13 +97,22 @@ async fn next(ws: &mut Ws) -> Option<Value> {
     }
 }
 
+/// Reads frames until one satisfies `pick`; fails the test after [`common::WAIT`] in all
+/// (heartbeats and data keep coming, so a per-frame timeout would never fire).
 async fn wait_for(ws: &mut Ws, pick: impl Fn(&Value) -> bool) -> Value {
-    loop {
-        let v = next(ws).await.expect("connection open");
-        if pick(&v) {
-            return v;
+    wait_for_within(ws, common::WAIT, pick).await
+}
+
+async fn wait_for_within(ws: &mut Ws, limit: Duration, pick: impl Fn(&Value) -> bool) -> Value {
+    common::within(limit, async {
+        loop {
+            let v = next(ws).await.expect("connection open");
+            if pick(&v) {
+                return v;
+            }
         }
-    }
+    })
+    .await
 }
 
 async fn get(url: &str) -> Value {
@@ -380,4 +389,22 @@ async fn heartbeats_once_subscribed_and_pings_answered() {
     let err = wait_for(&mut ws, |v| v["success"] == false).await;
     assert_eq!(err["req_id"], 4);
     assert_eq!(err["method"], "subscribe");
+}
+
+#[tokio::test]
+async fn a_wait_for_a_frame_that_never_comes_fails_by_its_deadline_while_frames_flow() {
+    let sim = start().await;
+    let mut ws = connect(&sim).await;
+    send(&mut ws, r#"{"method":"subscribe","params":{"channel":"ticker","symbol":["BTC/USD"],"event_trigger":"bbo"},"req_id":1}"#).await;
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = seen.clone();
+    let limit = Duration::from_secs(1);
+    let waiting = tokio::spawn(async move {
+        wait_for_within(&mut ws, limit, move |_| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            false
+        })
+        .await
+    });
+    common::expect_deadline(waiting, &seen, limit).await;
 }

@@ -1,11 +1,46 @@
 //! Parse helpers every adapter shares: numbers as exchanges write them, validated quotes and
 //! trades, and the per-symbol sequence gate that drops out-of-order updates.
 
+use std::collections::{HashMap, HashSet};
+
+use spreadagg_model::Symbol;
 use spreadagg_model::wire::Side;
 
-use super::ParseError;
+use super::{Instrument, ParseError};
 use crate::event::{Print, Quote};
 use crate::symbols::SymbolId;
+
+/// Leaves out every trading instrument whose canonical symbol another trading instrument (a
+/// different native, or a different [`Instrument::volume_key`]: Kraken's pair key) also
+/// claims: which of them a frame, or a volume, would mean cannot be told. Instruments that
+/// are not trading (offline, halted, delisted listings) neither collide nor are removed:
+/// discovery skips them anyway, and a dead listing must not knock out the live one of the
+/// same base and quote.
+pub(crate) fn refuse_collisions(exchange: &str, list: Vec<Instrument>) -> Vec<Instrument> {
+    let mut claims: HashMap<&Symbol, HashSet<(&str, &str)>> = HashMap::new();
+    for i in list.iter().filter(|i| i.trading) {
+        claims
+            .entry(&i.symbol)
+            .or_default()
+            .insert((&i.native, i.volume_key()));
+    }
+    let clashing: HashSet<Symbol> = claims
+        .into_iter()
+        .filter(|(_, n)| n.len() > 1)
+        .map(|(symbol, n)| {
+            let mut n: Vec<(&str, &str)> = n.into_iter().collect();
+            n.sort_unstable();
+            tracing::warn!(exchange, %symbol, instruments = ?n, "trading instruments naming one symbol; all of them left out");
+            symbol.clone()
+        })
+        .collect();
+    if clashing.is_empty() {
+        return list;
+    }
+    list.into_iter()
+        .filter(|i| !(i.trading && clashing.contains(&i.symbol)))
+        .collect()
+}
 
 /// Parses a decimal string as the exchanges send prices and sizes.
 pub(crate) fn num(s: &str) -> Result<f64, ParseError> {

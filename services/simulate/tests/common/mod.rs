@@ -117,11 +117,34 @@ pub fn json_of(msg: &Message) -> Option<Value> {
     }
 }
 
-/// Reads until a JSON frame satisfies `pick`, answering HTX pings on the way.
+/// Runs `reading` (a loop over frames) under one overall deadline: when what it waits for
+/// never comes while other frames keep flowing (data, heartbeats, pings), the test fails here
+/// with a clear message instead of hanging, which a per-frame timeout alone cannot catch.
+pub async fn within<T>(limit: Duration, reading: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, reading)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "wait_for: no frame matching within {limit:?} (other frames may have kept coming)"
+            )
+        })
+}
+
+/// Reads until a JSON frame satisfies `pick`, answering HTX pings on the way; fails the test
+/// after [`WAIT`] in all.
 pub async fn wait_for(ws: &mut Ws, pick: impl Fn(&Value) -> bool) -> Value {
+    wait_for_within(ws, WAIT, pick).await
+}
+
+/// [`wait_for`] with its overall deadline.
+pub async fn wait_for_within(ws: &mut Ws, limit: Duration, pick: impl Fn(&Value) -> bool) -> Value {
+    let until = Instant::now() + limit;
     loop {
-        let msg = next_frame(ws)
+        let msg = next_until(ws, until)
             .await
+            .unwrap_or_else(|| {
+                panic!("wait_for: no frame matching within {limit:?} (other frames may have kept coming)")
+            })
             .expect("connection open")
             .expect("frame");
         let Some(v) = json_of(&msg) else { continue };
@@ -134,6 +157,33 @@ pub async fn wait_for(ws: &mut Ws, pick: impl Fn(&Value) -> bool) -> Value {
                 .expect("pong");
         }
     }
+}
+
+/// Checks a wait that nothing satisfies (`waiting`, a task running one of the `wait_for`
+/// helpers with a deadline of `limit`): it failed with the deadline's message, in about that
+/// time, while frames kept coming (`seen` counts them).
+pub async fn expect_deadline(
+    waiting: tokio::task::JoinHandle<Value>,
+    seen: &std::sync::atomic::AtomicUsize,
+    limit: Duration,
+) {
+    let started = Instant::now();
+    let failed = tokio::time::timeout(limit * 5, waiting)
+        .await
+        .expect("the wait ends by its deadline")
+        .expect_err("nothing matches, so the wait fails");
+    assert!(started.elapsed() < limit * 2, "{:?}", started.elapsed());
+    let message = failed
+        .into_panic()
+        .downcast::<String>()
+        .map(|m| *m)
+        .unwrap_or_default();
+    assert!(
+        message.contains("no frame matching within"),
+        "the deadline's message: {message:?}"
+    );
+    let seen = seen.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(seen >= 5, "frames kept coming meanwhile: {seen}");
 }
 
 /// The Close frame the server sends next, skipping data; panics if a frame matching

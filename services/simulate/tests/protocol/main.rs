@@ -105,14 +105,28 @@ pub async fn send(ws: &mut Ws, text: &str) {
     ws.send(Message::text(text)).await.expect("send");
 }
 
-/// Reads frames until one satisfies `pick`, skipping the rest.
+/// Runs `reading` (a loop over frames) under one overall deadline of [`WAIT`]: when what it
+/// waits for never comes while other frames keep flowing, the test fails with a clear message
+/// instead of hanging (the per-frame timeout never fires then).
+async fn within<T>(what: &str, reading: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, reading)
+        .await
+        .unwrap_or_else(|_| {
+            panic!("{what}: nothing matching within {WAIT:?} (other frames may have kept coming)")
+        })
+}
+
+/// Reads frames until one satisfies `pick`, skipping the rest; fails after [`WAIT`] in all.
 pub async fn wait_for(ws: &mut Ws, pick: impl Fn(&Value) -> bool) -> Value {
-    loop {
-        let v = next_json(ws).await;
-        if pick(&v) {
-            return v;
+    within("wait_for", async {
+        loop {
+            let v = next_json(ws).await;
+            if pick(&v) {
+                return v;
+            }
         }
-    }
+    })
+    .await
 }
 
 pub fn num(v: &Value) -> f64 {
@@ -139,5 +153,8 @@ pub async fn get(url: &str) -> (u16, Value) {
 }
 
 pub async fn wait_for_text(ws: &mut Ws, want: &str) {
-    while next_text(ws).await != want {}
+    within("wait_for_text", async {
+        while next_text(ws).await != want {}
+    })
+    .await;
 }

@@ -14,18 +14,22 @@
 //!
 //! Endpoint `wss://open-api-ws.bingx.com/market`. Every server frame is gzip-compressed binary
 //! (inflated here under [`MAX_INFLATED_BYTES`], 1 MiB). The server pings every 5 s with
-//! `{"ping":"<id>","time":"<time>"}` and expects `{"pong":"<id>","time":"<the same time>"}`;
-//! the session answers every ping itself through [`Output::replies`] and sends no keep-alive
-//! of its own. The swap service's plain `Ping` (answered `Pong`) is not documented for spot,
-//! but ccxt answers it on every BingX socket, so it is answered here too.
+//! `{"ping":"<id>","time":"<time>"}` and expects `{"pong":"<id>","time":"<the same time>"}`
+//! (`time` is a string in the docs; any JSON value is taken and echoed verbatim, so a numeric
+//! one is answered too); the session answers every ping itself through [`Output::replies`]
+//! and sends no keep-alive of its own. The swap service's plain `Ping` (answered `Pong`) is
+//! not documented for spot, but ccxt answers it on every BingX socket, so it is answered here
+//! too.
 //!
 //! One `dataType` per request: `{"id":"7","reqType":"sub","dataType":"BTC-USDT@bookTicker"}`,
 //! acked `{"id":"7","code":0,"msg":""}` (ccxt's live captures show `"msg":"SUCCESS",
 //! "timestamp":..` on spot and `"dataType":"","data":null` on swap: acks are matched by `id`
 //! whatever else they carry); a nonzero `code` is a refusal (100400 illegal argument, 100410
-//! frequency limit, ...). Each symbol therefore takes two requests (`@bookTicker` and
-//! `@trade`). Native symbols are the list's `BTC-USDT`, which must be upper case with a dash
-//! and is then also the canonical symbol, so two natives cannot map to one canonical symbol.
+//! frequency limit, ...), also when it carries the request's `dataType` (a frame with a
+//! nonzero `code`, a `dataType` and no `id` is an error on that stream). Each symbol
+//! therefore takes two requests (`@bookTicker` and `@trade`). Native symbols are the
+//! list's `BTC-USDT`, which must be upper case with a dash and is then also the canonical
+//! symbol, so two natives cannot map to one canonical symbol.
 //!
 //! What the docs leave uncertain, and what this adapter relies on:
 //! - `reqType`: the docs' introduction sends `"reqType":"sub"`, their per-stream examples and
@@ -303,13 +307,14 @@ impl BingxSession {
         }
         let env: wire::Envelope<'_> = serde_json::from_slice(json).map_err(malformed)?;
         if let Some(ping) = env.ping.as_deref() {
-            let mut pong = serde_json::Map::new();
-            pong.insert("pong".into(), ping.into());
-            if let Some(time) = env.time.as_deref() {
-                pong.insert("time".into(), time.into());
-            }
-            out.replies
-                .push(Outgoing::Text(serde_json::Value::Object(pong).to_string()));
+            // `time` goes back exactly as it came: a string stays a string, a number the
+            // same number, digit for digit.
+            let ping = serde_json::Value::from(ping).to_string();
+            let pong = match env.time {
+                Some(time) => format!(r#"{{"pong":{ping},"time":{}}}"#, time.get()),
+                None => format!(r#"{{"pong":{ping}}}"#),
+            };
+            out.replies.push(Outgoing::Text(pong));
             return Ok(Control::KeepAlive);
         }
         let data_type = env.data_type.as_deref().unwrap_or("");
@@ -317,11 +322,25 @@ impl BingxSession {
             return Ok(self.answer(&env));
         }
         if let Some(code) = env.code.filter(|&c| c != 0) {
-            return Err(ParseError::Exchange(format!(
+            let reason = format!(
                 "{code} on {}: {}",
                 data_type.chars().take(60).collect::<String>(),
                 env.msg.as_deref().unwrap_or("")
-            )));
+            );
+            // A refusal that also names its stream: it refuses the request of its `id`, so
+            // that the request is retried at once rather than after its ack timeout. Without
+            // an `id` it is an error on the stream.
+            let request = env.id.as_deref().and_then(|i| i.parse::<u64>().ok());
+            return match request {
+                Some(id) => {
+                    self.unacked.remove(&id);
+                    Ok(Control::Refused {
+                        request: Some(id),
+                        reason,
+                    })
+                }
+                None => Err(ParseError::Exchange(reason)),
+            };
         }
         let Some((native, topic)) = split_data_type(data_type) else {
             return Ok(Control::Ignored);

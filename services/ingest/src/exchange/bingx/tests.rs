@@ -312,6 +312,58 @@ fn refusals_are_reported_with_or_without_an_id() {
 }
 
 #[test]
+fn a_refusal_naming_its_data_type_refuses_the_request_of_its_id() {
+    let mut s = BingxSession::default();
+    let mut next_id = 1;
+    s.subscribe(&["BTC-USDT".to_owned()], &mut next_id);
+    let (r, out) = parse_with(
+        &mut s,
+        r#"{"id":"2","code":100400,"msg":"dataType not supported","dataType":"BTC-USDT@trade","timestamp":1696245842307}"#,
+    );
+    assert_eq!(
+        r,
+        Ok(Control::Refused {
+            request: Some(2),
+            reason: "100400 on BTC-USDT@trade: dataType not supported".into()
+        })
+    );
+    assert!(out.events.is_empty());
+    // The refused request no longer waits: a late ack for it confirms nothing, and a retry
+    // asks for its stream again.
+    assert_eq!(
+        parse_with(&mut s, r#"{"id":"2","code":0,"msg":""}"#).0,
+        Ok(Control::Ignored)
+    );
+    let again = s.subscribe(&["BTC-USDT".to_owned()], &mut next_id);
+    assert_eq!(again.len(), 2, "request 1 has no ack yet either");
+}
+
+#[test]
+fn a_ping_with_a_numeric_time_is_answered_with_the_same_number() {
+    let mut s = BingxSession::default();
+    for (ping, pong) in [
+        (
+            r#"{"ping":"2177c68e4d0e45679965f482929b59c2","time":1654590456323}"#,
+            r#"{"pong":"2177c68e4d0e45679965f482929b59c2","time":1654590456323}"#,
+        ),
+        // Digit for digit, not re-formatted.
+        (
+            r#"{"ping":"a","time":1654590456.3230}"#,
+            r#"{"pong":"a","time":1654590456.3230}"#,
+        ),
+        (
+            r#"{"ping":"b","time":"1654590456323"}"#,
+            r#"{"pong":"b","time":"1654590456323"}"#,
+        ),
+        (r#"{"ping":"c"}"#, r#"{"pong":"c"}"#),
+    ] {
+        let (r, out) = parse_with(&mut s, ping);
+        assert_eq!(r, Ok(Control::KeepAlive), "{ping}");
+        assert_eq!(out.replies, vec![Outgoing::Text(pong.into())], "{ping}");
+    }
+}
+
+#[test]
 fn subscribe_batches_one_data_type_per_request_at_the_connection_cap() {
     let natives: Vec<String> = (0..Bingx.limits().symbols_per_connection)
         .map(|i| format!("C{i}-USDT"))

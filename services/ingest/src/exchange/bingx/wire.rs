@@ -9,6 +9,7 @@ use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
+use serde_json::value::RawValue;
 
 use super::super::num;
 
@@ -128,8 +129,10 @@ pub(super) struct Ticker<'a> {
 pub(super) struct Envelope<'a> {
     #[serde(borrow, default)]
     pub ping: Option<Cow<'a, str>>,
+    /// The ping's time, to be echoed exactly: a string in the docs, but any JSON value is
+    /// taken as it came (a number must not fail the frame, or no pong goes out).
     #[serde(borrow, default)]
-    pub time: Option<Cow<'a, str>>,
+    pub time: Option<&'a RawValue>,
     #[serde(borrow, default)]
     pub id: Option<Cow<'a, str>>,
     #[serde(default)]

@@ -49,9 +49,10 @@ use std::time::Duration;
 use spreadagg_model::wire::Side;
 use spreadagg_model::{ExchangeId, Symbol, time::ms_to_ns};
 
+use super::parse::refuse_collisions;
 use super::{
     Adapter, Control, Event, Frame, Instrument, Layout, Limits, Outgoing, Output, ParseError,
-    Request, Session, SymbolTable, malformed, num, print, quote,
+    Request, Session, SymbolId, SymbolTable, malformed, num, print, quote,
 };
 
 /// Arguments (channels) per subscribe request.
@@ -114,8 +115,8 @@ impl Adapter for Bitget {
     }
 
     /// Maps each listing by its `baseCoin`/`quoteCoin`, never by cutting `symbol` apart.
-    /// Natives that would share one canonical symbol are all left out (which one a frame
-    /// meant would be a guess).
+    /// Trading natives that would share one canonical symbol are all left out (which one a
+    /// frame meant would be a guess); listings not online take no part in that check.
     fn parse_instruments(&self, body: &str) -> Result<Vec<Instrument>, ParseError> {
         let r: wire::Response<wire::Symbol<'_>> = serde_json::from_str(body).map_err(malformed)?;
         check_code(&r.code, &r.msg)?;
@@ -133,25 +134,7 @@ impl Adapter for Bitget {
                 })
             })
             .collect();
-        let mut count: HashMap<&Symbol, usize> = HashMap::new();
-        for i in &list {
-            *count.entry(&i.symbol).or_default() += 1;
-        }
-        let clashing: Vec<Symbol> = count
-            .into_iter()
-            .filter(|(_, n)| *n > 1)
-            .map(|(s, _)| s.clone())
-            .collect();
-        if clashing.is_empty() {
-            return Ok(list);
-        }
-        for s in &clashing {
-            tracing::warn!(symbol = %s, "bitget lists several instruments for one symbol; none of them is used");
-        }
-        Ok(list
-            .into_iter()
-            .filter(|i| !clashing.contains(&i.symbol))
-            .collect())
+        Ok(refuse_collisions("bitget", list))
     }
 
     fn parse_volumes(&self, body: &str) -> Result<HashMap<String, f64>, ParseError> {
@@ -399,35 +382,55 @@ impl Session for BitgetSession {
             Channel::Trade => {
                 let push: wire::Push<wire::TradeData<'_>> =
                     serde_json::from_str(text).map_err(malformed)?;
+                // A bad trade is skipped, not the ones after it; the frame is still rejected
+                // (its first error), and the trades read are published all the same.
                 let mut prints = Vec::with_capacity(push.data.len());
+                let mut first_error = None;
                 for d in push.data {
-                    let side = match d.side.as_ref() {
-                        "buy" => Side::Buy,
-                        "sell" => Side::Sell,
-                        other => return Err(malformed(format!("trade side {other:?}"))),
-                    };
-                    prints.push(print(
-                        symbol,
-                        (num(&d.price)?, num(&d.size)?),
-                        side,
-                        d.trade_id.into_owned(),
-                        ms_to_ns(ts_ms(&d.ts)?),
-                        recv_ts_ns,
-                    )?);
+                    match trade(symbol, d, recv_ts_ns) {
+                        Ok(p) => prints.push(p),
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                        }
+                    }
                 }
                 match action {
                     // Recent trades, repeated on every subscribe: already seen, or older
                     // than the subscription (validated above all the same).
-                    "snapshot" => Ok(Control::Ignored),
+                    "snapshot" => first_error.map_or(Ok(Control::Ignored), Err),
                     "update" => {
                         out.events.extend(prints.into_iter().map(Event::Print));
-                        Ok(Control::Data)
+                        first_error.map_or(Ok(Control::Data), Err)
                     }
-                    other => Err(malformed(format!("trade action {other:?}"))),
+                    other => {
+                        Err(first_error
+                            .unwrap_or_else(|| malformed(format!("trade action {other:?}"))))
+                    }
                 }
             }
         }
     }
+}
+
+/// One element of a `trade` push.
+fn trade(
+    symbol: SymbolId,
+    d: wire::TradeData<'_>,
+    recv_ts_ns: i64,
+) -> Result<crate::event::Print, ParseError> {
+    let side = match d.side.as_ref() {
+        "buy" => Side::Buy,
+        "sell" => Side::Sell,
+        other => return Err(malformed(format!("trade side {other:?}"))),
+    };
+    print(
+        symbol,
+        (num(&d.price)?, num(&d.size)?),
+        side,
+        d.trade_id.into_owned(),
+        ms_to_ns(ts_ms(&d.ts)?),
+        recv_ts_ns,
+    )
 }
 
 /// `,"name":"value"`: the value.

@@ -88,6 +88,23 @@ fn trade_updates_are_published_and_the_snapshot_is_not() {
 }
 
 #[test]
+fn a_bad_trade_is_skipped_and_the_ones_after_it_are_kept() {
+    let (r, out) = parse(
+        r#"{"action":"update","arg":{"instType":"SPOT","channel":"trade","instId":"BTCUSDT"},"data":[{"ts":"1695709835822","price":"26293.4","size":"0.0013","side":"buy","tradeId":"1"},{"ts":"1695709835823","price":"-1","size":"0.5","side":"sell","tradeId":"2"},{"ts":"1695709835824","price":"26293.2","size":"0.2","side":"sell","tradeId":"3"}],"ts":1695709835830}"#,
+    );
+    // The frame is rejected for its bad trade; the good ones around it all go out.
+    assert!(r.is_err(), "{r:?}");
+    let ids: Vec<&str> = out
+        .iter()
+        .map(|e| match e {
+            Event::Print(t) => t.trade_id.as_str(),
+            Event::Quote(q) => panic!("a trade: {q:?}"),
+        })
+        .collect();
+    assert_eq!(ids, ["1", "3"]);
+}
+
+#[test]
 fn keepalive_acks_and_errors() {
     let mut s = BitgetSession::default();
     assert_eq!(parse_with(&mut s, "pong").0, Ok(Control::KeepAlive));
@@ -363,6 +380,33 @@ fn two_natives_for_one_symbol_are_both_left_out() {
     let list = Bitget.parse_instruments(body).expect("symbols");
     let natives: Vec<&str> = list.iter().map(|i| i.native.as_str()).collect();
     assert_eq!(natives, ["ETHUSDT"]);
+}
+
+#[test]
+fn a_listing_not_online_does_not_knock_out_the_online_one() {
+    // A delisted or halted listing of the same coins, before and after the online one.
+    for body in [
+        r#"{"code":"00000","msg":"success","data":[
+            {"symbol":"BTCUSDT_SPBL","baseCoin":"BTC","quoteCoin":"USDT","status":"offline"},
+            {"symbol":"BTCUSDT","baseCoin":"BTC","quoteCoin":"USDT","status":"online"},
+            {"symbol":"ETHUSDT","baseCoin":"ETH","quoteCoin":"USDT","status":"online"}]}"#,
+        r#"{"code":"00000","msg":"success","data":[
+            {"symbol":"BTCUSDT","baseCoin":"BTC","quoteCoin":"USDT","status":"online"},
+            {"symbol":"ETHUSDT","baseCoin":"ETH","quoteCoin":"USDT","status":"online"},
+            {"symbol":"BTCUSDT_OLD","baseCoin":"BTC","quoteCoin":"USDT","status":"halt"}]}"#,
+    ] {
+        let list = Bitget.parse_instruments(body).expect("symbols");
+        let trading: Vec<(&str, &str)> = list
+            .iter()
+            .filter(|i| i.trading)
+            .map(|i| (i.native.as_str(), i.symbol.as_str()))
+            .collect();
+        assert_eq!(
+            trading,
+            [("BTCUSDT", "BTC-USDT"), ("ETHUSDT", "ETH-USDT")],
+            "{body}"
+        );
+    }
 }
 
 #[test]

@@ -26,6 +26,13 @@
 //! - A refusal may come without `req_id` (clients report `args size >10` answers without
 //!   one); it is then [`Control::Refused`] with no request, which times out like an unanswered
 //!   one. Every request we send carries its id as `req_id`.
+//! - A request sent again after its ack timed out (the ack came late, so its topics are held)
+//!   is refused `{"success":false,"ret_msg":"error:already subscribed,topic:<t>",..}` (the
+//!   message Bybit is reported to use; the docs show none). A retry carries exactly the
+//!   topics of the request it repeats, so such a refusal counts as the request's ack (as
+//!   Kraken's adapter does): a late ack never turns into a refusal resent forever. (Were a
+//!   request refused for one held topic while others in it are not held, those would be
+//!   counted as subscribed; a retry repeating an acked request cannot be in that case.)
 //! - An `orderbook.1` snapshot with an empty side (`"b":[]` or `"a":[]`) has no best bid/ask:
 //!   it is skipped ([`Control::Ignored`], no quote), not counted as bad input. Bybit re-pushes
 //!   unchanged books every 3 s, so counting it would count an illiquid market's silence every
@@ -54,6 +61,7 @@ use std::time::Duration;
 use spreadagg_model::wire::Side;
 use spreadagg_model::{ExchangeId, Symbol, time::ms_to_ns};
 
+use super::parse::refuse_collisions;
 use super::{
     Adapter, Control, Event, Frame, Instrument, Layout, Limits, Outgoing, Output, ParseError,
     Request, SeqGate, Session, SymbolId, SymbolTable, malformed, num, print, quote,
@@ -140,7 +148,7 @@ impl Adapter for Bybit {
                 })
             })
             .collect();
-        Ok(refuse_collisions(list))
+        Ok(refuse_collisions("bybit", list))
     }
 
     fn parse_volumes(&self, body: &str) -> Result<HashMap<String, f64>, ParseError> {
@@ -160,31 +168,6 @@ impl Adapter for Bybit {
     fn keepalive_every(&self) -> Option<Duration> {
         Some(PING_EVERY)
     }
-}
-
-/// Leaves out every trading instrument whose canonical symbol another trading native also
-/// claims: which of them the feed would mean cannot be told.
-fn refuse_collisions(list: Vec<Instrument>) -> Vec<Instrument> {
-    let mut natives: HashMap<&Symbol, HashSet<&str>> = HashMap::new();
-    for i in list.iter().filter(|i| i.trading) {
-        natives.entry(&i.symbol).or_default().insert(&i.native);
-    }
-    let clashing: HashSet<Symbol> = natives
-        .into_iter()
-        .filter(|(_, n)| n.len() > 1)
-        .map(|(symbol, n)| {
-            let mut n: Vec<&str> = n.into_iter().collect();
-            n.sort_unstable();
-            tracing::warn!(%symbol, natives = ?n, "bybit: two instruments name one symbol; both left out");
-            symbol.clone()
-        })
-        .collect();
-    if clashing.is_empty() {
-        return list;
-    }
-    list.into_iter()
-        .filter(|i| !(i.trading && clashing.contains(&i.symbol)))
-        .collect()
 }
 
 /// One Bybit connection: one ack per request, matched by `req_id`.
@@ -251,6 +234,12 @@ impl Session for BybitSession {
                     Some(id) if self.pending.remove(&id) => Control::Subscribed(id),
                     _ => Control::Ignored,
                 },
+                // "Already subscribed": a retry of a request whose ack came after its
+                // timeout. The topics are held, so it counts as this request's ack.
+                ("subscribe", _) if already_subscribed(env.ret_msg.as_deref()) => match request {
+                    Some(id) if self.pending.remove(&id) => Control::Subscribed(id),
+                    _ => Control::Ignored,
+                },
                 ("subscribe", _) => {
                     if let Some(id) = request {
                         self.pending.remove(&id);
@@ -288,26 +277,49 @@ impl Session for BybitSession {
         }
         if topic.starts_with(TRADE_TOPIC) {
             let push: wire::TradePush<'_> = serde_json::from_str(text).map_err(malformed)?;
+            // A bad trade is skipped, not the ones after it; the frame is still rejected (its
+            // first error), and the trades read are published all the same.
+            let mut first_error = None;
             for t in push.data {
-                let symbol = lookup(symbols, &t.s)?;
-                let side = match t.side.as_ref() {
-                    "Buy" => Side::Buy,
-                    "Sell" => Side::Sell,
-                    other => return Err(malformed(format!("trade side {other:?}"))),
-                };
-                out.events.push(Event::Print(print(
-                    symbol,
-                    (num(&t.p)?, num(&t.v)?),
-                    side,
-                    t.i.into_owned(),
-                    ms_to_ns(t.time),
-                    recv_ts_ns,
-                )?));
+                match trade(symbols, t, recv_ts_ns) {
+                    Ok(p) => out.events.push(Event::Print(p)),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
             }
-            return Ok(Control::Data);
+            return first_error.map_or(Ok(Control::Data), Err);
         }
         Ok(Control::Ignored)
     }
+}
+
+/// One element of a `publicTrade` push.
+fn trade(
+    symbols: &SymbolTable,
+    t: wire::Trade<'_>,
+    recv_ts_ns: i64,
+) -> Result<super::Print, ParseError> {
+    let symbol = lookup(symbols, &t.s)?;
+    let side = match t.side.as_ref() {
+        "Buy" => Side::Buy,
+        "Sell" => Side::Sell,
+        other => return Err(malformed(format!("trade side {other:?}"))),
+    };
+    print(
+        symbol,
+        (num(&t.p)?, num(&t.v)?),
+        side,
+        t.i.into_owned(),
+        ms_to_ns(t.time),
+        recv_ts_ns,
+    )
+}
+
+/// Whether a subscribe refusal says its topic is already held
+/// (`error:already subscribed,topic:orderbook.1.BTCUSDT`).
+fn already_subscribed(ret_msg: Option<&str>) -> bool {
+    ret_msg.is_some_and(|m| m.to_ascii_lowercase().contains("already subscribed"))
 }
 
 /// The best level of a side, `None` when the side is empty.

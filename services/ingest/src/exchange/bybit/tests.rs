@@ -75,6 +75,23 @@ fn public_trade_as_documented() {
 }
 
 #[test]
+fn a_bad_trade_is_skipped_and_the_ones_after_it_are_kept() {
+    let (r, out) = parse(
+        r#"{"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":1672304486868,"data":[{"T":1672304486865,"s":"BTCUSDT","S":"Buy","v":"0.001","p":"16578.50","i":"a","BT":false},{"T":1672304486866,"s":"BTCUSDT","S":"Hold","v":"0.002","p":"16578.00","i":"b","BT":false},{"T":1672304486867,"s":"BTCUSDT","S":"Sell","v":"0.003","p":"16577.00","i":"c","BT":false},{"T":1672304486868,"s":"BTCUSDT","S":"Sell","v":"0.004","p":"x","i":"d","BT":false}]}"#,
+    );
+    // The frame is rejected for its first bad trade; the good ones around it all go out.
+    assert_eq!(r.map_err(|e| e.label()), Err("malformed"));
+    let ids: Vec<&str> = out
+        .iter()
+        .map(|e| match e {
+            Event::Print(t) => t.trade_id.as_str(),
+            Event::Quote(q) => panic!("a trade: {q:?}"),
+        })
+        .collect();
+    assert_eq!(ids, ["a", "c"]);
+}
+
+#[test]
 fn pongs_of_either_shape_are_keepalive_never_errors() {
     let mut s = BybitSession::default();
     assert_eq!(
@@ -152,6 +169,40 @@ fn acks_and_refusals_are_matched_by_req_id() {
     assert_eq!(
         parse(r#"{"success":false,"ret_msg":"error:unknown op","conn_id":"c","op":"what"}"#).0,
         Ok(Control::ExchangeError("op what: error:unknown op".into()))
+    );
+}
+
+#[test]
+fn already_subscribed_is_the_ack_of_a_retry_whose_first_ack_came_late() {
+    let mut s = BybitSession::default();
+    let natives = ["BTCUSDT".to_owned()];
+    let mut next_id = 7;
+    let _ = s.subscribe(&natives, &mut next_id);
+    // No ack within the timeout: the connection forgets request 7 and sends it again as 8.
+    s.forget(7);
+    let retry = s.subscribe(&natives, &mut next_id);
+    assert_eq!(retry[0].id, 8);
+    // Request 7's ack arrives late: it confirms nothing.
+    assert_eq!(
+        parse_with(
+            &mut s,
+            r#"{"success":true,"ret_msg":"subscribe","conn_id":"c","req_id":"7","op":"subscribe"}"#
+        )
+        .0,
+        Ok(Control::Ignored)
+    );
+    // The retry finds its topics held: that is its ack, not a refusal to send again.
+    let already = r#"{"success":false,"ret_msg":"error:already subscribed,topic:orderbook.1.BTCUSDT","conn_id":"c","req_id":"8","op":"subscribe"}"#;
+    assert_eq!(parse_with(&mut s, already).0, Ok(Control::Subscribed(8)));
+    assert_eq!(
+        parse_with(&mut s, already).0,
+        Ok(Control::Ignored),
+        "a repeated answer confirms nothing more"
+    );
+    // Naming no request of ours, it confirms nothing either.
+    assert_eq!(
+        parse(r#"{"success":false,"ret_msg":"error:already subscribed,topic:publicTrade.BTCUSDT","conn_id":"c","op":"subscribe"}"#).0,
+        Ok(Control::Ignored)
     );
 }
 

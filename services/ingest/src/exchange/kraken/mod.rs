@@ -52,8 +52,9 @@
 //!   legacy asset codes deliberately (a table, not prefix stripping: `XTZ` is Tezos); the
 //!   wsname must agree with the mapped base and quote, or the pair is skipped. The native
 //!   symbol is the v2 spelling `BASE/QUOTE`, and the pair key is the instrument's
-//!   [`Instrument::volume_key`]. Two pairs mapping onto one canonical symbol are both refused;
-//!   darkpool pairs (`.d`) and pairs whose `status` is not `online` are not traded.
+//!   [`Instrument::volume_key`]. Two trading pairs mapping onto one canonical symbol are both
+//!   refused (a pair not trading takes no part in that check); darkpool pairs (`.d`) and pairs
+//!   whose `status` is not `online` are not traded.
 //! - Message rate: Kraken's limit on client messages is dynamic and undocumented in number
 //!   (<https://docs.kraken.com/api/docs/guides/spot-ratelimits>); third-party clients report
 //!   `{"Error":"Exceeded msg rate"}`. An error naming no request is an exchange error; one
@@ -72,6 +73,7 @@ use std::time::Duration;
 use spreadagg_model::wire::Side;
 use spreadagg_model::{ExchangeId, Symbol};
 
+use super::parse::refuse_collisions;
 use super::{
     Adapter, Control, Event, Frame, Instrument, Layout, Limits, Outgoing, Output, ParseError,
     Request, Session, SymbolTable, malformed, num, print, quote,
@@ -306,8 +308,6 @@ impl Adapter for Kraken {
         check_errors(&r.error)?;
         let result = r.result.ok_or_else(|| malformed("no result"))?;
         let mut out: Vec<Instrument> = Vec::with_capacity(result.len());
-        let mut seen: HashMap<Symbol, usize> = HashMap::new();
-        let mut collided: HashSet<Symbol> = HashSet::new();
         for (key, pair) in result {
             // Darkpool books are not on the public WebSocket.
             if key.ends_with(".d") {
@@ -329,11 +329,6 @@ impl Adapter for Kraken {
                 tracing::warn!(pair = %key, wsname, base = %pair.base, quote = %pair.quote, "kraken pair whose wsname disagrees with its assets; skipped");
                 continue;
             }
-            if seen.contains_key(&symbol) {
-                collided.insert(symbol);
-                continue;
-            }
-            seen.insert(symbol.clone(), out.len());
             out.push(Instrument {
                 native: ws_symbol(&symbol),
                 trading: pair.status.as_deref().is_none_or(|s| s == "online"),
@@ -341,11 +336,8 @@ impl Adapter for Kraken {
                 volume_key: Some(key),
             });
         }
-        if !collided.is_empty() {
-            tracing::warn!(symbols = ?collided, "kraken pairs mapping onto one canonical symbol; all of them skipped");
-            out.retain(|i| !collided.contains(&i.symbol));
-        }
-        Ok(out)
+        // Only trading pairs collide: an offline pair must not knock out the online one.
+        Ok(refuse_collisions("kraken", out))
     }
 
     fn parse_volumes(&self, body: &str) -> Result<HashMap<String, f64>, ParseError> {
@@ -528,32 +520,49 @@ impl KrakenSession {
                 }
                 let push: wire::Push<wire::TradeData<'_>> =
                     serde_json::from_str(text).map_err(malformed)?;
+                // A bad trade is skipped, not the ones after it; the frame is still rejected
+                // (its first error), and the trades read are published all the same.
+                let mut first_error = None;
                 for d in push.data {
-                    let side = match d.side.as_ref() {
-                        "buy" => Side::Buy,
-                        "sell" => Side::Sell,
-                        other => {
-                            return Err(malformed(format!(
-                                "trade side {:?}",
-                                other.chars().take(20).collect::<String>()
-                            )));
+                    match trade(symbols, &d, recv_ts_ns) {
+                        Ok(p) => out.events.push(Event::Print(p)),
+                        Err(e) => {
+                            first_error.get_or_insert(e);
                         }
-                    };
-                    out.events.push(Event::Print(print(
-                        lookup(symbols, &d.symbol)?,
-                        (d.price, d.qty),
-                        side,
-                        d.trade_id.to_string(),
-                        rfc3339_ns(&d.timestamp)?,
-                        recv_ts_ns,
-                    )?));
+                    }
                 }
-                Ok(Control::Data)
+                first_error.map_or(Ok(Control::Data), Err)
             }
             // Channels we never subscribe to (book, ohlc, instrument).
             _ => Ok(Control::Ignored),
         }
     }
+}
+
+/// One element of a `trade` update.
+fn trade(
+    symbols: &SymbolTable,
+    d: &wire::TradeData<'_>,
+    recv_ts_ns: i64,
+) -> Result<crate::event::Print, ParseError> {
+    let side = match d.side.as_ref() {
+        "buy" => Side::Buy,
+        "sell" => Side::Sell,
+        other => {
+            return Err(malformed(format!(
+                "trade side {:?}",
+                other.chars().take(20).collect::<String>()
+            )));
+        }
+    };
+    print(
+        lookup(symbols, &d.symbol)?,
+        (d.price, d.qty),
+        side,
+        d.trade_id.to_string(),
+        rfc3339_ns(&d.timestamp)?,
+        recv_ts_ns,
+    )
 }
 
 fn refusal(env: &wire::Envelope<'_>) -> String {

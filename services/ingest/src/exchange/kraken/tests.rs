@@ -88,6 +88,23 @@ fn the_exact_layout_and_the_general_parser_agree() {
 }
 
 #[test]
+fn a_bad_trade_is_skipped_and_the_ones_after_it_are_kept() {
+    let (r, out) = parse(
+        r#"{"channel":"trade","type":"update","data":[{"symbol":"MATIC/USD","side":"buy","price":0.5147,"qty":1.0,"ord_type":"limit","trade_id":1,"timestamp":"2023-09-25T07:48:36.925533Z"},{"symbol":"MATIC/USD","side":"buy","price":0.5147,"qty":1.0,"ord_type":"limit","trade_id":2,"timestamp":"yesterday"},{"symbol":"MATIC/USD","side":"sell","price":0.5146,"qty":1.5,"ord_type":"market","trade_id":3,"timestamp":"2023-09-25T07:48:37Z"}]}"#,
+    );
+    // The frame is rejected for its bad trade; the good ones around it all go out.
+    assert_eq!(r.map_err(|e| e.label()), Err("bad_number"));
+    let ids: Vec<&str> = out
+        .iter()
+        .map(|e| match e {
+            Event::Print(t) => t.trade_id.as_str(),
+            Event::Quote(q) => panic!("a trade: {q:?}"),
+        })
+        .collect();
+    assert_eq!(ids, ["1", "3"]);
+}
+
+#[test]
 fn trades_as_documented_and_their_snapshot_is_not_re_emitted() {
     let (r, out) = parse(
         r#"{"channel":"trade","type":"update","data":[{"symbol":"MATIC/USD","side":"buy","price":0.5147,"qty":6423.46326,"ord_type":"limit","trade_id":4665846,"timestamp":"2023-09-25T07:48:36.925533Z"},{"symbol":"MATIC/USD","side":"sell","price":0.5146,"qty":1.5,"ord_type":"market","trade_id":4665847,"timestamp":"2023-09-25T07:48:37Z"}]}"#,
@@ -553,6 +570,37 @@ fn two_pairs_onto_one_symbol_are_both_refused() {
     let list = Kraken.parse_instruments(body).expect("asset pairs");
     let names: Vec<&str> = list.iter().map(|i| i.symbol.as_str()).collect();
     assert_eq!(names, vec!["ETH-USD"]);
+}
+
+#[test]
+fn a_pair_not_online_does_not_knock_out_the_online_one() {
+    // A pair not trading for the same assets, its key sorting before and after the online
+    // one's (the result is read in key order).
+    for body in [
+        r#"{"error":[],"result":{
+            "XBTUSDOLD":{"altname":"XBTUSDOLD","wsname":"BTC/USD","base":"XBT","quote":"USD","status":"delisted"},
+            "XXBTZUSD":{"altname":"XBTUSD","wsname":"XBT/USD","base":"XXBT","quote":"ZUSD","status":"online"},
+            "XETHZUSD":{"altname":"ETHUSD","wsname":"ETH/USD","base":"XETH","quote":"ZUSD","status":"online"}
+        }}"#,
+        r#"{"error":[],"result":{
+            "XXBTZUSD":{"altname":"XBTUSD","wsname":"XBT/USD","base":"XXBT","quote":"ZUSD","status":"online"},
+            "XETHZUSD":{"altname":"ETHUSD","wsname":"ETH/USD","base":"XETH","quote":"ZUSD","status":"online"},
+            "YBTCUSD":{"altname":"YBTCUSD","wsname":"BTC/USD","base":"XBT","quote":"USD","status":"cancel_only"}
+        }}"#,
+    ] {
+        let list = Kraken.parse_instruments(body).expect("asset pairs");
+        let mut trading: Vec<(&str, &str)> = list
+            .iter()
+            .filter(|i| i.trading)
+            .map(|i| (i.symbol.as_str(), i.volume_key()))
+            .collect();
+        trading.sort_unstable();
+        assert_eq!(
+            trading,
+            [("BTC-USD", "XXBTZUSD"), ("ETH-USD", "XETHZUSD")],
+            "{body}"
+        );
+    }
 }
 
 #[test]
