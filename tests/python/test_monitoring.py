@@ -369,14 +369,16 @@ def live(tmp_path_factory):
         # A failing store: the archive's `ticks` directory becomes a plain file, so the next
         # flush of ticks cannot write (retried with backoff); then the store comes back.
         ticks_dir = workdir / "data/ticks"
-        if ticks_dir.is_dir():
-            ticks_dir.rename(workdir / "data/ticks.away")
-            ticks_dir.write_text("not a directory")
-            try:
-                wait_for("archive write error", seen("spreadagg_archive_write_errors_total", stream="ticks"), 30)
-            finally:
-                ticks_dir.unlink()
-                (workdir / "data/ticks.away").rename(ticks_dir)
+        # The first ticks file may come after the first trades file: wait for it.
+        assert wait_for("the first ticks file", ticks_dir.is_dir, 30), system.log()
+        ticks_dir.rename(workdir / "data/ticks.away")
+        ticks_dir.write_text("not a directory")
+        try:
+            assert wait_for("archive write error",
+                            seen("spreadagg_archive_write_errors_total", stream="ticks"), 30), system.log()
+        finally:
+            ticks_dir.unlink()
+            (workdir / "data/ticks.away").rename(ticks_dir)
 
         wait_for("reconnect", seen("spreadagg_ingest_reconnects_total", exchange="okx"), 30)
         wait_for("rotation", seen("spreadagg_ingest_rotations_total", exchange="binance"), 30)
