@@ -36,6 +36,9 @@ enum Mode {
     /// Like Stream, but each subscription is acked 1.3 s after its request (KuCoin's bootstrap
     /// and HTX's per-topic requests make a subscription take that long).
     SlowAck,
+    /// Like Stream, and each tick also sends a `trades` frame of two trades whose second is
+    /// unusable (a price of "-1").
+    HalfBadTrades,
     /// Like Stream, but the first connection, after three quotes, sends OKX's service-upgrade
     /// notice and its Close frame in one write, so the client may see either first.
     AnnounceThenClose,
@@ -137,6 +140,10 @@ async fn server(mode: Mode) -> Server {
                             }
                             let s = seq.fetch_add(1, Ordering::SeqCst);
                             if tx.send(Message::text(bbo(s))).await.is_err() { break }
+                            if mode == Mode::HalfBadTrades {
+                                let trades = format!(r#"{{"arg":{{"channel":"trades","instId":"BTC-USDT"}},"data":[{{"instId":"BTC-USDT","tradeId":"good{s}","px":"101.2","sz":"0.5","side":"buy","ts":"1700000000000"}},{{"instId":"BTC-USDT","tradeId":"bad{s}","px":"-1","sz":"0.5","side":"sell","ts":"1700000000000"}}]}}"#);
+                                if tx.send(Message::text(trades)).await.is_err() { break }
+                            }
                             sent += 1;
                             if mode == Mode::AnnounceThenClose && nth == 0 && sent == 3 {
                                 let notice = r#"{"event":"notice","msg":"The connection will soon be closed for a service upgrade. Please reconnect.","code":"64008","connId":"t"}"#;
@@ -302,6 +309,34 @@ async fn garbage_is_counted_and_the_session_goes_on() {
         "bad frames must not end the session"
     );
     assert!(f.health.is_ready(), "{}", f.health.report());
+    f.stop().await;
+}
+
+/// A frame rejected midway still delivers what was read and validated before the failure:
+/// OKX's adapter pushes the first trade of a `trades` frame, then fails on the second; the
+/// first reaches the publisher, the second does not, and the frame counts as rejected.
+#[tokio::test]
+async fn a_frame_rejected_midway_still_delivers_the_events_before_the_failure() {
+    let s = server(Mode::HalfBadTrades).await;
+    let f = start(&s.url, settings());
+    let mut out = Vec::new();
+    let mut trades: Vec<String> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while trades.len() < 3 {
+        out.clear();
+        match tokio::time::timeout_at(deadline, f.shared.sink.take(16, &mut out)).await {
+            Ok(_) => trades.extend(out.iter().filter_map(|e| match e {
+                Event::Print(p) => Some(p.trade_id.clone()),
+                Event::Quote(_) => None,
+            })),
+            Err(_) => panic!("trades seen: {trades:?}; {}", f.health.report()),
+        }
+    }
+    assert!(
+        trades.iter().all(|t| t.starts_with("good")),
+        "only the valid trades: {trades:?}"
+    );
+    assert_eq!(s.accepted.load(Ordering::SeqCst), 1, "the session goes on");
     f.stop().await;
 }
 

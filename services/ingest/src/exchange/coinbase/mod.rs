@@ -475,9 +475,13 @@ pub struct CoinbaseSession {
     books: HashMap<SymbolId, Book>,
     /// A message was lost (why): the books are gone and `l2_data` is ignored until replaced.
     desynced: Option<String>,
-    /// Level updates of the frame being read, reused.
+    /// Level updates of the frame being read, reused (up to [`SCRATCH_KEPT_LEVELS`]).
     scratch: Vec<Level>,
 }
+
+/// Levels the reused update buffer keeps between frames; a larger one (a deep snapshot) is
+/// released at the next frame.
+const SCRATCH_KEPT_LEVELS: usize = 4_096;
 
 impl CoinbaseSession {
     fn request(
@@ -806,6 +810,11 @@ impl Session for CoinbaseSession {
         let Frame::Text(text) = frame else {
             return Err(malformed("binary frame"));
         };
+        // A deep snapshot grows the reused buffer to its size: give that memory back rather
+        // than hold it for the connection's life.
+        if self.scratch.capacity() > SCRATCH_KEPT_LEVELS {
+            self.scratch = Vec::new();
+        }
         if let Some(f) = l2_layout(text, &mut self.scratch) {
             return self.on_l2_fast(&f, symbols, recv_ts_ns, out);
         }

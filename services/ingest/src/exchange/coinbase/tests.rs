@@ -613,6 +613,11 @@ fn a_multi_megabyte_snapshot_is_read_bounded_with_the_right_top() {
         (MAX_LEVELS_PER_SIDE, MAX_LEVELS_PER_SIDE)
     );
     assert!(Coinbase.limits().max_message_bytes > snap.len());
+    // The buffer the snapshot grew is given back at the next frame, not held for good.
+    assert!(s.scratch.capacity() > SCRATCH_KEPT_LEVELS);
+    let (r, _) = parse_with(&mut s, &update(1, &[("bid", "49999.99", "0.7")]));
+    assert_eq!(r, Ok(Control::Data));
+    assert!(s.scratch.capacity() <= SCRATCH_KEPT_LEVELS);
 }
 
 #[test]
