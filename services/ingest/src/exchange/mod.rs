@@ -34,7 +34,7 @@ use spreadagg_model::{ExchangeId, Symbol};
 
 pub use crate::event::{Event, Print, Quote};
 pub use crate::symbols::{SymbolId, SymbolTable};
-pub(crate) use parse::{Layout, SeqGate, malformed, num, print, quote};
+pub(crate) use parse::{Layout, SeqGate, malformed, num, print, quote, rfc3339_ns};
 
 /// One tradable instrument as the exchange lists it, mapped to the canonical symbol.
 #[derive(Debug, Clone, PartialEq)]

@@ -193,6 +193,113 @@ impl<'a> Layout<'a> {
     }
 }
 
+/// Unix nanoseconds of an RFC 3339 time as Coinbase and Kraken write them
+/// (`2022-12-25T09:30:59.123456Z`; any fraction, digits past the ninth dropped; `Z` or a
+/// `+hh:mm` offset).
+///
+/// # Errors
+/// When the text is not such a time, or is out of the nanosecond range of `i64`.
+pub(crate) fn rfc3339_ns(text: &str) -> Result<i64, ParseError> {
+    let bad = || ParseError::BadNumber(text.chars().take(40).collect());
+    let b = text.as_bytes();
+    let digits = |from: usize, n: usize| -> Result<i64, ParseError> {
+        let s = b.get(from..from + n).ok_or_else(bad)?;
+        s.iter().try_fold(0i64, |acc, &c| {
+            if c.is_ascii_digit() {
+                Ok(acc * 10 + i64::from(c - b'0'))
+            } else {
+                Err(bad())
+            }
+        })
+    };
+    let sep = |at: usize, chars: &[u8]| -> Result<(), ParseError> {
+        match b.get(at) {
+            Some(c) if chars.contains(c) => Ok(()),
+            _ => Err(bad()),
+        }
+    };
+    let year = digits(0, 4)?;
+    sep(4, b"-")?;
+    let month = digits(5, 2)?;
+    sep(7, b"-")?;
+    let day = digits(8, 2)?;
+    sep(10, b"Tt")?;
+    let hour = digits(11, 2)?;
+    sep(13, b":")?;
+    let minute = digits(14, 2)?;
+    sep(16, b":")?;
+    let second = digits(17, 2)?;
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    let max_day = usize::try_from(month - 1)
+        .ok()
+        .and_then(|m| month_days.get(m))
+        .copied()
+        .ok_or_else(bad)?;
+    if day < 1 || day > max_day || hour > 23 || minute > 59 || second > 60 {
+        return Err(bad());
+    }
+    let mut i = 19;
+    let mut nanos = 0i64;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            if i - start < 9 {
+                nanos = nanos * 10 + i64::from(b[i] - b'0');
+            }
+            i += 1;
+        }
+        if i == start {
+            return Err(bad());
+        }
+        for _ in (i - start)..9 {
+            nanos *= 10;
+        }
+    }
+    let offset_s = match b.get(i) {
+        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
+        Some(&sign @ (b'+' | b'-')) if i + 6 == b.len() => {
+            sep(i + 3, b":")?;
+            let (h, m) = (digits(i + 1, 2)?, digits(i + 4, 2)?);
+            if h > 23 || m > 59 {
+                return Err(bad());
+            }
+            let s = h * 3_600 + m * 60;
+            if sign == b'+' { s } else { -s }
+        }
+        _ => return Err(bad()),
+    };
+    // Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+    let (y, m) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3_600 + minute * 60 + second - offset_s;
+    secs.checked_mul(1_000_000_000)
+        .and_then(|ns| ns.checked_add(nanos))
+        .ok_or_else(bad)
+}
+
 /// The last update id seen per symbol on one connection: an update not newer than the last
 /// one is stale (a replay, or out of order) and is dropped. Ids of 0 (none sent) pass.
 ///

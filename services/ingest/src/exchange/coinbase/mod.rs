@@ -107,7 +107,7 @@ use spreadagg_model::{ExchangeId, Symbol};
 
 use super::{
     Adapter, Control, Event, Frame, Instrument, Layout, Limits, Outgoing, Output, ParseError,
-    Request, Session, SymbolId, SymbolTable, malformed, num, print, quote,
+    Request, Session, SymbolId, SymbolTable, malformed, num, print, quote, rfc3339_ns,
 };
 
 /// Products per connection. Coinbase documents no limit, but reportedly refuses more than
@@ -133,89 +133,6 @@ const HEARTBEATS: &str = "heartbeats";
 /// The Coinbase adapter.
 #[derive(Debug, Clone, Copy)]
 pub struct Coinbase;
-
-/// Nanoseconds since the Unix epoch of an RFC 3339 time (`2023-02-09T20:32:50.714964855Z`,
-/// or with a `+hh:mm` offset); fractional digits past the ninth are dropped.
-pub(crate) fn rfc3339_ns(s: &str) -> Result<i64, ParseError> {
-    let bad = || ParseError::BadNumber(s.to_owned());
-    let b = s.as_bytes();
-    let digits = |from: usize, n: usize| -> Option<i64> {
-        let part = b.get(from..from + n)?;
-        part.iter().try_fold(0i64, |acc, &c| {
-            c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
-        })
-    };
-    let sep = |at: usize, ok: &[u8]| b.get(at).is_some_and(|c| ok.contains(c));
-    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt") && sep(13, b":") && sep(16, b":")) {
-        return Err(bad());
-    }
-    let (year, month, day) = (
-        digits(0, 4).ok_or_else(bad)?,
-        digits(5, 2).ok_or_else(bad)?,
-        digits(8, 2).ok_or_else(bad)?,
-    );
-    let (hour, minute, second) = (
-        digits(11, 2).ok_or_else(bad)?,
-        digits(14, 2).ok_or_else(bad)?,
-        digits(17, 2).ok_or_else(bad)?,
-    );
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let month_days = match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return Err(bad()),
-    };
-    if day < 1 || day > month_days || hour > 23 || minute > 59 || second > 60 {
-        return Err(bad());
-    }
-    let mut i = 19;
-    let mut nanos = 0i64;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            if i - start < 9 {
-                nanos = nanos * 10 + i64::from(b[i] - b'0');
-            }
-            i += 1;
-        }
-        if i == start {
-            return Err(bad());
-        }
-        for _ in (i - start)..9 {
-            nanos *= 10;
-        }
-    }
-    let offset_s = match b.get(i) {
-        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
-        Some(&c @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
-            let (h, m) = (
-                digits(i + 1, 2).ok_or_else(bad)?,
-                digits(i + 4, 2).ok_or_else(bad)?,
-            );
-            if h > 23 || m > 59 {
-                return Err(bad());
-            }
-            let o = h * 3600 + m * 60;
-            if c == b'+' { o } else { -o }
-        }
-        _ => return Err(bad()),
-    };
-    // Days from the civil date (Howard Hinnant's algorithm), then seconds.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hour * 3_600 + minute * 60 + second - offset_s;
-    secs.checked_mul(1_000_000_000)
-        .and_then(|n| n.checked_add(nanos))
-        .ok_or_else(bad)
-}
 
 /// A REST error body (`{"error":"..","message":".."}`) as a [`ParseError::Exchange`].
 fn rest_error(r: &wire::Products<'_>) -> Option<ParseError> {
