@@ -428,7 +428,7 @@ RUST_SECTIONS = {
     None: ("services/spreadagg/src/settings.rs", "Settings"),
     "streams": ("services/bus/src/settings.rs", "StreamSettings"),
     "ingest": ("services/ingest/src/lib.rs", "IngestConfig"),
-    "engine": ("services/engine/src/lib.rs", "EngineConfig"),
+    "engine": ("services/engine/src/config.rs", "EngineConfig"),
     "archive": ("services/archive/src/lib.rs", "ArchiveConfig"),
     "gateway": ("services/gateway/src/lib.rs", "GatewayConfig"),
     "simulate": ("services/simulate/src/config.rs", "SimConfig"),

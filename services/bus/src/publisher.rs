@@ -71,6 +71,8 @@ pub struct Publisher {
     in_flight: VecDeque<(OutMessage, Pending, Option<Counter>)>,
     retry_for: Option<Duration>,
     meters: Meters,
+    /// Messages handed to `publish` since creation.
+    sent: u64,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -89,6 +91,7 @@ impl Publisher {
             max_in_flight: max_in_flight.max(1),
             in_flight: VecDeque::new(),
             retry_for: Some(RETRY_FOR),
+            sent: 0,
             meters: Meters {
                 published: metrics::counter!("spreadagg_bus_published_total"),
                 duplicates: metrics::counter!("spreadagg_bus_publish_duplicates_total"),
@@ -111,6 +114,9 @@ impl Publisher {
     pub fn abandon(&mut self) -> usize {
         let n = self.in_flight.len();
         self.in_flight.clear();
+        // Abandoned is not settled: a caller waiting for them must keep waiting (and so never
+        // acknowledge the input that made them).
+        self.sent -= n as u64;
         n
     }
 
@@ -145,6 +151,7 @@ impl Publisher {
         // Only the bus is borrowed across the await (the publisher itself is not `Sync`).
         let pending = Self::start_on(&self.bus, &msg).await;
         self.in_flight.push_back((msg, pending, on_ack));
+        self.sent += 1;
         failed.map_or(Ok(()), Err)
     }
 
@@ -169,6 +176,19 @@ impl Publisher {
             self.settle_oldest().await?;
         }
         Ok(())
+    }
+
+    /// How many messages were handed to `publish` since this publisher was made.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// How many of the first [`Publisher::sent`] messages are settled: acknowledged, or given
+    /// back as failed (never, with [`Publisher::retry_forever`]). Settling is in publish
+    /// order, so message number `n` (counting from 1) is settled once this is at least `n`: a
+    /// caller can acknowledge its own input as soon as the outputs it made are settled.
+    pub fn settled(&self) -> u64 {
+        self.sent - self.in_flight.len() as u64
     }
 
     /// Publishes awaiting acknowledgement (callers report it in their `/health` detail).

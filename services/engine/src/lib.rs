@@ -1,119 +1,45 @@
 //! The spread engine role: reads ticks from `MD_TICKS`, keeps the latest tick per exchange
-//! and symbol, and publishes a cross-exchange spread point with quantile bands to
-//! `md.spread.<symbol>.<exA>.<exB>` whenever either side ticks (last-tick matching).
+//! and symbol, publishes a cross-exchange spread point with quantile bands to
+//! `md.spread.<symbol>.<exA>.<exB>` whenever either side ticks (last-tick matching), keeps a
+//! chart window per pair, and publishes deviation signals to `md.signal.<symbol>`.
 //!
-//! Ticks are acknowledged only after the spreads they made are acknowledged by the bus, in
-//! batches; a crash before that redelivers them. A redelivered tick older than its exchange's
-//! latest is ignored; after a restart (empty state) redelivered ticks are processed afresh,
-//! and the spread's message id (the triggering tick's stream sequence) lets the duplicate
-//! window drop the points that come out the same.
-//!
-//! This is the correct first version. Signals, memory-pressure shedding, symbol shards and
-//! warm restart from history are the engine issue's.
+//! Exactly-once effect on redelivery (docs/engine.md):
+//! - each tick is applied to the state once: the consumer hands new ticks over in stream
+//!   order, so a delivery at or below the highest stream sequence applied is a redelivery, and
+//!   it is acknowledged without touching the state;
+//! - a tick is acknowledged only once every point and signal it made is acknowledged by the
+//!   stream, and publishes are retried until they are (the intake stops meanwhile: the
+//!   consumer's `max_ack_pending` is the backpressure), so no point is lost to a broker
+//!   outage;
+//! - points and signals carry message ids made from the tick's stream sequence, so a tick
+//!   processed again after a crash stores nothing twice within the duplicate window.
 
+mod config;
+mod health;
 mod state;
 
-use std::num::NonZeroUsize;
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use prost::Message as _;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use spreadagg_bus::{Bus, ConsumerSpec, Delivery, OutMessage, Publisher};
 use spreadagg_model::subjects::{self, STREAM_TICKS};
 use spreadagg_model::wire::Tick;
 use spreadagg_model::{ExchangeId, Symbol};
-use spreadagg_runtime::traces::HOT;
-use spreadagg_runtime::{Component, Health};
+use spreadagg_runtime::Health;
 use tokio_util::sync::CancellationToken;
 
-pub use state::{Limits, SpreadState, Superseded};
+pub use config::{EngineConfig, EngineError};
+pub use state::{
+    ChartPoint, Deviation, Evictions, Limits, PairWindow, Point, SignalEvent, SignalKind,
+    SignalLimits, SignalState, SpreadState, StalenessHistogram, Superseded, TickIn, Trimmed,
+    WindowLimits, signal_to_wire,
+};
 
-/// Configuration of the engine.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EngineConfig {
-    /// A tick pairs only with another exchange's tick at most this much older.
-    pub max_staleness_ms: u64,
-    /// Bands are quantiles of this many latest `bid_bid` values per window.
-    pub band_points: usize,
-    pub upper_quantile: f64,
-    pub lower_quantile: f64,
-    /// Symbols whose latest ticks are kept (LRU); each holds at most one tick per exchange
-    /// (11 known), so 4,500 symbols keep at most 49,500 ticks.
-    pub max_symbols: usize,
-    /// Band windows kept (LRU).
-    pub max_windows: usize,
-    /// Spread publishes awaiting acknowledgement.
-    pub max_in_flight: usize,
-    /// Ticks acknowledged together once their spreads are acknowledged.
-    pub ack_batch: usize,
-    /// Unacknowledged ticks the bus will hand over at once (backpressure).
-    pub max_ack_pending: usize,
-    pub ack_wait_s: u64,
-    /// Durable consumer name. One engine per durable: a second replica on the same durable
-    /// would split the ticks between them and break last-tick matching.
-    pub durable: String,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        Self {
-            max_staleness_ms: 5_000,
-            band_points: 200,
-            upper_quantile: 0.97,
-            lower_quantile: 0.03,
-            max_symbols: 4_500,
-            max_windows: 10_000,
-            max_in_flight: 512,
-            ack_batch: 256,
-            max_ack_pending: 4_096,
-            ack_wait_s: 30,
-            durable: "engine".into(),
-        }
-    }
-}
-
-/// Why the engine stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error("invalid configuration: {0}")]
-    Config(String),
-}
-
-impl EngineConfig {
-    /// # Errors
-    /// When a limit is zero or a quantile is outside (0, 1].
-    pub fn limits(&self) -> Result<Limits, EngineError> {
-        let nz = |n: usize, name: &str| {
-            NonZeroUsize::new(n).ok_or_else(|| EngineError::Config(format!("{name} must be > 0")))
-        };
-        for (q, name) in [
-            (self.upper_quantile, "upper_quantile"),
-            (self.lower_quantile, "lower_quantile"),
-        ] {
-            if !(q > 0.0 && q <= 1.0) {
-                return Err(EngineError::Config(format!("{name} must be in (0, 1]")));
-            }
-        }
-        if self.band_points == 0
-            || self.ack_batch == 0
-            || self.max_in_flight == 0
-            || self.max_ack_pending < self.ack_batch
-        {
-            return Err(EngineError::Config("band_points, ack_batch, max_in_flight must be > 0 and max_ack_pending >= ack_batch".into()));
-        }
-        Ok(Limits {
-            max_staleness_ns: i64::try_from(self.max_staleness_ms).unwrap_or(i64::MAX / 1_000_000)
-                * 1_000_000,
-            band_points: self.band_points,
-            upper_quantile: self.upper_quantile,
-            lower_quantile: self.lower_quantile,
-            max_symbols: nz(self.max_symbols, "max_symbols")?,
-            max_windows: nz(self.max_windows, "max_windows")?,
-        })
-    }
-}
+/// How long a stopping engine waits for its last publishes before it leaves their ticks to
+/// redelivery.
+const STOP_FLUSH: Duration = Duration::from_secs(3);
 
 /// Runs the engine until `stop` is cancelled, then publishes and acknowledges what it holds.
 ///
@@ -152,10 +78,7 @@ pub async fn run(
         }
     };
     component.set(true, json!({"state": "running"}));
-    // Exported from the start (at zero), so dashboards and alerts see the series before the
-    // first rejection and `increase()` counts that one too.
-    metrics::counter!("spreadagg_engine_rejected_total", "reason" => "superseded").increment(0);
-    let lag = tokio::spawn(report_lag(
+    let lag = tokio::spawn(health::report_lag(
         bus.clone(),
         config.durable.clone(),
         stop.clone(),
@@ -163,21 +86,25 @@ pub async fn run(
 
     let mut work = Work {
         state: SpreadState::new(limits),
-        publisher: bus.publisher(config.max_in_flight),
-        unacked: Vec::with_capacity(config.ack_batch),
-        ack_batch: config.ack_batch,
-        publish_failed: false,
-        component,
-        ticks: 0,
-        points: 0,
+        publisher: bus.publisher(config.max_in_flight).retry_forever(),
+        scratch: Vec::new(),
+        waiting: VecDeque::new(),
+        applied_through: 0,
+        meters: health::Meters::new(),
     };
-    let mut idle_flush = tokio::time::interval(Duration::from_millis(100));
+    let mut report = tokio::time::interval(health::REPORT_EVERY);
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
-            _ = idle_flush.tick() => work.settle().await,
+            _ = report.tick() => health::report(&work.state, &mut work.meters, &component, work.publisher.in_flight()),
+            // Publishes are retried in here while the consumer is quiet.
+            _ = work.publisher.settle() => work.ack_settled().await,
             delivery = consumer.next() => match delivery {
-                Ok(d) => work.handle(d).await,
+                Ok(d) => {
+                    if work.handle(d, &stop).await.is_err() {
+                        break;
+                    }
+                }
                 Err(e) => {
                     metrics::counter!("spreadagg_engine_bus_errors_total").increment(1);
                     tracing::debug!(error = %e, "tick consumer error; continuing");
@@ -186,152 +113,164 @@ pub async fn run(
             },
         }
     }
-    work.settle().await;
+    // Stopping: the publishes still in flight get a short while; ticks whose points did not
+    // all make it stay unacknowledged and go to the next engine.
+    if tokio::time::timeout(STOP_FLUSH, work.publisher.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            in_flight = work.publisher.in_flight(),
+            "spreads still unacknowledged at stop; their ticks are left to redelivery"
+        );
+    }
+    work.ack_settled().await;
     if let Err(e) = bus.flush().await {
         tracing::warn!(error = %e, "could not flush acknowledgements; those ticks will be redelivered");
     }
     let _ = lag.await;
-    tracing::info!(ticks = work.ticks, points = work.points, "engine stopped");
+    tracing::info!(
+        ticks = work.meters.ticks,
+        points = work.meters.points,
+        unacknowledged = work.waiting.len(),
+        "engine stopped"
+    );
     Ok(())
 }
 
-/// How often the engine's consumer lag is measured.
-const LAG_REFRESH: Duration = Duration::from_secs(5);
-
-/// Keeps `spreadagg_engine_lag_messages` (ticks in MD_TICKS past the consumer's acknowledged
-/// floor) current until stop. A query that fails or takes over 2 s leaves it NaN (unknown).
-async fn report_lag(bus: Bus, durable: String, stop: CancellationToken) {
-    let gauge = metrics::gauge!("spreadagg_engine_lag_messages", "stream" => STREAM_TICKS);
-    let mut every = tokio::time::interval(LAG_REFRESH);
-    loop {
-        tokio::select! {
-            biased;
-            () = stop.cancelled() => return,
-            _ = every.tick() => {}
-        }
-        let query = async {
-            let stream = bus.stream_state(STREAM_TICKS).await?;
-            let consumer = bus.consumer_state(STREAM_TICKS, &durable).await?;
-            Ok::<_, spreadagg_bus::BusError>(stream.last_seq.saturating_sub(consumer.ack_floor))
-        };
-        tokio::select! {
-            biased;
-            () = stop.cancelled() => return,
-            measured = tokio::time::timeout(Duration::from_secs(2), query) => match measured {
-                Ok(Ok(lag)) => gauge.set(lag as f64),
-                // Unknown, not the last value: a stale number could hold an alert or hide one.
-                Ok(Err(error)) => {
-                    gauge.set(f64::NAN);
-                    tracing::debug!(%error, "engine lag query failed");
-                }
-                Err(_) => {
-                    gauge.set(f64::NAN);
-                    tracing::debug!("engine lag query timed out");
-                }
-            },
-        }
-    }
-}
+/// Stop was requested while a publish was waiting for room.
+struct Stopped;
 
 struct Work {
     state: SpreadState,
     publisher: Publisher,
-    unacked: Vec<Delivery>,
-    ack_batch: usize,
-    /// A spread of the current batch failed to publish: do not acknowledge the batch.
-    publish_failed: bool,
-    component: Component,
-    ticks: u64,
-    points: u64,
+    /// Reused buffer for one tick's points.
+    scratch: Vec<state::Point>,
+    /// Deliveries in arrival order, each with the publisher's `sent` count after its own
+    /// publishes: it is acknowledged once that many are settled.
+    waiting: VecDeque<(Delivery, u64)>,
+    /// The highest stream sequence applied to the state.
+    applied_through: u64,
+    meters: health::Meters,
 }
 
 impl Work {
-    async fn handle(&mut self, delivery: Delivery) {
+    async fn handle(
+        &mut self,
+        delivery: Delivery,
+        stop: &CancellationToken,
+    ) -> Result<(), Stopped> {
+        if delivery.stream_seq <= self.applied_through {
+            // Applied already (its acknowledgement was late or lost): its points were published
+            // with the ones in flight now, so it is acknowledged with them.
+            self.meters.redelivered.increment(1);
+            self.waiting.push_back((delivery, self.publisher.sent()));
+            self.ack_settled().await;
+            return Ok(());
+        }
+        self.applied_through = delivery.stream_seq;
         match decode(&delivery.payload) {
-            Ok(tick) => {
-                self.ticks += 1;
-                metrics::counter!("spreadagg_engine_ticks_total").increment(1);
-                let made = match self.state.on_tick(&tick) {
-                    Ok(points) => points,
-                    Err(state::Superseded) => {
-                        metrics::counter!("spreadagg_engine_rejected_total", "reason" => "superseded").increment(1);
-                        Vec::new()
-                    }
-                };
-                for point in made {
-                    let msg = OutMessage {
-                        subject: subjects::spread(
-                            &point.symbol,
-                            &point.exchange_a,
-                            &point.exchange_b,
-                        ),
-                        msg_id: format!(
-                            "spread:{}:{}:{}:{}",
-                            point.symbol, point.exchange_a, point.exchange_b, delivery.stream_seq
-                        ),
-                        payload: point.encode_to_vec().into(),
-                    };
-                    self.points += 1;
-                    if let Err(failed) = self.publisher.publish(msg).await {
-                        // The failed point belongs to a tick of this unacknowledged batch:
-                        // the batch is not acknowledged, the bus redelivers it after the ack
-                        // wait, and the points are made again under the same message ids.
-                        tracing::warn!(error = %failed, "spread publish failed");
-                        self.publish_failed = true;
-                    }
-                }
-            }
+            Ok(tick) => self.apply(&tick, delivery.stream_seq, stop).await?,
             Err(reason) => {
                 metrics::counter!("spreadagg_engine_rejected_total", "reason" => reason)
                     .increment(1);
                 tracing::debug!(subject = %delivery.subject, reason, "tick rejected");
             }
         }
-        self.unacked.push(delivery);
-        if self.unacked.len() >= self.ack_batch {
-            self.settle().await;
+        self.waiting.push_back((delivery, self.publisher.sent()));
+        self.ack_settled().await;
+        Ok(())
+    }
+
+    async fn apply(
+        &mut self,
+        tick: &Tick,
+        seq: u64,
+        stop: &CancellationToken,
+    ) -> Result<(), Stopped> {
+        let Some(input) = TickIn::from_wire(tick) else {
+            return Ok(());
+        };
+        self.meters.ticks += 1;
+        self.meters.ticks_total.increment(1);
+        let mut points = std::mem::take(&mut self.scratch);
+        let signal = match self.state.apply(&input, &mut points) {
+            Ok(signal) => signal,
+            Err(Superseded) => {
+                self.meters.superseded.increment(1);
+                self.scratch = points;
+                return Ok(());
+            }
+        };
+        if !points.is_empty() {
+            self.meters.matched_ticks += 1;
+            self.meters.matched.increment(1);
+        }
+        let mut result = Ok(());
+        for point in &points {
+            self.meters.points += 1;
+            self.meters.points_total.increment(1);
+            self.meters
+                .staleness
+                .record(point.ts_a_ns.abs_diff(point.ts_b_ns) as f64 / 1e9);
+            let (a, b) = (point.exchange_a.as_str(), point.exchange_b.as_str());
+            let msg = OutMessage {
+                subject: subjects::spread(&tick.symbol, a, b),
+                msg_id: format!("spread:{}:{a}:{b}:{seq}", tick.symbol),
+                payload: point
+                    .to_wire(&tick.symbol, input.exchange)
+                    .encode_to_vec()
+                    .into(),
+            };
+            if self.send(msg, stop).await.is_err() {
+                result = Err(Stopped);
+                break;
+            }
+        }
+        self.scratch = points;
+        result?;
+        if let Some(event) = signal {
+            self.meters.signal(event.kind);
+            let msg = OutMessage {
+                subject: format!("md.signal.{}", tick.symbol),
+                msg_id: format!("signal:{}:{seq}", tick.symbol),
+                payload: signal_to_wire(&tick.symbol, &event).encode_to_vec().into(),
+            };
+            self.send(msg, stop).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes; never fails (the publisher retries for ever) but gives way to `stop` while
+    /// it waits for room.
+    async fn send(&mut self, msg: OutMessage, stop: &CancellationToken) -> Result<(), Stopped> {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => Err(Stopped),
+            r = self.publisher.publish(msg) => {
+                if let Err(failed) = r {
+                    // Unreachable with retry_forever; kept loud in case that ever changes.
+                    tracing::error!(error = %failed, "spread publish given up");
+                }
+                Ok(())
+            }
         }
     }
 
-    /// Waits for every spread publish, then acknowledges the ticks that made them.
-    async fn settle(&mut self) {
-        if self.unacked.is_empty() {
-            return;
-        }
-        // The stage span: waiting for a batch's spreads, then acknowledging its ticks.
-        let _stage = tracing::debug_span!(target: HOT, "engine.settle_batch", ticks = i64::try_from(self.unacked.len()).unwrap_or(i64::MAX));
-        let flushed = self.publisher.flush().await;
-        if let Err(failed) = &flushed {
-            tracing::warn!(error = %failed, "spread publish failed");
-        }
-        if flushed.is_err() || std::mem::take(&mut self.publish_failed) {
-            tracing::warn!(
-                ticks = self.unacked.len(),
-                "spreads not all acknowledged; their ticks are left to redelivery"
-            );
-            metrics::counter!("spreadagg_engine_unacked_batches_total").increment(1);
-            self.unacked.clear();
-            return;
-        }
-        for d in self.unacked.drain(..) {
-            if let Err(e) = d.ack().await {
+    /// Acknowledges, in order, every waiting tick whose publishes are all settled.
+    async fn ack_settled(&mut self) {
+        let settled = self.publisher.settled();
+        while self
+            .waiting
+            .front()
+            .is_some_and(|(_, needs)| *needs <= settled)
+        {
+            if let Some((d, _)) = self.waiting.pop_front()
+                && let Err(e) = d.ack().await
+            {
                 tracing::debug!(error = %e, "tick ack failed; it will be redelivered");
             }
         }
-        metrics::gauge!("spreadagg_engine_symbols").set(self.state.symbols() as f64);
-        metrics::gauge!("spreadagg_engine_windows").set(self.state.windows() as f64);
-        self.component.set(
-            true,
-            json!({
-                "state": "running",
-                "ticks": self.ticks,
-                "points": self.points,
-                "symbols": self.state.symbols(),
-                "windows": self.state.windows(),
-                "evicted_symbols": self.state.evicted_symbols,
-                "evicted_windows": self.state.evicted_windows,
-            }),
-        );
     }
 }
 

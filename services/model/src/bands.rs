@@ -50,6 +50,11 @@ impl RollingQuantiles {
         self.sorted.len()
     }
 
+    /// Bytes held on the heap (both buffers' capacity).
+    pub fn heap_bytes(&self) -> usize {
+        (self.arrival.capacity() + self.sorted.capacity()) * std::mem::size_of::<f64>()
+    }
+
     /// True when nothing has been pushed.
     pub fn is_empty(&self) -> bool {
         self.sorted.is_empty()
