@@ -179,7 +179,7 @@ BAD_VALUES = {
     "negative replicas": ["ingestors.binance.replicas=-1"],
     "zero shards": ["ingestors.okx.shards=0"],
     "zero shards in the defaults": ["ingestDefaults.shards=0"],
-    "engine replicas 2": ["engine.replicas=2"],
+    "engine replicas 65": ["engine.replicas=65"],
     "store with an unknown scheme": ["archive.store=ftp://archive.example.com/spreads"],
     "relative file store": ["archive.store=file://data"],
     "unknown top-level key": ["ingestor.binance.enabled=true"],
@@ -322,6 +322,19 @@ def test_engine_is_a_one_replica_statefulset_with_a_headless_service(rendered):
     assert svc["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]
     assert pod_spec(sts)["containers"][0]["args"] == ["engine"]
     assert not [o for o in objs if o["kind"] == "Deployment" and "engine" in o["metadata"]["name"]]
+    env = {e["name"] for e in pod_spec(sts)["containers"][0]["env"]}
+    assert "SPREADAGG_SHARD" not in env, "one engine: no shard"
+
+
+def test_engine_replicas_are_symbol_shards_by_pod_index(chart):
+    objs = render(chart, sets=["engine.replicas=3"])
+    sts = one(objs, "StatefulSet", "spreadagg-engine")
+    assert sts["spec"]["replicas"] == 3
+    env = {e["name"]: e for e in pod_spec(sts)["containers"][0]["env"]}
+    assert env["POD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']"
+    assert env["SPREADAGG_SHARD"]["value"] == "$(POD_INDEX)/3"
+    names = [e["name"] for e in pod_spec(sts)["containers"][0]["env"]]
+    assert names.index("POD_INDEX") < names.index("SPREADAGG_SHARD"), "defined before it is referenced"
 
 
 # -- one Deployment per enabled exchange and shard ------------------------------------------

@@ -173,6 +173,7 @@ impl<T: Record> Writer<T> {
             ack_wait: self.settings.ack_wait,
             max_ack_pending: self.settings.max_ack_pending,
             batch: self.settings.flush_rows.clamp(1, MAX_PULL_BATCH),
+            start_seq: None,
         };
         let stop = self.stop.clone();
         let mut backoff = FIRST_BACKOFF;

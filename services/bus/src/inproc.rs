@@ -268,7 +268,7 @@ impl InProcBus {
             .entry(spec.durable.clone())
             .or_insert_with(|| DurableState {
                 filter: spec.filter.clone(),
-                next_seq: first,
+                next_seq: spec.start_seq.unwrap_or(first).max(first),
                 pending: Pending::default(),
                 ack_wait: spec.ack_wait,
                 max_ack_pending: spec.max_ack_pending,
@@ -302,6 +302,34 @@ impl InProcBus {
         })
     }
 
+    pub(crate) fn history(
+        &self,
+        stream_name: &str,
+        filter: &str,
+        since: Duration,
+    ) -> Result<InProcConsumer, BusError> {
+        let state = self.lock();
+        let stream = state
+            .streams
+            .get(stream_name)
+            .ok_or_else(|| stream_missing(stream_name))?;
+        let horizon = Instant::now().checked_sub(since);
+        let start = stream
+            .msgs
+            .iter()
+            .find(|m| horizon.is_none_or(|h| m.at >= h))
+            .map_or(stream.last_seq + 1, |m| m.seq);
+        Ok(InProcConsumer {
+            bus: self.clone(),
+            stream: stream_name.to_owned(),
+            mode: Mode::Live {
+                filter: filter.to_owned(),
+                next_seq: start,
+            },
+            changed: stream.changed.subscribe(),
+        })
+    }
+
     pub(crate) fn stream_state(&self, name: &str) -> Result<StreamState, BusError> {
         let mut state = self.lock();
         let s = state
@@ -327,11 +355,13 @@ impl InProcBus {
             .streams
             .get(name)
             .ok_or_else(|| stream_missing(name))?;
-        let d = s.durables.get(durable).ok_or_else(|| BusError::Consumer {
-            stream: name.to_owned(),
-            consumer: durable.to_owned(),
-            reason: "no such consumer".into(),
-        })?;
+        let d = s
+            .durables
+            .get(durable)
+            .ok_or_else(|| BusError::NoConsumer {
+                stream: name.to_owned(),
+                consumer: durable.to_owned(),
+            })?;
         let ack_floor = d
             .pending
             .lowest()
@@ -351,6 +381,7 @@ impl InProcBus {
             ack_floor,
             ack_pending: d.pending.len() as u64,
             pending,
+            delivered_seq: d.next_seq.saturating_sub(1).min(s.last_seq),
         })
     }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self as js, Context};
 use futures_util::StreamExt;
@@ -133,6 +134,17 @@ impl JetStreamBus {
             reason,
         };
         let stream = self.stream(&spec.stream).await?;
+        // The deliver policy of an existing durable cannot be updated: keep it. Only a durable
+        // created now takes `start_seq`.
+        let deliver_policy = match stream.consumer_info(&spec.durable).await {
+            Ok(info) => info.config.deliver_policy,
+            Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
+                spec.start_seq.map_or(DeliverPolicy::All, |start_sequence| {
+                    DeliverPolicy::ByStartSequence { start_sequence }
+                })
+            }
+            Err(e) => return Err(consumer_err(e.to_string())),
+        };
         let consumer = stream
             .create_consumer(pull::Config {
                 durable_name: Some(spec.durable.clone()),
@@ -140,7 +152,7 @@ impl JetStreamBus {
                 ack_policy: AckPolicy::Explicit,
                 ack_wait: spec.ack_wait,
                 max_ack_pending: i64::try_from(spec.max_ack_pending).unwrap_or(i64::MAX),
-                deliver_policy: DeliverPolicy::All,
+                deliver_policy,
                 ..Default::default()
             })
             .await
@@ -164,11 +176,39 @@ impl JetStreamBus {
         stream_name: &str,
         filter: &str,
     ) -> Result<JetStreamConsumer, BusError> {
+        self.ordered(stream_name, filter, DeliverPolicy::New).await
+    }
+
+    pub(crate) async fn history(
+        &self,
+        stream_name: &str,
+        filter: &str,
+        since: Duration,
+    ) -> Result<JetStreamConsumer, BusError> {
+        let since = time::Duration::try_from(since).unwrap_or(time::Duration::MAX);
+        let start_time = time::OffsetDateTime::now_utc()
+            .checked_sub(since)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        self.ordered(
+            stream_name,
+            filter,
+            DeliverPolicy::ByStartTime { start_time },
+        )
+        .await
+    }
+
+    /// An ordered (unacknowledged, self-healing) reader of the stream.
+    async fn ordered(
+        &self,
+        stream_name: &str,
+        filter: &str,
+        deliver_policy: DeliverPolicy,
+    ) -> Result<JetStreamConsumer, BusError> {
         let stream = self.stream(stream_name).await?;
         let ordered = stream
             .create_consumer(pull::OrderedConfig {
                 filter_subject: filter.to_owned(),
-                deliver_policy: DeliverPolicy::New,
+                deliver_policy,
                 // Pulls expire after 2 s with 1 s idle heartbeats (the client's defaults are 30
                 // and 15): a live feed notices a restarted server in seconds, not half a minute.
                 max_expires: Duration::from_secs(2),
@@ -221,15 +261,25 @@ impl JetStreamBus {
             .await?
             .consumer_info(durable)
             .await
-            .map_err(|e| BusError::Consumer {
-                stream: name.to_owned(),
-                consumer: durable.to_owned(),
-                reason: e.to_string(),
+            .map_err(|e| {
+                if e.kind() == ConsumerInfoErrorKind::NotFound {
+                    BusError::NoConsumer {
+                        stream: name.to_owned(),
+                        consumer: durable.to_owned(),
+                    }
+                } else {
+                    BusError::Consumer {
+                        stream: name.to_owned(),
+                        consumer: durable.to_owned(),
+                        reason: e.to_string(),
+                    }
+                }
             })?;
         Ok(ConsumerState {
             ack_floor: info.ack_floor.stream_sequence,
             ack_pending: info.num_ack_pending as u64,
             pending: info.num_pending,
+            delivered_seq: info.delivered.stream_sequence,
         })
     }
 

@@ -39,6 +39,8 @@ pub enum BusError {
         consumer: String,
         reason: String,
     },
+    #[error("no consumer {consumer} on {stream}")]
+    NoConsumer { stream: String, consumer: String },
     #[error("publish to {subject} failed: {reason}")]
     Publish { subject: String, reason: String },
     #[error("ack failed: {0}")]
@@ -80,6 +82,9 @@ pub struct ConsumerSpec {
     pub max_ack_pending: usize,
     /// How many messages one pull fetches.
     pub batch: usize,
+    /// Where a durable created now begins: this stream sequence, or (`None`) the first
+    /// message stored. Ignored when the durable already exists (its progress is kept).
+    pub start_seq: Option<u64>,
 }
 
 /// A stream's current state.
@@ -100,6 +105,10 @@ pub struct ConsumerState {
     pub ack_pending: u64,
     /// Not yet delivered.
     pub pending: u64,
+    /// The highest stream sequence delivered so far (0 before the first delivery); on
+    /// JetStream this includes messages a pull fetched into the client's buffer, so it is at
+    /// least the highest the caller has seen.
+    pub delivered_seq: u64,
 }
 
 /// A stored message read back by sequence.
@@ -235,6 +244,26 @@ impl Bus {
         })
     }
 
+    /// Reads the stream's history from the first message stored within the last `since`, in
+    /// stream order, then follows new messages (no acks, nothing remembered): for rebuilding
+    /// state. The caller decides where to stop.
+    ///
+    /// # Errors
+    /// When the stream does not exist or the reader cannot be created.
+    pub async fn history(
+        &self,
+        stream: &str,
+        filter: &str,
+        since: Duration,
+    ) -> Result<Consumer, BusError> {
+        Ok(match self {
+            Bus::InProc(b) => Consumer::InProc(b.history(stream, filter, since)?),
+            Bus::JetStream(b) => {
+                Consumer::JetStream(Box::new(b.history(stream, filter, since).await?))
+            }
+        })
+    }
+
     /// # Errors
     /// When the stream does not exist.
     pub async fn stream_state(&self, stream: &str) -> Result<StreamState, BusError> {
@@ -245,7 +274,8 @@ impl Bus {
     }
 
     /// # Errors
-    /// When the stream or consumer does not exist.
+    /// [`BusError::NoConsumer`] when the durable does not exist; otherwise when the stream
+    /// does not exist or the server cannot be asked.
     pub async fn consumer_state(
         &self,
         stream: &str,

@@ -57,6 +57,7 @@ fn spec(durable: &str, filter: &str) -> ConsumerSpec {
         ack_wait: Duration::from_secs(30),
         max_ack_pending: 1000,
         batch: 100,
+        start_seq: None,
     }
 }
 
@@ -319,6 +320,72 @@ fn limited() -> StreamSettings {
     }
 }
 
+async fn history_reads_back_by_age_then_follows(f: Fixture) {
+    publish_n(&f.bus, "md.tick.binance.BTC-USDT", 0..3).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    publish_n(&f.bus, "md.tick.okx.BTC-USDT", 3..5).await;
+    publish_n(&f.bus, "md.tick.binance.ETH-USDT", 5..6).await;
+    // Only what was stored in the last second, filtered, in stream order; then new messages.
+    let mut h = f
+        .bus
+        .history("MD_TICKS", "md.tick.*.BTC-USDT", Duration::from_secs(1))
+        .await
+        .expect("history");
+    assert_eq!(next(&mut h).await.stream_seq, 4);
+    assert_eq!(next(&mut h).await.stream_seq, 5);
+    assert!(nothing_within(&mut h, Duration::from_millis(300)).await);
+    publish_n(&f.bus, "md.tick.okx.BTC-USDT", 6..7).await;
+    assert_eq!(next(&mut h).await.stream_seq, 7);
+    let mut all = f
+        .bus
+        .history("MD_TICKS", "md.tick.>", Duration::from_secs(3600))
+        .await
+        .expect("history");
+    assert_eq!(next(&mut all).await.stream_seq, 1, "from the first stored");
+    // A durable's highest delivered sequence is reported.
+    let mut c = f
+        .bus
+        .durable(&spec("delivered", "md.tick.>"))
+        .await
+        .expect("consumer");
+    for _ in 0..3 {
+        next(&mut c).await;
+    }
+    let state = f
+        .bus
+        .consumer_state("MD_TICKS", "delivered")
+        .await
+        .expect("state");
+    // JetStream counts what a pull fetched into the client's buffer, not yet handed over.
+    assert!(
+        (3..=7).contains(&state.delivered_seq) && state.ack_floor == 0,
+        "{state:?}"
+    );
+}
+
+async fn a_new_durable_begins_at_its_start_sequence_and_keeps_its_progress(f: Fixture) {
+    publish_n(&f.bus, "md.tick.binance.BTC-USDT", 0..5).await;
+    assert!(matches!(
+        f.bus.consumer_state("MD_TICKS", "late").await,
+        Err(BusError::NoConsumer { .. })
+    ));
+    let mut s = spec("late", "md.tick.>");
+    s.start_seq = Some(4);
+    // JetStream's pull may have fetched 5 already: it comes back after the ack wait.
+    s.ack_wait = Duration::from_secs(1);
+    let mut c = f.bus.durable(&s).await.expect("consumer");
+    let d = next(&mut c).await;
+    assert_eq!(d.stream_seq, 4);
+    d.ack().await.expect("ack");
+    f.bus.flush().await.expect("flush");
+    wait_for_ack_floor(&f.bus, "late", 4).await;
+    drop(c);
+    // Reopened without a start: the durable's own progress holds.
+    s.start_seq = None;
+    let mut c = f.bus.durable(&s).await.expect("reopened");
+    assert_eq!(next(&mut c).await.stream_seq, 5);
+}
+
 macro_rules! suite {
     ($($case:ident $(with $settings:ident)?),* $(,)?) => {
         mod in_process {
@@ -360,6 +427,8 @@ suite! {
     oversized_payloads_are_refused,
     messages_read_back_by_sequence,
     count_limit_discards_the_oldest with limited,
+    history_reads_back_by_age_then_follows,
+    a_new_durable_begins_at_its_start_sequence_and_keeps_its_progress,
 }
 
 /// JetStream only: the in-process bus has no server to lose. A durable consumer and a

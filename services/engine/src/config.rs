@@ -3,6 +3,7 @@
 use std::num::NonZeroUsize;
 
 use serde::{Deserialize, Serialize};
+use spreadagg_model::Shard;
 
 use crate::state::{Limits, SignalLimits, WindowLimits};
 
@@ -41,8 +42,18 @@ pub struct EngineConfig {
     pub max_ack_pending: usize,
     pub ack_wait_s: u64,
     /// Durable consumer name. One engine per durable: a second replica on the same durable
-    /// would split the ticks between them and break last-tick matching.
+    /// would split the ticks between them and break last-tick matching. A shard I of N > 1
+    /// uses `<durable>-<I>-of-<N>`.
     pub durable: String,
+    /// This engine's share of the symbols (`--shard I/N`): the symbols whose stable hash is
+    /// I modulo N. Each shard reads every tick with its own durable and skips the others'.
+    pub shard: Shard,
+    /// Warm restart: on start, the state is rebuilt from the ticks stored in the last this
+    /// many seconds (0: start empty).
+    pub warm_start_s: u64,
+    /// The rebuild stops after this long whatever it has reached (the engine then runs with
+    /// what it rebuilt); readiness waits for it.
+    pub warm_start_timeout_s: u64,
 }
 
 impl Default for EngineConfig {
@@ -65,6 +76,9 @@ impl Default for EngineConfig {
             max_ack_pending: 4_096,
             ack_wait_s: 30,
             durable: "engine".into(),
+            shard: Shard::default(),
+            warm_start_s: 900,
+            warm_start_timeout_s: 120,
         }
     }
 }
@@ -84,6 +98,18 @@ fn secs_to_ns(s: f64) -> i64 {
 }
 
 impl EngineConfig {
+    /// The durable consumer this engine (shard) reads with.
+    pub fn durable_name(&self) -> String {
+        if self.shard.count > 1 {
+            format!(
+                "{}-{}-of-{}",
+                self.durable, self.shard.index, self.shard.count
+            )
+        } else {
+            self.durable.clone()
+        }
+    }
+
     /// # Errors
     /// When a bound is zero, a quantile is outside (0, 1], or the signal thresholds are not
     /// finite, negative, or the exit is not below the entry. The message names the key.
@@ -108,6 +134,12 @@ impl EngineConfig {
             (self.max_in_flight, "max_in_flight"),
         ] {
             nz(n, key)?;
+        }
+        if !self.shard.is_valid() {
+            return bad("shard", "must be I/N with 0 <= I < N");
+        }
+        if self.warm_start_s > 0 && self.warm_start_timeout_s == 0 {
+            return bad("warm_start_timeout_s", "must be > 0 when warm_start_s is");
         }
         if self.window_s == 0 {
             return bad("window_s", "must be > 0");
@@ -192,5 +224,6 @@ mod tests {
         );
         check(|c| c.signal_expiry_s = 0.0, "engine.signal_expiry_s");
         check(|c| c.max_ack_pending = 1, "engine.max_ack_pending");
+        check(|c| c.shard = Shard { index: 3, count: 3 }, "engine.shard");
     }
 }

@@ -28,6 +28,7 @@ pub(crate) struct Meters {
     pub points_total: Counter,
     pub superseded: Counter,
     pub redelivered: Counter,
+    pub other_shard: Counter,
     pub staleness: Histogram,
     entries: Counter,
     exits: Counter,
@@ -46,6 +47,7 @@ impl Meters {
             points_total: metrics::counter!("spreadagg_engine_points_total"),
             superseded: metrics::counter!("spreadagg_engine_rejected_total", "reason" => "superseded"),
             redelivered: metrics::counter!("spreadagg_engine_redelivered_total"),
+            other_shard: metrics::counter!("spreadagg_engine_other_shard_total"),
             staleness: metrics::histogram!("spreadagg_engine_point_staleness_seconds"),
             entries: metrics::counter!("spreadagg_engine_signals_total", "kind" => "entry"),
             exits: metrics::counter!("spreadagg_engine_signals_total", "kind" => "exit"),
@@ -59,6 +61,7 @@ impl Meters {
             &m.points_total,
             &m.superseded,
             &m.redelivered,
+            &m.other_shard,
             &m.entries,
             &m.exits,
         ] {

@@ -17,6 +17,7 @@
 mod config;
 mod health;
 mod state;
+mod warm;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -26,7 +27,7 @@ use serde_json::json;
 use spreadagg_bus::{Bus, ConsumerSpec, Delivery, OutMessage, Publisher};
 use spreadagg_model::subjects::{self, STREAM_TICKS};
 use spreadagg_model::wire::Tick;
-use spreadagg_model::{ExchangeId, Symbol};
+use spreadagg_model::{ExchangeId, Shard, Symbol};
 use spreadagg_runtime::Health;
 use tokio_util::sync::CancellationToken;
 
@@ -53,13 +54,28 @@ pub async fn run(
 ) -> Result<(), EngineError> {
     let limits = config.limits()?;
     let component = health.register("engine.ticks");
+    let mut work = Work {
+        state: SpreadState::new(limits),
+        publisher: bus.publisher(config.max_in_flight).retry_forever(),
+        scratch: Vec::new(),
+        waiting: VecDeque::new(),
+        applied_through: 0,
+        shard: config.shard,
+        meters: health::Meters::new(),
+    };
+    // Rebuilt before the durable is opened: its delivered sequence must not move meanwhile.
+    let Ok(start_seq) = warm::start(&mut work, &bus, &config, &component, &stop).await else {
+        return Ok(());
+    };
+    let durable = config.durable_name();
     let spec = ConsumerSpec {
         stream: STREAM_TICKS.into(),
-        durable: config.durable.clone(),
+        durable: durable.clone(),
         filter: subjects::ALL_TICKS.into(),
         ack_wait: Duration::from_secs(config.ack_wait_s),
         max_ack_pending: config.max_ack_pending,
         batch: config.ack_batch,
+        start_seq,
     };
     let mut consumer = loop {
         match bus.durable(&spec).await {
@@ -78,20 +94,8 @@ pub async fn run(
         }
     };
     component.set(true, json!({"state": "running"}));
-    let lag = tokio::spawn(health::report_lag(
-        bus.clone(),
-        config.durable.clone(),
-        stop.clone(),
-    ));
+    let lag = tokio::spawn(health::report_lag(bus.clone(), durable, stop.clone()));
 
-    let mut work = Work {
-        state: SpreadState::new(limits),
-        publisher: bus.publisher(config.max_in_flight).retry_forever(),
-        scratch: Vec::new(),
-        waiting: VecDeque::new(),
-        applied_through: 0,
-        meters: health::Meters::new(),
-    };
     let mut report = tokio::time::interval(health::REPORT_EVERY);
     loop {
         tokio::select! {
@@ -151,6 +155,7 @@ struct Work {
     waiting: VecDeque<(Delivery, u64)>,
     /// The highest stream sequence applied to the state.
     applied_through: u64,
+    shard: Shard,
     meters: health::Meters,
 }
 
@@ -169,30 +174,57 @@ impl Work {
             return Ok(());
         }
         self.applied_through = delivery.stream_seq;
-        match decode(&delivery.payload) {
-            Ok(tick) => self.apply(&tick, delivery.stream_seq, stop).await?,
-            Err(reason) => {
-                metrics::counter!("spreadagg_engine_rejected_total", "reason" => reason)
-                    .increment(1);
-                tracing::debug!(subject = %delivery.subject, reason, "tick rejected");
-            }
-        }
+        self.process(
+            &delivery.subject,
+            &delivery.payload,
+            delivery.stream_seq,
+            true,
+            stop,
+        )
+        .await?;
         self.waiting.push_back((delivery, self.publisher.sent()));
         self.ack_settled().await;
         Ok(())
+    }
+
+    /// Applies one stored tick (if this shard owns its symbol and it is valid) and, when
+    /// `publish`, publishes what it made.
+    async fn process(
+        &mut self,
+        subject: &str,
+        payload: &[u8],
+        seq: u64,
+        publish: bool,
+        stop: &CancellationToken,
+    ) -> Result<(), Stopped> {
+        // `md.tick.<exchange>.<symbol>`: the symbol is the last token; no decoding needed to
+        // skip another shard's tick.
+        let symbol = subject.rsplit('.').next().unwrap_or_default();
+        if !self.shard.owns(symbol) {
+            self.meters.other_shard.increment(1);
+            return Ok(());
+        }
+        match decode(payload) {
+            Ok(tick) => self.apply(&tick, seq, publish, stop).await,
+            Err(reason) => {
+                metrics::counter!("spreadagg_engine_rejected_total", "reason" => reason)
+                    .increment(1);
+                tracing::debug!(subject, reason, "tick rejected");
+                Ok(())
+            }
+        }
     }
 
     async fn apply(
         &mut self,
         tick: &Tick,
         seq: u64,
+        publish: bool,
         stop: &CancellationToken,
     ) -> Result<(), Stopped> {
         let Some(input) = TickIn::from_wire(tick) else {
             return Ok(());
         };
-        self.meters.ticks += 1;
-        self.meters.ticks_total.increment(1);
         let mut points = std::mem::take(&mut self.scratch);
         let signal = match self.state.apply(&input, &mut points) {
             Ok(signal) => signal,
@@ -202,6 +234,12 @@ impl Work {
                 return Ok(());
             }
         };
+        if !publish {
+            self.scratch = points;
+            return Ok(());
+        }
+        self.meters.ticks += 1;
+        self.meters.ticks_total.increment(1);
         if !points.is_empty() {
             self.meters.matched_ticks += 1;
             self.meters.matched.increment(1);

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use spreadagg_model::Symbol;
 
+use crate::IngestConfig;
 use crate::exchange::{Adapter, Instrument, ParseError};
-use crate::{IngestConfig, Shard};
 
 /// Why discovery failed.
 #[derive(Debug, thiserror::Error)]
@@ -140,14 +140,14 @@ pub fn select(
                 quote_ok && min_ok && max_ok
             }
         };
-        if keep && config.shard.owns(&inst.symbol) {
+        if keep && config.shard.owns(inst.symbol.as_str()) {
             selection.insert(inst.symbol.clone(), inst);
         }
     }
     if let Some(list) = &wanted {
         for s in list
             .iter()
-            .filter(|s| !selection.contains_key(*s) && config.shard.owns(s))
+            .filter(|s| !selection.contains_key(*s) && config.shard.owns(s.as_str()))
         {
             tracing::warn!(symbol = %s, "requested symbol is not listed as trading on this exchange; skipped");
         }
@@ -155,25 +155,10 @@ pub fn select(
     selection
 }
 
-impl Shard {
-    /// Whether this shard owns the symbol: a stable hash (FNV-1a) of the canonical text, so
-    /// every replica agrees without coordination.
-    pub fn owns(&self, symbol: &Symbol) -> bool {
-        if self.count <= 1 {
-            return true;
-        }
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in symbol.as_str().bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h % u64::from(self.count) == u64::from(self.index)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Shard;
 
     #[test]
     fn a_discovery_query_is_appended_after_the_path_or_its_query() {
@@ -287,12 +272,16 @@ mod tests {
             .collect();
         let shards: Vec<Shard> = (0..3).map(|index| Shard { index, count: 3 }).collect();
         for s in &symbols {
-            assert_eq!(shards.iter().filter(|sh| sh.owns(s)).count(), 1, "{s}");
+            assert_eq!(
+                shards.iter().filter(|sh| sh.owns(s.as_str())).count(),
+                1,
+                "{s}"
+            );
         }
         assert!(
             shards
                 .iter()
-                .all(|sh| symbols.iter().filter(|s| sh.owns(s)).count() > 40)
+                .all(|sh| symbols.iter().filter(|s| sh.owns(s.as_str())).count() > 40)
         );
     }
 }

@@ -39,41 +39,7 @@ use crate::connection::{Connection, ConnectionSettings, Shared};
 use crate::groups::Groups;
 use crate::symbols::SymbolTable;
 
-/// This replica's share of the symbols: `index` of `count` (`--shard I/N`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Shard {
-    pub index: u32,
-    pub count: u32,
-}
-
-impl Default for Shard {
-    fn default() -> Self {
-        Self { index: 0, count: 1 }
-    }
-}
-
-impl std::str::FromStr for Shard {
-    type Err = String;
-
-    /// `I/N` with `I < N`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (i, n) = s
-            .split_once('/')
-            .ok_or_else(|| format!("shard {s:?}: expected I/N"))?;
-        let index: u32 = i
-            .trim()
-            .parse()
-            .map_err(|_| format!("shard {s:?}: bad index"))?;
-        let count: u32 = n
-            .trim()
-            .parse()
-            .map_err(|_| format!("shard {s:?}: bad count"))?;
-        if count == 0 || index >= count {
-            return Err(format!("shard {s:?}: need 0 <= I < N"));
-        }
-        Ok(Shard { index, count })
-    }
-}
+pub use spreadagg_model::Shard;
 
 /// Configuration of one ingestor.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -7,6 +7,7 @@
 pub mod bands;
 pub mod exchange;
 pub mod formulas;
+pub mod shard;
 pub mod subjects;
 pub mod symbol;
 pub mod time;
@@ -18,4 +19,5 @@ pub mod wire {
 }
 
 pub use exchange::ExchangeId;
+pub use shard::Shard;
 pub use symbol::Symbol;

@@ -5,8 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use spreadagg_ingest::Shard;
-use spreadagg_model::{ExchangeId, Symbol};
+use spreadagg_model::{ExchangeId, Shard, Symbol};
 use spreadagg_runtime::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -52,8 +51,8 @@ pub struct Global {
 pub enum Role {
     /// Ingest one exchange's market data to the bus.
     Ingest(IngestArgs),
-    /// Compute cross-exchange spreads and bands from ticks.
-    Engine,
+    /// Compute cross-exchange spreads, bands, chart windows and signals from ticks.
+    Engine(EngineArgs),
     /// Archive ticks, trades and spreads to Parquet.
     Archive(ArchiveArgs),
     /// Serve live spreads over WebSocket and the dashboard.
@@ -77,7 +76,7 @@ impl Role {
     pub fn name(&self) -> &'static str {
         match self {
             Role::Ingest(_) => "ingest",
-            Role::Engine => "engine",
+            Role::Engine(_) => "engine",
             Role::Archive(_) => "archive",
             Role::Gateway(_) => "gateway",
             Role::Simulate(_) => "simulate",
@@ -112,6 +111,14 @@ pub struct IngestArgs {
     #[arg(long, env = "SPREADAGG_REST_URL")]
     pub rest_url: Option<String>,
     /// This replica's shard of the symbols, I/N.
+    #[arg(long, env = "SPREADAGG_SHARD")]
+    pub shard: Option<Shard>,
+}
+
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// This replica's shard of the symbols, I/N (N engines split the symbols by a stable
+    /// hash, each with its own durable consumer).
     #[arg(long, env = "SPREADAGG_SHARD")]
     pub shard: Option<Shard>,
 }

@@ -115,7 +115,7 @@ pub async fn run(
     spawn_bus_watch(&mut roles, &bus, h, st);
     match role {
         Role::Ingest(_) => spawn_ingest(&mut roles, settings.ingest.clone(), &bus, h, st),
-        Role::Engine => spawn_role(
+        Role::Engine(_) => spawn_role(
             &mut roles,
             "engine",
             spreadagg_engine::run(settings.engine.clone(), bus.clone(), h.clone(), st.clone()),

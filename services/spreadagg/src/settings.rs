@@ -132,7 +132,18 @@ impl Settings {
                     s.gateway.listen = v;
                 }
             }
-            Role::Engine | Role::Roles | Role::Drain(_) | Role::Streams(_) => {}
+            Role::Engine(a) => {
+                if let Some(v) = a.shard {
+                    s.engine.shard = v;
+                }
+            }
+            Role::Roles | Role::Drain(_) | Role::Streams(_) => {}
+        }
+        if matches!(cli.role, Role::Engine(_) | Role::All(_)) {
+            // Engine bounds, thresholds and shard fail at start, before any port is bound.
+            s.engine
+                .limits()
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         if matches!(cli.role, Role::Archive(_))
             && let Some(lease) = s.lease.resolve()?
@@ -237,6 +248,13 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_are_refused() {
         assert!(load("[engine]\nmax_stalenes_ms = 1\n", &["engine"]).is_err());
+        let e = load("[engine]\nmax_ticks = 0\n", &["engine"]).expect_err("invalid bound");
+        assert!(e.to_string().contains("engine.max_ticks"), "{e}");
+        let e = load("[engine]\nshard = { index = 2, count = 2 }\n", &["engine"])
+            .expect_err("bad shard");
+        assert!(e.to_string().contains("engine.shard"), "{e}");
+        let s = load("", &["engine", "--shard", "1/3"]).expect("valid");
+        assert_eq!((s.engine.shard.index, s.engine.shard.count), (1, 3));
         assert!(load("[ingest]\nexchange = \"ftx\"\n", &["engine"]).is_err());
         assert!(load("[ingest]\nsymbols = [\"btc-usdt\"]\n", &["engine"]).is_err());
     }

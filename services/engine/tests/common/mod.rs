@@ -1,0 +1,138 @@
+//! Shared by the engine's tests against a real nats-server: a deterministic tick feed, reading
+//! a stream back, and the reference (a fresh state replaying MD_TICKS).
+
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use spreadagg_bus::{Bus, OutMessage, StorageKind, StreamSettings};
+use spreadagg_engine::{EngineConfig, SpreadState, TickIn};
+use spreadagg_model::subjects::{STREAM_SPREADS, STREAM_TICKS};
+use spreadagg_model::wire::{Spread, Tick};
+
+pub const EXCHANGES: [&str; 3] = ["binance", "bybit", "okx"];
+pub const SYMBOLS: [&str; 4] = ["BTC-USDT", "ETH-USDT", "SOL-USDT", "XRP-USDT"];
+
+pub fn settings() -> StreamSettings {
+    StreamSettings {
+        storage: StorageKind::File,
+        ..StreamSettings::default()
+    }
+}
+
+/// Tick `i` of a deterministic stream: prices wander enough to raise signals now and then.
+pub fn tick(i: u64) -> Tick {
+    let exchange = EXCHANGES[usize::try_from(i % 3).unwrap_or(0)];
+    let symbol = SYMBOLS[usize::try_from((i / 3) % 4).unwrap_or(0)];
+    #[allow(clippy::cast_precision_loss)]
+    let wobble = ((i * 7919) % 101) as f64 / 100.0 - 0.5; // -0.5 ..= 0.5
+    let bid = 100.0 * (1.0 + wobble / 100.0);
+    Tick {
+        exchange: exchange.into(),
+        symbol: symbol.into(),
+        bid_px: bid,
+        bid_qty: 1.0,
+        ask_px: bid * 1.0002,
+        ask_qty: 1.0,
+        recv_ts_ns: 1_700_000_000_000_000_000 + i64::try_from(i).unwrap_or(0) * 10_000_000,
+        ..Tick::default()
+    }
+}
+
+/// Publishes ticks `range`, about `per_second` of them a second, with ids so the feed's own
+/// retries store each once.
+pub async fn feed(bus: Bus, range: std::ops::Range<u64>, per_second: u64) {
+    let mut publisher = bus.publisher(64).retry_forever();
+    let pause = Duration::from_millis(1000 * 10 / per_second.max(1));
+    for i in range {
+        let t = tick(i);
+        let msg = OutMessage {
+            subject: format!("md.tick.{}.{}", t.exchange, t.symbol),
+            msg_id: format!("test-tick-{i}"),
+            payload: t.encode_to_vec().into(),
+        };
+        publisher.publish(msg).await.expect("retried for ever");
+        if i % 10 == 0 {
+            tokio::time::sleep(pause).await;
+        }
+    }
+    publisher.flush().await.expect("flushed");
+}
+
+pub async fn read_all<M: prost::Message + Default>(bus: &Bus, stream: &str) -> Vec<M> {
+    let state = bus.stream_state(stream).await.expect("stream state");
+    let mut out = Vec::new();
+    for seq in state.first_seq..=state.last_seq {
+        if let Some(m) = bus.get(stream, seq).await.expect("get") {
+            out.push(M::decode(m.payload).expect("decodes"));
+        }
+    }
+    out
+}
+
+/// Waits until `durable` has acknowledged every tick stored.
+pub async fn wait_caught_up(bus: &Bus, durable: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    let last = bus
+        .stream_state(STREAM_TICKS)
+        .await
+        .expect("ticks")
+        .last_seq;
+    loop {
+        let c = bus.consumer_state(STREAM_TICKS, durable).await;
+        if c.as_ref()
+            .is_ok_and(|c| c.ack_floor >= last && c.ack_pending == 0)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{durable} did not catch up: {c:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One point per (pair, tick time): the key stored points are compared by (stored order may
+/// differ where a retry after an outage stored an earlier point after a later one).
+pub fn key(s: &Spread) -> (String, String, String, i64) {
+    (
+        s.symbol.clone(),
+        s.exchange_a.clone(),
+        s.exchange_b.clone(),
+        s.ts_ns,
+    )
+}
+
+/// What one engine that never stopped makes from MD_TICKS: its points (sorted by [`key`])
+/// and the number of signals.
+pub async fn reference(bus: &Bus, config: &EngineConfig) -> (Vec<Spread>, usize) {
+    let ticks: Vec<Tick> = read_all(bus, STREAM_TICKS).await;
+    let mut state = SpreadState::new(config.limits().expect("limits"));
+    let mut points = Vec::new();
+    let mut signals = 0;
+    for t in &ticks {
+        let input = TickIn::from_wire(t).expect("known exchange");
+        let mut made = Vec::new();
+        let signal = state.apply(&input, &mut made).expect("in order");
+        points.extend(made.iter().map(|p| p.to_wire(&t.symbol, input.exchange)));
+        signals += usize::from(signal.is_some());
+    }
+    points.sort_by_key(key);
+    (points, signals)
+}
+
+/// MD_SPREADS equals `expected` point for point.
+pub async fn assert_spreads_equal(bus: &Bus, expected: &[Spread]) {
+    let mut stored: Vec<Spread> = read_all(bus, STREAM_SPREADS).await;
+    stored.sort_by_key(key);
+    assert_eq!(
+        stored.len(),
+        expected.len(),
+        "points stored vs made by one engine that never stopped"
+    );
+    for (got, want) in stored.iter().zip(expected) {
+        assert_eq!(got, want, "a lost or doubled value changes the bands");
+    }
+}
