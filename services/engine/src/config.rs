@@ -54,6 +54,15 @@ pub struct EngineConfig {
     /// The rebuild stops after this long whatever it has reached (the engine then runs with
     /// what it rebuilt); readiness waits for it.
     pub warm_start_timeout_s: u64,
+    /// Memory pressure, as fractions of the container's memory limit (working set): at
+    /// `memory_high_water` the chart points per window are halved and a quarter of the
+    /// windows evicted; the lowered caps hold, and shed again at `memory_critical`; after a
+    /// minute under `memory_low_water` they double back towards the configured bounds.
+    pub memory_low_water: f64,
+    pub memory_high_water: f64,
+    pub memory_critical: f64,
+    /// Where the cgroup filesystem is mounted.
+    pub cgroup_root: std::path::PathBuf,
 }
 
 impl Default for EngineConfig {
@@ -79,6 +88,10 @@ impl Default for EngineConfig {
             shard: Shard::default(),
             warm_start_s: 900,
             warm_start_timeout_s: 120,
+            memory_low_water: 0.70,
+            memory_high_water: 0.85,
+            memory_critical: 0.95,
+            cgroup_root: "/sys/fs/cgroup".into(),
         }
     }
 }
@@ -140,6 +153,17 @@ impl EngineConfig {
         }
         if self.warm_start_s > 0 && self.warm_start_timeout_s == 0 {
             return bad("warm_start_timeout_s", "must be > 0 when warm_start_s is");
+        }
+        let (low, high, critical) = (
+            self.memory_low_water,
+            self.memory_high_water,
+            self.memory_critical,
+        );
+        if !(0.0 < low && low < high && high <= critical && critical <= 1.0) {
+            return bad(
+                "memory_high_water",
+                "and its marks must satisfy 0 < memory_low_water < memory_high_water <= memory_critical <= 1",
+            );
         }
         if self.window_s == 0 {
             return bad("window_s", "must be > 0");

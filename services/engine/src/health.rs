@@ -88,6 +88,7 @@ pub(crate) fn report(
     meters: &mut Meters,
     component: &Component,
     in_flight: usize,
+    shedding: bool,
 ) {
     let e = state.evictions();
     let r = meters.reported;
@@ -108,6 +109,8 @@ pub(crate) fn report(
     metrics::gauge!("spreadagg_engine_chart_points").set(state.chart_points() as f64);
     let active = state.active_signals(now_ns);
     metrics::gauge!("spreadagg_engine_active_signals").set(active as f64);
+    metrics::gauge!("spreadagg_engine_shedding").set(if shedding { 1.0 } else { 0.0 });
+    metrics::gauge!("spreadagg_engine_points_per_window_cap").set(state.caps().0 as f64);
     let completeness = if meters.ticks == 0 {
         Value::Null
     } else {
@@ -129,8 +132,9 @@ pub(crate) fn report(
             },
             "limits": {
                 "ticks": state.limits().max_ticks.get(),
-                "windows": state.limits().max_windows.get(),
-                "points_per_window": state.limits().window.max_points,
+                "windows": state.caps().1,
+                "points_per_window": state.caps().0,
+                "shedding": shedding,
             },
             "evicted": {
                 "ticks": e.ticks,

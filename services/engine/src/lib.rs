@@ -16,6 +16,7 @@
 
 mod config;
 mod health;
+mod pressure;
 mod state;
 mod warm;
 
@@ -32,6 +33,7 @@ use spreadagg_runtime::Health;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{EngineConfig, EngineError};
+pub use pressure::{Caps, Decision, Governor, Marks};
 pub use state::{
     ChartPoint, Deviation, Evictions, Limits, PairWindow, Point, SignalEvent, SignalKind,
     SignalLimits, SignalState, SpreadState, StalenessHistogram, Superseded, TickIn, Trimmed,
@@ -97,10 +99,25 @@ pub async fn run(
     let lag = tokio::spawn(health::report_lag(bus.clone(), durable, stop.clone()));
 
     let mut report = tokio::time::interval(health::REPORT_EVERY);
+    let cgroup = spreadagg_runtime::process::CgroupRoot(config.cgroup_root.clone());
+    let mut governor = Governor::new(
+        Marks {
+            low: config.memory_low_water,
+            high: config.memory_high_water,
+            critical: config.memory_critical,
+        },
+        Caps {
+            points: limits.window.max_points,
+            windows: limits.max_windows,
+        },
+    );
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
-            _ = report.tick() => health::report(&work.state, &mut work.meters, &component, work.publisher.in_flight()),
+            _ = report.tick() => {
+                pressure::relieve(&mut governor, &cgroup, &mut work.state);
+                health::report(&work.state, &mut work.meters, &component, work.publisher.in_flight(), governor.shedding());
+            }
             // Publishes are retried in here while the consumer is quiet.
             _ = work.publisher.settle() => work.ack_settled().await,
             delivery = consumer.next() => match delivery {

@@ -391,28 +391,38 @@ impl SpreadState {
         self.windows.iter().map(|(_, w)| w.heap_bytes()).sum()
     }
 
-    /// Memory-pressure relief: keeps at most `keep` chart points per window and evicts the
-    /// least recently used windows until at most `max_windows` are left. Returns the points
-    /// and windows dropped.
-    pub fn shed(&mut self, keep: usize, max_windows: usize) -> (u64, u64) {
-        let mut points = 0;
-        let mut windows = 0;
-        while self.windows.len() > max_windows {
+    /// The current caps: chart points per window and windows (lowered under memory pressure,
+    /// at most the configured bounds).
+    pub fn caps(&self) -> (usize, usize) {
+        (self.limits.window.max_points, self.windows.cap().get())
+    }
+
+    /// Memory-pressure relief and recovery: sets the chart points kept per window and the
+    /// windows kept. Lowering them drops the oldest points of every window and evicts the
+    /// least recently used windows at once (not counted as evictions: they are shedding);
+    /// returns the points and windows dropped.
+    pub fn set_caps(&mut self, points: usize, windows: NonZeroUsize) -> (u64, u64) {
+        let mut dropped_windows = 0;
+        while self.windows.len() > windows.get() {
             let Some((old, evicted)) = self.windows.pop_lru() else {
                 break;
             };
-            windows += 1;
+            dropped_windows += 1;
             self.chart_points -= evicted.points();
             let old_id = unpack_symbol(old, 16);
             self.symbols.get_mut(old_id).windows -= 1;
             self.symbols.release_if_unused(old_id);
         }
-        for (_, w) in &mut self.windows {
-            let dropped = w.shrink_to(keep);
-            points += dropped;
+        self.windows.resize(windows);
+        let mut dropped_points = 0;
+        if points < self.limits.window.max_points {
+            for (_, w) in &mut self.windows {
+                dropped_points += w.shrink_to(points);
+            }
+            self.chart_points -= usize::try_from(dropped_points).unwrap_or(usize::MAX);
         }
-        self.chart_points = self.windows.iter().map(|(_, w)| w.points()).sum();
-        (points, windows)
+        self.limits.window.max_points = points.max(1);
+        (dropped_points, dropped_windows)
     }
 }
 

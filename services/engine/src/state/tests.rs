@@ -266,6 +266,55 @@ fn chart_points_are_bounded_by_count_and_age_and_counted() {
 }
 
 #[test]
+fn lowering_the_caps_sheds_points_and_windows_at_once_and_raising_them_lets_them_grow() {
+    let mut s = SpreadState::new(limits());
+    for i in 0..50 {
+        let sym = format!("S{i}-USDT");
+        for k in 0..40 {
+            points(&mut s, &tick("okx", &sym, 1.0, 1.1, f64::from(k) * 0.01));
+            points(
+                &mut s,
+                &tick("binance", &sym, 1.0, 1.1, f64::from(k) * 0.01 + 0.005),
+            );
+        }
+    }
+    assert_eq!((s.windows(), s.chart_points()), (50, 50 * 79));
+    let before = s.window_heap_bytes();
+    let (dropped_points, dropped_windows) = s.set_caps(10, NonZeroUsize::new(20).expect("nonzero"));
+    assert_eq!(dropped_windows, 30);
+    assert_eq!(dropped_points, 20 * 69);
+    assert_eq!(
+        (s.windows(), s.chart_points(), s.caps()),
+        (20, 200, (10, 20))
+    );
+    assert!(s.window_heap_bytes() < before / 2, "buffers given back");
+    assert!(
+        s.chart("S0-USDT", ExchangeId::Binance, ExchangeId::Okx)
+            .is_none(),
+        "least recently used went"
+    );
+    // New points respect the lowered cap; raised caps let windows grow again.
+    points(&mut s, &tick("okx", "S49-USDT", 1.0, 1.1, 1.0));
+    assert_eq!(
+        s.chart("S49-USDT", ExchangeId::Binance, ExchangeId::Okx)
+            .map(PairWindow::points),
+        Some(10)
+    );
+    s.set_caps(5_000, NonZeroUsize::new(100).expect("nonzero"));
+    points(&mut s, &tick("binance", "S49-USDT", 1.0, 1.1, 1.001));
+    assert_eq!(
+        s.chart("S49-USDT", ExchangeId::Binance, ExchangeId::Okx)
+            .map(PairWindow::points),
+        Some(11)
+    );
+    assert_eq!(
+        s.evictions().windows,
+        0,
+        "shedding is not counted as eviction"
+    );
+}
+
+#[test]
 fn signals_follow_the_fresh_bids_of_a_symbol() {
     let mut s = SpreadState::new(limits());
     let mut out = Vec::new();
