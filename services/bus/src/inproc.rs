@@ -175,6 +175,7 @@ struct State {
 struct Shared {
     limits: StreamSettings,
     state: Mutex<State>,
+    services: crate::service::Registry,
 }
 
 /// The in-process bus; clones share one store.
@@ -194,8 +195,13 @@ impl InProcBus {
             shared: Arc::new(Shared {
                 limits: limits.clone(),
                 state: Mutex::new(State { streams }),
+                services: crate::service::Registry::default(),
             }),
         }
+    }
+
+    pub(crate) fn services(&self) -> &crate::service::Registry {
+        &self.shared.services
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -303,6 +303,10 @@ impl JetStreamBus {
         }
     }
 
+    pub(crate) fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
     pub(crate) fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
     }

@@ -13,6 +13,7 @@
 pub mod inproc;
 pub mod jetstream;
 mod publisher;
+mod service;
 mod settings;
 mod subject;
 
@@ -21,6 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use publisher::{PublishFailed, Publisher};
+pub use service::{Request, Service};
 pub use settings::{StorageKind, StreamSettings};
 pub use subject::subject_matches;
 
@@ -43,6 +45,8 @@ pub enum BusError {
     NoConsumer { stream: String, consumer: String },
     #[error("publish to {subject} failed: {reason}")]
     Publish { subject: String, reason: String },
+    #[error("request on {subject}: {reason}")]
+    Request { subject: String, reason: String },
     #[error("ack failed: {0}")]
     Ack(String),
     #[error("the bus is closed")]

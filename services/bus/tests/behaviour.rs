@@ -386,6 +386,37 @@ async fn a_new_durable_begins_at_its_start_sequence_and_keeps_its_progress(f: Fi
     assert_eq!(next(&mut c).await.stream_seq, 5);
 }
 
+async fn requests_reach_a_matching_service_and_its_answer_comes_back(f: Fixture) {
+    let mut service = f.bus.serve("md.chart.>").await.expect("serve");
+    let answering = tokio::spawn(async move {
+        let req = service.next().await.expect("a request");
+        let answer = format!("{}|{}", req.subject, String::from_utf8_lossy(&req.payload));
+        req.respond(Bytes::from(answer)).await.expect("respond");
+        service
+    });
+    // The NATS subscription may take a moment to reach the server.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answer = f
+        .bus
+        .request(
+            "md.chart.BTC-USDT.binance.okx",
+            Bytes::from("q"),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(answer, Bytes::from("md.chart.BTC-USDT.binance.okx|q"));
+    let _service = answering.await.expect("service task");
+    let unserved = f
+        .bus
+        .request("md.other.x", Bytes::new(), Duration::from_millis(500))
+        .await;
+    assert!(
+        matches!(unserved, Err(BusError::Request { .. })),
+        "{unserved:?}"
+    );
+}
+
 macro_rules! suite {
     ($($case:ident $(with $settings:ident)?),* $(,)?) => {
         mod in_process {
@@ -429,6 +460,7 @@ suite! {
     count_limit_discards_the_oldest with limited,
     history_reads_back_by_age_then_follows,
     a_new_durable_begins_at_its_start_sequence_and_keeps_its_progress,
+    requests_reach_a_matching_service_and_its_answer_comes_back,
 }
 
 /// JetStream only: the in-process bus has no server to lose. A durable consumer and a

@@ -14,6 +14,7 @@
 //! - points and signals carry message ids made from the tick's stream sequence, so a tick
 //!   processed again after a crash stores nothing twice within the duplicate window.
 
+mod chart;
 mod config;
 mod health;
 mod pressure;
@@ -95,6 +96,18 @@ pub async fn run(
             }
         }
     };
+    let mut charts = loop {
+        match bus.serve(subjects::ALL_CHARTS).await {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::warn!(error = %e, "chart service not available; retrying");
+                tokio::select! {
+                    () = stop.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    };
     component.set(true, json!({"state": "running"}));
     let lag = tokio::spawn(health::report_lag(bus.clone(), durable, stop.clone()));
 
@@ -118,6 +131,7 @@ pub async fn run(
                 pressure::relieve(&mut governor, &cgroup, &mut work.state);
                 health::report(&work.state, &mut work.meters, &component, work.publisher.in_flight(), governor.shedding());
             }
+            Some(request) = charts.next() => work.answer_chart(request).await,
             // Publishes are retried in here while the consumer is quiet.
             _ = work.publisher.settle() => work.ack_settled().await,
             delivery = consumer.next() => match delivery {
@@ -310,6 +324,19 @@ impl Work {
                 Ok(())
             }
         }
+    }
+
+    async fn answer_chart(&mut self, request: spreadagg_bus::Request) {
+        // Encoded before the await: the state is not borrowed across it.
+        let (body, outcome) = match chart::answer(&self.state, self.shard, &request.subject) {
+            chart::Answer::NotOurs => return,
+            chart::Answer::Snapshot(snapshot, outcome) => (snapshot.encode_to_vec(), outcome),
+        };
+        if let Err(e) = request.respond(body.into()).await {
+            tracing::debug!(error = %e, "chart answer not sent");
+        }
+        metrics::counter!("spreadagg_engine_chart_requests_total", "outcome" => outcome)
+            .increment(1);
     }
 
     /// Acknowledges, in order, every waiting tick whose publishes are all settled.

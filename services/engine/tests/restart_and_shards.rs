@@ -56,6 +56,8 @@ async fn a_restarted_engine_continues_as_if_it_never_stopped() {
     ));
     feed.await.expect("feed done");
     common::wait_caught_up(&bus, "engine", Duration::from_secs(60)).await;
+    // The charts were rebuilt too: each holds every point of its pair.
+    common::assert_charts_match(&bus).await;
     let report = health.report();
     stop.cancel();
     second.await.expect("engine task").expect("engine ran");
@@ -111,6 +113,8 @@ async fn shards_together_make_what_one_engine_makes() {
         )
         .await;
     }
+    // Each chart is answered by the shard that owns its symbol.
+    common::assert_charts_match(&bus).await;
     stop.cancel();
     for s in shards {
         s.await.expect("shard task").expect("shard ran");

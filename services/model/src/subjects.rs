@@ -42,6 +42,14 @@ pub fn spread(symbol: &str, exchange_a: &str, exchange_b: &str) -> String {
     format!("md.spread.{symbol}.{exchange_a}.{exchange_b}")
 }
 
+/// Chart snapshot requests (core NATS request/reply, not a stream):
+/// `md.chart.<symbol>.<exA>.<exB>`.
+pub const ALL_CHARTS: &str = "md.chart.>";
+
+pub fn chart(symbol: &str, exchange_a: &str, exchange_b: &str) -> String {
+    format!("md.chart.{symbol}.{exchange_a}.{exchange_b}")
+}
+
 pub fn signal(symbol: &Symbol) -> String {
     format!("md.signal.{symbol}")
 }
