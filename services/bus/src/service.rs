@@ -91,10 +91,13 @@ impl Service {
     }
 }
 
+/// A service's filter and its queue.
+type Entry = (String, mpsc::Sender<Request>);
+
 /// The in-process bus's services.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Registry {
-    services: Arc<Mutex<Vec<(String, mpsc::Sender<Request>)>>>,
+    services: Arc<Mutex<Vec<Entry>>>,
 }
 
 impl Registry {
