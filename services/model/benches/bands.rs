@@ -1,5 +1,6 @@
 //! Bands per spread point: the incremental nearest-rank window against the baseline of
-//! copying the last 200 values and sorting them for every point (the prototype's way).
+//! copying the last n values and sorting them for every point (the prototype's way), at the
+//! default band length (200) and at a chart window's (5,000).
 
 use std::collections::VecDeque;
 use std::hint::black_box;
@@ -32,10 +33,25 @@ fn nearest_rank(sorted: &[f64], q: f64) -> f64 {
 }
 
 fn bench(c: &mut Criterion) {
-    let input = values(10_000);
-    let mut group = c.benchmark_group("bands_per_point_window_200");
-    group.bench_function("incremental", |b| {
-        let mut w = RollingQuantiles::new(200);
+    for n in [200, 5_000] {
+        window(c, n);
+    }
+}
+
+fn window(c: &mut Criterion, n: usize) {
+    let input = values(20_000);
+    let mut group = c.benchmark_group(format!("bands_per_point_window_{n}"));
+    group.bench_function("incremental_sorted_vec", |b| {
+        let mut w = RollingQuantiles::with_layout(n, false);
+        let mut i = 0;
+        b.iter(|| {
+            w.push(input[i % input.len()]);
+            i += 1;
+            black_box((w.quantile(0.97), w.quantile(0.03)))
+        });
+    });
+    group.bench_function("incremental_order_statistic_tree", |b| {
+        let mut w = RollingQuantiles::with_layout(n, true);
         let mut i = 0;
         b.iter(|| {
             w.push(input[i % input.len()]);
@@ -44,11 +60,11 @@ fn bench(c: &mut Criterion) {
         });
     });
     group.bench_function("baseline_copy_and_sort", |b| {
-        let mut window: VecDeque<f64> = VecDeque::with_capacity(200);
-        let mut scratch = Vec::with_capacity(200);
+        let mut window: VecDeque<f64> = VecDeque::with_capacity(n);
+        let mut scratch = Vec::with_capacity(n);
         let mut i = 0;
         b.iter(|| {
-            if window.len() == 200 {
+            if window.len() == n {
                 window.pop_front();
             }
             window.push_back(input[i % input.len()]);
