@@ -73,6 +73,9 @@ pub struct Publisher {
     meters: Meters,
     /// Messages handed to `publish` since creation.
     sent: u64,
+    /// After an [`Publisher::abandon`]: the count settled before the first abandoned
+    /// message; nothing past it is settled any more.
+    settled_ceiling: Option<u64>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -92,6 +95,7 @@ impl Publisher {
             in_flight: VecDeque::new(),
             retry_for: Some(RETRY_FOR),
             sent: 0,
+            settled_ceiling: None,
             meters: Meters {
                 published: metrics::counter!("spreadagg_bus_published_total"),
                 duplicates: metrics::counter!("spreadagg_bus_publish_duplicates_total"),
@@ -114,9 +118,10 @@ impl Publisher {
     pub fn abandon(&mut self) -> usize {
         let n = self.in_flight.len();
         self.in_flight.clear();
-        // Abandoned is not settled: a caller waiting for them must keep waiting (and so never
-        // acknowledge the input that made them).
-        self.sent -= n as u64;
+        // Abandoned is not settled: a caller waiting for them, or for anything after them,
+        // keeps waiting (and so never acknowledges the input that made them).
+        let before = self.sent - n as u64;
+        self.settled_ceiling = Some(self.settled_ceiling.map_or(before, |c| c.min(before)));
         n
     }
 
@@ -188,7 +193,8 @@ impl Publisher {
     /// order, so message number `n` (counting from 1) is settled once this is at least `n`: a
     /// caller can acknowledge its own input as soon as the outputs it made are settled.
     pub fn settled(&self) -> u64 {
-        self.sent - self.in_flight.len() as u64
+        let settled = self.sent - self.in_flight.len() as u64;
+        self.settled_ceiling.map_or(settled, |c| settled.min(c))
     }
 
     /// Publishes awaiting acknowledgement (callers report it in their `/health` detail).

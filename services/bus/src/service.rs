@@ -49,6 +49,14 @@ impl Request {
             }
             Replier::Nats { client, reply } => {
                 let Some(reply) = reply else { return Ok(()) };
+                // Answers go to request inboxes only: a requester naming a stream's subject as
+                // its reply address would have the answer stored there under our name.
+                if !reply.as_str().starts_with("_INBOX.") {
+                    return Err(BusError::Request {
+                        subject: self.subject,
+                        reason: format!("reply subject {reply} is not an inbox; not answered"),
+                    });
+                }
                 client
                     .publish(reply, payload)
                     .await

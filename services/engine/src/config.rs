@@ -63,6 +63,12 @@ pub struct EngineConfig {
     pub memory_critical: f64,
     /// Where the cgroup filesystem is mounted.
     pub cgroup_root: std::path::PathBuf,
+    /// Ticks whose receive time is further ahead of this engine's clock are refused (one tick
+    /// from the future would supersede every real one of its exchange and symbol after it).
+    pub max_future_ms: u64,
+    /// Chart requests answered per second at most (a token bucket; the rest are counted as
+    /// `rate_limited` and not answered).
+    pub chart_requests_per_s: u32,
 }
 
 impl Default for EngineConfig {
@@ -92,6 +98,8 @@ impl Default for EngineConfig {
             memory_high_water: 0.85,
             memory_critical: 0.95,
             cgroup_root: "/sys/fs/cgroup".into(),
+            max_future_ms: 60_000,
+            chart_requests_per_s: 200,
         }
     }
 }
@@ -102,6 +110,9 @@ pub enum EngineError {
     #[error("invalid configuration: {0}")]
     Config(String),
 }
+
+/// 20,000 chart points make a snapshot of about 400 KB, well under NATS's 1 MiB payload.
+const MAX_WINDOW_POINTS: usize = 20_000;
 
 fn secs_to_ns(s: f64) -> i64 {
     // Validated finite and non-negative; saturates far beyond any sensible setting.
@@ -164,6 +175,15 @@ impl EngineConfig {
                 "memory_high_water",
                 "and its marks must satisfy 0 < memory_low_water < memory_high_water <= memory_critical <= 1",
             );
+        }
+        if self.window_points > MAX_WINDOW_POINTS {
+            return bad(
+                "window_points",
+                "must be at most 20000 (a chart snapshot must fit in one NATS message)",
+            );
+        }
+        if self.chart_requests_per_s == 0 {
+            return bad("chart_requests_per_s", "must be > 0");
         }
         if self.window_s == 0 {
             return bad("window_s", "must be > 0");
@@ -240,6 +260,11 @@ mod tests {
         check(|c| c.max_ticks = 0, "engine.max_ticks");
         check(|c| c.window_points = 0, "engine.window_points");
         check(|c| c.window_s = 0, "engine.window_s");
+        check(|c| c.window_points = 20_001, "engine.window_points");
+        check(
+            |c| c.chart_requests_per_s = 0,
+            "engine.chart_requests_per_s",
+        );
         check(|c| c.upper_quantile = 1.5, "engine.upper_quantile");
         check(|c| c.signal_exit_pct = 0.5, "engine.signal_exit_pct");
         check(

@@ -29,7 +29,13 @@ pub(crate) struct Meters {
     pub superseded: Counter,
     pub redelivered: Counter,
     pub other_shard: Counter,
+    pub gap_filled: Counter,
+    pub gap_skipped: Counter,
     pub staleness: Histogram,
+    /// Tick arrival to its points acknowledged, since the last report.
+    pub latency: crate::LatencyHistogram,
+    /// The last report's figures (p50, p99 in ms, ticks).
+    last_latency: (Option<f64>, Option<f64>, u64),
     entries: Counter,
     exits: Counter,
     /// Evictions already added to the counters.
@@ -48,10 +54,14 @@ impl Meters {
             superseded: metrics::counter!("spreadagg_engine_rejected_total", "reason" => "superseded"),
             redelivered: metrics::counter!("spreadagg_engine_redelivered_total"),
             other_shard: metrics::counter!("spreadagg_engine_other_shard_total"),
+            gap_filled: metrics::counter!("spreadagg_engine_gap_ticks_total", "outcome" => "read_back"),
+            gap_skipped: metrics::counter!("spreadagg_engine_gap_ticks_total", "outcome" => "skipped"),
             staleness: metrics::histogram!("spreadagg_engine_point_staleness_seconds"),
             entries: metrics::counter!("spreadagg_engine_signals_total", "kind" => "entry"),
             exits: metrics::counter!("spreadagg_engine_signals_total", "kind" => "exit"),
             reported: crate::state::Evictions::default(),
+            latency: crate::LatencyHistogram::default(),
+            last_latency: (None, None, 0),
         };
         // Exported from the start (at zero), so dashboards and alerts see the series before
         // the first event and `increase()` counts that one too.
@@ -62,6 +72,8 @@ impl Meters {
             &m.superseded,
             &m.redelivered,
             &m.other_shard,
+            &m.gap_filled,
+            &m.gap_skipped,
             &m.entries,
             &m.exits,
         ] {
@@ -102,6 +114,15 @@ pub(crate) fn report(
             .increment(now - before);
     }
     meters.reported = e;
+    // Latency over the last reporting period (1 s), kept when the period saw no tick.
+    if meters.latency.count() > 0 {
+        meters.last_latency = (
+            meters.latency.quantile_ms(0.5),
+            meters.latency.quantile_ms(0.99),
+            meters.latency.count(),
+        );
+        meters.latency.clear();
+    }
     let now_ns = spreadagg_model::time::now_ns();
     metrics::gauge!("spreadagg_engine_ticks").set(state.ticks() as f64);
     metrics::gauge!("spreadagg_engine_windows").set(state.windows() as f64);
@@ -143,6 +164,11 @@ pub(crate) fn report(
                 "points_by_age": e.points_by_age,
             },
             "active_signals": active,
+            "tick_to_ack_ms": {
+                "p50": meters.last_latency.0,
+                "p99": meters.last_latency.1,
+                "ticks": meters.last_latency.2,
+            },
             "staleness_ms": staleness_by_pair(state),
         }),
     );

@@ -17,12 +17,13 @@
 mod chart;
 mod config;
 mod health;
+mod latency;
 mod pressure;
 mod state;
 mod warm;
 
-use std::collections::VecDeque;
-use std::time::Duration;
+use std::collections::{HashSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use serde_json::json;
@@ -34,6 +35,7 @@ use spreadagg_runtime::Health;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{EngineConfig, EngineError};
+pub use latency::LatencyHistogram;
 pub use pressure::{Caps, Decision, Governor, Marks};
 pub use state::{
     ChartPoint, Deviation, Evictions, Limits, PairWindow, Point, SignalEvent, SignalKind,
@@ -57,19 +59,15 @@ pub async fn run(
 ) -> Result<(), EngineError> {
     let limits = config.limits()?;
     let component = health.register("engine.ticks");
-    let mut work = Work {
-        state: SpreadState::new(limits),
-        publisher: bus.publisher(config.max_in_flight).retry_forever(),
-        scratch: Vec::new(),
-        waiting: VecDeque::new(),
-        applied_through: 0,
-        shard: config.shard,
-        meters: health::Meters::new(),
-    };
+    let mut work = Work::new(&config, limits, &bus);
     // Rebuilt before the durable is opened: its delivered sequence must not move meanwhile.
     let Ok(start_seq) = warm::start(&mut work, &bus, &config, &component, &stop).await else {
         return Ok(());
     };
+    if let Some(start) = start_seq {
+        // A new durable: everything before its start is history, not a gap to read back.
+        work.applied_through = start - 1;
+    }
     let durable = config.durable_name();
     let spec = ConsumerSpec {
         stream: STREAM_TICKS.into(),
@@ -182,39 +180,108 @@ struct Work {
     /// Reused buffer for one tick's points.
     scratch: Vec<state::Point>,
     /// Deliveries in arrival order, each with the publisher's `sent` count after its own
-    /// publishes: it is acknowledged once that many are settled.
-    waiting: VecDeque<(Delivery, u64)>,
+    /// publishes (it is acknowledged once that many are settled) and when it arrived.
+    waiting: VecDeque<(Delivery, u64, Instant)>,
     /// The highest stream sequence applied to the state.
     applied_through: u64,
+    /// Stream sequences in `waiting`: a second redelivery of one is not queued again.
+    waiting_seqs: HashSet<u64>,
     shard: Shard,
     meters: health::Meters,
+    /// For reading ticks missing from the delivery order by sequence.
+    bus: Bus,
+    /// At most this many missing ticks are read back at once (the consumer's max_ack_pending:
+    /// more cannot be in flight).
+    max_gap: u64,
+    /// Ticks further ahead of this clock than this are refused.
+    max_future_ns: i64,
+    charts: ChartLimiter,
 }
 
 impl Work {
+    fn new(config: &EngineConfig, limits: Limits, bus: &Bus) -> Self {
+        Work {
+            state: SpreadState::new(limits),
+            publisher: bus.publisher(config.max_in_flight).retry_forever(),
+            scratch: Vec::new(),
+            waiting: VecDeque::new(),
+            applied_through: 0,
+            waiting_seqs: HashSet::new(),
+            shard: config.shard,
+            meters: health::Meters::new(),
+            bus: bus.clone(),
+            max_gap: config.max_ack_pending as u64,
+            max_future_ns: i64::try_from(config.max_future_ms)
+                .unwrap_or(i64::MAX / 1_000_000)
+                .saturating_mul(1_000_000),
+            charts: ChartLimiter::new(config.chart_requests_per_s),
+        }
+    }
+
     async fn handle(
         &mut self,
         delivery: Delivery,
         stop: &CancellationToken,
     ) -> Result<(), Stopped> {
-        if delivery.stream_seq <= self.applied_through {
+        let arrived = Instant::now();
+        let seq = delivery.stream_seq;
+        if seq <= self.applied_through {
             // Applied already (its acknowledgement was late or lost): its points were published
             // with the ones in flight now, so it is acknowledged with them.
             self.meters.redelivered.increment(1);
-            self.waiting.push_back((delivery, self.publisher.sent()));
+            if self.waiting_seqs.insert(seq) {
+                self.waiting
+                    .push_back((delivery, self.publisher.sent(), arrived));
+            }
             self.ack_settled().await;
             return Ok(());
         }
-        self.applied_through = delivery.stream_seq;
-        self.process(
-            &delivery.subject,
-            &delivery.payload,
-            delivery.stream_seq,
-            true,
-            stop,
-        )
-        .await?;
-        self.waiting.push_back((delivery, self.publisher.sent()));
+        if self.applied_through > 0 && seq > self.applied_through + 1 {
+            // Ticks in between were delivered and lost on the way (a connection drop): JetStream
+            // would redeliver them after the ack wait, behind newer ticks. They are read back
+            // now and applied in order, so none is taken for applied when it was not.
+            self.fill(self.applied_through + 1, seq, stop).await?;
+        }
+        self.applied_through = seq;
+        self.process(&delivery.subject, &delivery.payload, seq, true, stop)
+            .await?;
+        self.waiting_seqs.insert(seq);
+        self.waiting
+            .push_back((delivery, self.publisher.sent(), arrived));
         self.ack_settled().await;
+        Ok(())
+    }
+
+    /// Reads ticks `from..to` back by stream sequence and processes them (publishing), in
+    /// order; retries while the bus cannot answer. A gap wider than `max_gap` cannot come from
+    /// lost deliveries (the stream's limits removed them): only its last `max_gap` are read,
+    /// the rest counted.
+    async fn fill(&mut self, from: u64, to: u64, stop: &CancellationToken) -> Result<(), Stopped> {
+        let from = if to - from > self.max_gap {
+            self.meters.gap_skipped.increment(to - from - self.max_gap);
+            to - self.max_gap
+        } else {
+            from
+        };
+        for seq in from..to {
+            let stored = loop {
+                match self.bus.get(STREAM_TICKS, seq).await {
+                    Ok(m) => break m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, seq, "cannot read a missing tick back; retrying");
+                        tokio::select! {
+                            () = stop.cancelled() => return Err(Stopped),
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                }
+            };
+            self.meters.gap_filled.increment(1);
+            if let Some(m) = stored {
+                self.process(&m.subject, &m.payload, seq, true, stop)
+                    .await?;
+            }
+        }
         Ok(())
     }
 
@@ -235,7 +302,20 @@ impl Work {
             self.meters.other_shard.increment(1);
             return Ok(());
         }
-        match decode(payload) {
+        let checked = decode(payload).and_then(|tick| {
+            if subject != subjects::tick_of(&tick.exchange, &tick.symbol) {
+                // The shard owns the subject's symbol: a payload naming another would be
+                // applied by the wrong shard.
+                return Err("subject_mismatch");
+            }
+            if tick.recv_ts_ns > spreadagg_model::time::now_ns().saturating_add(self.max_future_ns)
+            {
+                // One tick from the future would supersede every real one after it.
+                return Err("future_time");
+            }
+            Ok(tick)
+        });
+        match checked {
             Ok(tick) => self.apply(&tick, seq, publish, stop).await,
             Err(reason) => {
                 metrics::counter!("spreadagg_engine_rejected_total", "reason" => reason)
@@ -327,14 +407,23 @@ impl Work {
     }
 
     async fn answer_chart(&mut self, request: spreadagg_bus::Request) {
+        if !self.charts.admit(Instant::now()) {
+            metrics::counter!("spreadagg_engine_chart_requests_total", "outcome" => "rate_limited")
+                .increment(1);
+            return;
+        }
         // Encoded before the await: the state is not borrowed across it.
         let (body, outcome) = match chart::answer(&self.state, self.shard, &request.subject) {
             chart::Answer::NotOurs => return,
             chart::Answer::Snapshot(snapshot, outcome) => (snapshot.encode_to_vec(), outcome),
         };
-        if let Err(e) = request.respond(body.into()).await {
-            tracing::debug!(error = %e, "chart answer not sent");
-        }
+        let outcome = match request.respond(body.into()).await {
+            Ok(()) => outcome,
+            Err(e) => {
+                tracing::debug!(error = %e, "chart answer not sent");
+                "send_failed"
+            }
+        };
         metrics::counter!("spreadagg_engine_chart_requests_total", "outcome" => outcome)
             .increment(1);
     }
@@ -345,13 +434,49 @@ impl Work {
         while self
             .waiting
             .front()
-            .is_some_and(|(_, needs)| *needs <= settled)
+            .is_some_and(|(_, needs, _)| *needs <= settled)
         {
-            if let Some((d, _)) = self.waiting.pop_front()
-                && let Err(e) = d.ack().await
-            {
-                tracing::debug!(error = %e, "tick ack failed; it will be redelivered");
+            if let Some((d, _, arrived)) = self.waiting.pop_front() {
+                self.waiting_seqs.remove(&d.stream_seq);
+                // From the tick's arrival to its points acknowledged by the stream.
+                self.meters.latency.record(arrived.elapsed());
+                if let Err(e) = d.ack().await {
+                    tracing::debug!(error = %e, "tick ack failed; it will be redelivered");
+                }
             }
+        }
+    }
+}
+
+/// A token bucket for chart requests: answering one takes the tick loop's time, so a flood
+/// of them is refused (counted) rather than allowed to starve the ticks.
+struct ChartLimiter {
+    per_s: f64,
+    tokens: f64,
+    at: Option<Instant>,
+}
+
+impl ChartLimiter {
+    fn new(per_s: u32) -> Self {
+        let per_s = f64::from(per_s);
+        Self {
+            per_s,
+            tokens: per_s,
+            at: None,
+        }
+    }
+
+    fn admit(&mut self, now: Instant) -> bool {
+        if let Some(at) = self.at {
+            self.tokens = (self.tokens + now.duration_since(at).as_secs_f64() * self.per_s)
+                .min(self.per_s.max(1.0));
+        }
+        self.at = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
         }
     }
 }
@@ -368,4 +493,118 @@ fn decode(payload: &[u8]) -> Result<Tick, &'static str> {
     spreadagg_model::formulas::validate_quote(tick.bid_px, tick.bid_qty, tick.ask_px, tick.ask_qty)
         .map_err(|e| e.label())?;
     Ok(tick)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spreadagg_bus::StreamSettings;
+    use spreadagg_model::subjects::STREAM_SPREADS;
+
+    fn tick(exchange: &str, bid: f64, ts_ns: i64) -> OutMessage {
+        let t = Tick {
+            exchange: exchange.into(),
+            symbol: "BTC-USDT".into(),
+            bid_px: bid,
+            bid_qty: 1.0,
+            ask_px: bid + 0.1,
+            ask_qty: 1.0,
+            recv_ts_ns: ts_ns,
+            ..Tick::default()
+        };
+        OutMessage {
+            subject: format!("md.tick.{exchange}.BTC-USDT"),
+            msg_id: format!("{exchange}-{ts_ns}"),
+            payload: t.encode_to_vec().into(),
+        }
+    }
+
+    /// Deliveries 2 and 3 are lost on the way (as on a dropped connection): 4 arrives first.
+    /// The engine reads 2 and 3 back and applies them in order before 4; their later
+    /// redeliveries are acknowledged without a second application. The points stored are
+    /// exactly those of the ticks in stream order.
+    #[tokio::test]
+    async fn ticks_lost_in_delivery_are_read_back_in_order_not_taken_for_applied() {
+        let bus = Bus::in_process(&StreamSettings::default());
+        let now = spreadagg_model::time::now_ns();
+        for (i, (ex, bid)) in [
+            ("okx", 100.0),
+            ("binance", 100.2),
+            ("okx", 100.4),
+            ("binance", 100.1),
+            ("okx", 100.3),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            bus.publish(&tick(ex, bid, now + i64::try_from(i).unwrap_or(0)))
+                .await
+                .expect("stored");
+        }
+        let spec = ConsumerSpec {
+            stream: STREAM_TICKS.into(),
+            durable: "t".into(),
+            filter: subjects::ALL_TICKS.into(),
+            ack_wait: Duration::from_millis(200),
+            max_ack_pending: 100,
+            batch: 10,
+            start_seq: None,
+        };
+        let mut consumer = bus.durable(&spec).await.expect("consumer");
+        let mut deliveries = Vec::new();
+        for _ in 0..5 {
+            deliveries.push(consumer.next().await.expect("delivery"));
+        }
+        let config = EngineConfig::default();
+        let mut work = Work::new(&config, config.limits().expect("limits"), &bus);
+        let stop = CancellationToken::new();
+        let mut d = deliveries.into_iter();
+        let (one, two, three, four, five) = (
+            d.next().expect("1"),
+            d.next().expect("2"),
+            d.next().expect("3"),
+            d.next().expect("4"),
+            d.next().expect("5"),
+        );
+        drop((two, three));
+        work.handle(one, &stop).await.ok().expect("handled");
+        work.handle(four, &stop).await.ok().expect("handled");
+        // 2 and 3 come back after the ack wait: acknowledged, not applied again.
+        for _ in 0..2 {
+            let again = consumer.next().await.expect("redelivery");
+            assert!(again.redelivered && again.stream_seq < 4);
+            work.handle(again, &stop).await.ok().expect("handled");
+        }
+        work.handle(five, &stop).await.ok().expect("handled");
+        work.publisher.flush().await.expect("flushed");
+        work.ack_settled().await;
+        assert!(work.waiting.is_empty(), "every tick acknowledged");
+
+        let mut reference = SpreadState::new(config.limits().expect("limits"));
+        let mut expected = Vec::new();
+        for seq in 1..=5 {
+            let m = bus
+                .get(STREAM_TICKS, seq)
+                .await
+                .expect("get")
+                .expect("stored");
+            expected.extend(
+                reference
+                    .on_tick(&Tick::decode(m.payload).expect("tick"))
+                    .expect("in order"),
+            );
+        }
+        let state = bus.stream_state(STREAM_SPREADS).await.expect("spreads");
+        let mut stored = Vec::new();
+        for seq in state.first_seq..=state.last_seq {
+            let m = bus
+                .get(STREAM_SPREADS, seq)
+                .await
+                .expect("get")
+                .expect("stored");
+            stored.push(spreadagg_model::wire::Spread::decode(m.payload).expect("spread"));
+        }
+        assert_eq!(expected.len(), 4);
+        assert_eq!(stored, expected, "every point once, in stream order");
+    }
 }

@@ -10,6 +10,9 @@
 //! (those ticks were the previous engines' to publish). A first start therefore does not
 //! re-publish a day of retained ticks, and a new shard starts with warm bands.
 //!
+//! Unacknowledged ticks the replay does not reach (it stopped early, or the horizon begins
+//! after the ack floor) are read back by sequence and processed before the durable opens.
+//!
 //! The state is then exactly that of an engine that never stopped whenever the replay reaches
 //! back far enough: every pair's last `band_points` values and chart window within the
 //! horizon (by default the chart window's length), every symbol's signal state decided there.
@@ -95,6 +98,13 @@ pub(crate) async fn start(
             }
             Ok(Ok(d)) => d,
         };
+        if at == 0 && d.stream_seq > floor + 1 {
+            // The horizon starts after the ack floor: the unacknowledged ticks before it are
+            // read back first, in order (their points may never have been published).
+            work.fill(floor + 1, d.stream_seq.min(through + 1), stop)
+                .await?;
+            at = (d.stream_seq - 1).min(through);
+        }
         if d.stream_seq > through {
             break "done";
         }
@@ -109,8 +119,13 @@ pub(crate) async fn start(
             break "done";
         }
     };
-    // Ticks the replay did not reach are applied when the durable redelivers them.
-    work.applied_through = at;
+    // Unacknowledged ticks the replay did not reach (it stopped early, or found nothing) are
+    // read back by sequence: the durable will redeliver them, and they must be applied and
+    // published before it does, or they would be taken for applied.
+    if at < through {
+        work.fill(at.max(floor) + 1, through + 1, stop).await?;
+    }
+    work.applied_through = through;
     metrics::counter!("spreadagg_engine_warm_replayed_total").increment(replayed);
     metrics::gauge!("spreadagg_engine_warm_start_seconds").set(started.elapsed().as_secs_f64());
     tracing::info!(

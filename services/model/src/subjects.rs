@@ -33,6 +33,11 @@ pub fn tick(exchange: ExchangeId, symbol: &str) -> String {
     format!("md.tick.{exchange}.{symbol}")
 }
 
+/// `md.tick.<exchange>.<symbol>` from the text of both (as a tick message carries them).
+pub fn tick_of(exchange: &str, symbol: &str) -> String {
+    format!("md.tick.{exchange}.{symbol}")
+}
+
 /// `md.trade.<exchange>.<symbol>`; `symbol` is canonical text.
 pub fn trade(exchange: ExchangeId, symbol: &str) -> String {
     format!("md.trade.{exchange}.{symbol}")
