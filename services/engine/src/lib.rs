@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{EngineConfig, EngineError};
 pub use latency::LatencyHistogram;
-pub use pressure::{Caps, Decision, Governor, Marks};
+pub use pressure::{Caps, Decision, Governor, Marks, relieve as relieve_memory_pressure};
 pub use state::{
     ChartPoint, Deviation, Evictions, Limits, PairWindow, Point, SignalEvent, SignalKind,
     SignalLimits, SignalState, SpreadState, StalenessHistogram, Superseded, TickIn, Trimmed,

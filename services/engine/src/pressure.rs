@@ -17,7 +17,7 @@ use crate::state::SpreadState;
 
 /// Reads the container's memory and applies the governor's decision to the state; logged
 /// and counted.
-pub(crate) fn relieve(governor: &mut Governor, cgroup: &CgroupRoot, state: &mut SpreadState) {
+pub fn relieve(governor: &mut Governor, cgroup: &CgroupRoot, state: &mut SpreadState) {
     let memory = cgroup.memory();
     let decision = governor.decide(memory, Instant::now());
     let (caps, verb) = match decision {
