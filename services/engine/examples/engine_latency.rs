@@ -4,6 +4,8 @@
 //! engine to its points acknowledged by JetStream, p50 and p99, from its `/health`) and, as the
 //! baseline measured in the same run, the round trip of one plain JetStream publish.
 //!
+//! `PUBLISH_MIN_INTERVAL_MS=N` turns output conflation on.
+//!
 //! `RATE=20000 EXCHANGES=2 cargo run --release -p spreadagg-engine --example engine_latency`
 //! (or `scripts/bench-engine`).
 
@@ -29,18 +31,26 @@ fn env(name: &str, default: u64) -> u64 {
 async fn main() {
     let rate = env("RATE", 20_000);
     let seconds = env("SECONDS", 20);
-    let exchanges = usize::try_from(env("EXCHANGES", 2)).unwrap_or(2).clamp(2, 11);
+    let exchanges = usize::try_from(env("EXCHANGES", 2))
+        .unwrap_or(2)
+        .clamp(2, 11);
     let symbols = env("SYMBOLS", 1_000);
     let nats = NatsServer::start().expect("nats-server starts");
     let settings = StreamSettings {
         storage: StorageKind::File,
         ..StreamSettings::default()
     };
-    let bus = Bus::connect(&nats.url(), &settings).await.expect("connects");
+    let bus = Bus::connect(&nats.url(), &settings)
+        .await
+        .expect("connects");
     let health = Health::new();
     let stop = CancellationToken::new();
+    let config = EngineConfig {
+        publish_min_interval_ms: env("PUBLISH_MIN_INTERVAL_MS", 0),
+        ..EngineConfig::default()
+    };
     let engine = tokio::spawn(spreadagg_engine::run(
-        EngineConfig::default(),
+        config,
         bus.clone(),
         health.clone(),
         stop.clone(),
@@ -129,6 +139,11 @@ async fn main() {
     stop.cancel();
     let baseline = probe.await.expect("probe");
     let _ = engine.await;
+    let ticks = bus.stream_state("MD_TICKS").await.map_or(0, |s| s.messages);
+    let spreads = bus.stream_state("MD_SPREADS").await.map_or(0, |s| s.messages);
+    #[allow(clippy::cast_precision_loss)]
+    let per_tick = spreads as f64 / ticks.max(1) as f64;
+    println!("broker messages: {ticks} ticks in, {spreads} spread points out = {per_tick:.2} per tick");
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(f64::NAN)

@@ -87,18 +87,37 @@ fn main() {
         let mut samples = Vec::new();
         for i in 0..5_000_000_usize {
             #[allow(clippy::cast_precision_loss)]
-            step(&mut state, &mut f, i % symbols, 100.0 + (i % 89) as f64 * 0.01);
+            step(
+                &mut state,
+                &mut f,
+                i % symbols,
+                100.0 + (i % 89) as f64 * 0.01,
+            );
             if (i + 1) % 500_000 == 0 {
                 let r = rss();
-                println!("{}\t{:.1}\t{}\t{}\t{}", (i + 1) * 2, mb(r), state.windows(), state.ticks(), state.chart_points());
+                println!(
+                    "{}\t{:.1}\t{}\t{}\t{}",
+                    (i + 1) * 2,
+                    mb(r),
+                    state.windows(),
+                    state.ticks(),
+                    state.chart_points()
+                );
                 samples.push(r);
             }
         }
         let tail = &samples[samples.len() / 2..];
-        let (lo, hi) = (tail.iter().min().copied().unwrap_or(0), tail.iter().max().copied().unwrap_or(0));
+        let (lo, hi) = (
+            tail.iter().min().copied().unwrap_or(0),
+            tail.iter().max().copied().unwrap_or(0),
+        );
         #[allow(clippy::cast_precision_loss)]
         let spread = (hi - lo) as f64 / lo.max(1) as f64 * 100.0;
-        println!("second half: rss {:.1} ..= {:.1} MB, {spread:.1} % apart", mb(lo), mb(hi));
+        println!(
+            "second half: rss {:.1} ..= {:.1} MB, {spread:.1} % apart",
+            mb(lo),
+            mb(hi)
+        );
         return;
     }
     // Full bounds: 50,000 latest ticks (25,000 symbols x 2 exchanges), then the last 10,000

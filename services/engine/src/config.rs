@@ -69,6 +69,10 @@ pub struct EngineConfig {
     /// Chart requests answered per second at most (a token bucket; the rest are counted as
     /// `rate_limited` and not answered).
     pub chart_requests_per_s: u32,
+    /// Output conflation: at most one spread point per pair is published per this many
+    /// milliseconds, always ending on the pair's latest (0: every point is published). Every
+    /// point still enters its window.
+    pub publish_min_interval_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -100,6 +104,7 @@ impl Default for EngineConfig {
             cgroup_root: "/sys/fs/cgroup".into(),
             max_future_ms: 60_000,
             chart_requests_per_s: 200,
+            publish_min_interval_ms: 0,
         }
     }
 }

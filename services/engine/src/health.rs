@@ -30,6 +30,7 @@ pub(crate) struct Meters {
     pub redelivered: Counter,
     pub other_shard: Counter,
     pub gap_filled: Counter,
+    pub conflated: Counter,
     pub gap_skipped: Counter,
     pub staleness: Histogram,
     /// Tick arrival to its points acknowledged, since the last report.
@@ -54,6 +55,7 @@ impl Meters {
             superseded: metrics::counter!("spreadagg_engine_rejected_total", "reason" => "superseded"),
             redelivered: metrics::counter!("spreadagg_engine_redelivered_total"),
             other_shard: metrics::counter!("spreadagg_engine_other_shard_total"),
+            conflated: metrics::counter!("spreadagg_engine_points_conflated_total"),
             gap_filled: metrics::counter!("spreadagg_engine_gap_ticks_total", "outcome" => "read_back"),
             gap_skipped: metrics::counter!("spreadagg_engine_gap_ticks_total", "outcome" => "skipped"),
             staleness: metrics::histogram!("spreadagg_engine_point_staleness_seconds"),
@@ -73,6 +75,7 @@ impl Meters {
             &m.redelivered,
             &m.other_shard,
             &m.gap_filled,
+            &m.conflated,
             &m.gap_skipped,
             &m.entries,
             &m.exits,

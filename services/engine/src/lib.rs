@@ -16,6 +16,7 @@
 
 mod chart;
 mod config;
+mod conflate;
 mod health;
 mod latency;
 mod pressure;
@@ -122,9 +123,20 @@ pub async fn run(
             windows: limits.max_windows,
         },
     );
+    let mut conflation = tokio::time::interval(
+        work.conflator
+            .as_ref()
+            .map_or(Duration::from_secs(3600), conflate::Conflator::check_every),
+    );
+    conflation.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
+            _ = conflation.tick(), if work.conflator.is_some() => {
+                if work.publish_due(&stop).await.is_err() {
+                    break;
+                }
+            }
             _ = report.tick() => {
                 pressure::relieve(&mut governor, &cgroup, &mut work.state);
                 health::report(&work.state, &mut work.meters, &component, work.publisher.in_flight(), governor.shedding());
@@ -146,8 +158,18 @@ pub async fn run(
             },
         }
     }
-    // Stopping: the publishes still in flight get a short while; ticks whose points did not
-    // all make it stay unacknowledged and go to the next engine.
+    // Stopping: held points go out, then the publishes still in flight get a short while;
+    // ticks whose points did not all make it stay unacknowledged and go to the next engine.
+    if let Some(c) = work.conflator.as_mut() {
+        for msg in c.take_all() {
+            if tokio::time::timeout(STOP_FLUSH, work.publisher.publish(msg))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
     if tokio::time::timeout(STOP_FLUSH, work.publisher.flush())
         .await
         .is_err()
@@ -196,6 +218,8 @@ struct Work {
     /// Ticks further ahead of this clock than this are refused.
     max_future_ns: i64,
     charts: ChartLimiter,
+    /// `publish_min_interval_ms` > 0: points held per pair (see `conflate`).
+    conflator: Option<conflate::Conflator>,
 }
 
 impl Work {
@@ -215,6 +239,9 @@ impl Work {
                 .unwrap_or(i64::MAX / 1_000_000)
                 .saturating_mul(1_000_000),
             charts: ChartLimiter::new(config.chart_requests_per_s),
+            conflator: (config.publish_min_interval_ms > 0).then(|| {
+                conflate::Conflator::new(Duration::from_millis(config.publish_min_interval_ms))
+            }),
         }
     }
 
@@ -371,7 +398,19 @@ impl Work {
                     .encode_to_vec()
                     .into(),
             };
-            if self.send(msg, stop).await.is_err() {
+            let msg = match self.conflator.as_mut() {
+                None => Some(msg),
+                Some(c) => {
+                    let (now, replaced) = c.offer(msg, Instant::now());
+                    if replaced {
+                        self.meters.conflated.increment(1);
+                    }
+                    now
+                }
+            };
+            if let Some(msg) = msg
+                && self.send(msg, stop).await.is_err()
+            {
                 result = Err(Stopped);
                 break;
             }
@@ -404,6 +443,18 @@ impl Work {
                 Ok(())
             }
         }
+    }
+
+    /// Publishes the held points whose interval has passed.
+    async fn publish_due(&mut self, stop: &CancellationToken) -> Result<(), Stopped> {
+        let due = match self.conflator.as_mut() {
+            Some(c) => c.due(Instant::now()),
+            None => return Ok(()),
+        };
+        for msg in due {
+            self.send(msg, stop).await?;
+        }
+        Ok(())
     }
 
     async fn answer_chart(&mut self, request: spreadagg_bus::Request) {
