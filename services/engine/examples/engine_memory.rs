@@ -77,7 +77,7 @@ fn main() {
         f.tick(state, s, a, bid);
         f.tick(state, s, b, bid * 1.0001);
         n += 2;
-        if shed && n % 200_000 == 0 {
+        if shed && n.is_multiple_of(200_000) {
             spreadagg_engine::relieve_memory_pressure(&mut governor, &cgroup, state);
         }
     };
