@@ -140,10 +140,15 @@ async fn main() {
     let baseline = probe.await.expect("probe");
     let _ = engine.await;
     let ticks = bus.stream_state("MD_TICKS").await.map_or(0, |s| s.messages);
-    let spreads = bus.stream_state("MD_SPREADS").await.map_or(0, |s| s.messages);
+    let spreads = bus
+        .stream_state("MD_SPREADS")
+        .await
+        .map_or(0, |s| s.messages);
     #[allow(clippy::cast_precision_loss)]
     let per_tick = spreads as f64 / ticks.max(1) as f64;
-    println!("broker messages: {ticks} ticks in, {spreads} spread points out = {per_tick:.2} per tick");
+    println!(
+        "broker messages: {ticks} ticks in, {spreads} spread points out = {per_tick:.2} per tick"
+    );
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
