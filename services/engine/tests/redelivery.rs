@@ -62,5 +62,7 @@ async fn a_nats_restart_mid_stream_loses_no_point_and_doubles_none() {
     let stored: Vec<Signal> = common::read_all(&bus, STREAM_SIGNALS).await;
     assert!(signals > 0, "the stream raises signals");
     assert_eq!(stored.len(), signals, "signals stored once each");
+    // And those signals are the definition's, replayed independently from MD_TICKS.
+    common::assert_signals_match_definition(&bus).await;
     drop(nats);
 }

@@ -137,5 +137,6 @@ async fn shards_together_make_what_one_engine_makes() {
     common::assert_spreads_equal(&bus, &expected).await;
     let stored: Vec<Signal> = common::read_all(&bus, STREAM_SIGNALS).await;
     assert_eq!(stored.len(), signals);
+    common::assert_signals_match_definition(&bus).await;
     drop(nats);
 }

@@ -185,3 +185,107 @@ pub async fn assert_charts_match(bus: &Bus) {
     }
     assert!(checked > 1_000, "{checked} chart points checked");
 }
+
+/// A signal as DESIGN.md defines it, replayed here independently of the engine's code:
+/// (symbol, kind 1 = ENTRY / 2 = EXIT, ts_ns, cheap, expensive, deviation).
+pub type SignalRow = (String, i32, i64, String, String, f64);
+
+/// Replays MD_TICKS through the definition: deviation = (max_bid - min_bid) / min_bid * 100
+/// over exchanges with a tick within 5 s; ENTRY at >= 0.35 when none is active and 10 s have
+/// passed since the last one ended; EXIT at <= 0.05 while active; expiry 300 s after ENTRY.
+pub async fn signals_by_definition(bus: &Bus) -> Vec<SignalRow> {
+    use std::collections::BTreeMap;
+    const S: i64 = 1_000_000_000;
+    let ticks: Vec<Tick> = read_all(bus, STREAM_TICKS).await;
+    // symbol -> exchange -> (bid, ts); symbol -> (active until, quiet until)
+    let mut latest: BTreeMap<String, BTreeMap<String, (f64, i64)>> = BTreeMap::new();
+    let mut state: BTreeMap<String, (Option<i64>, i64)> = BTreeMap::new();
+    let mut out = Vec::new();
+    for t in ticks {
+        let book = latest.entry(t.symbol.clone()).or_default();
+        if book
+            .get(&t.exchange)
+            .is_some_and(|&(_, ts)| ts > t.recv_ts_ns)
+        {
+            continue; // older than that exchange's latest: ignored
+        }
+        book.insert(t.exchange.clone(), (t.bid_px, t.recv_ts_ns));
+        let now = t.recv_ts_ns;
+        let fresh: Vec<(&String, f64)> = book
+            .iter()
+            .filter(|(_, (_, ts))| (now - ts).abs() <= 5 * S)
+            .map(|(ex, (bid, _))| (ex, *bid))
+            .collect();
+        let (active, quiet) = state.entry(t.symbol.clone()).or_insert((None, i64::MIN));
+        if let Some(until) = *active
+            && now >= until
+        {
+            *active = None;
+            *quiet = until + 10 * S;
+        }
+        if fresh.len() < 2 {
+            continue;
+        }
+        // BTreeMap order is by name: the first of equal bids wins both ways.
+        let mut cheap = fresh[0];
+        let mut dear = fresh[0];
+        for &(ex, bid) in &fresh[1..] {
+            if bid < cheap.1 {
+                cheap = (ex, bid);
+            }
+            if bid > dear.1 {
+                dear = (ex, bid);
+            }
+        }
+        let dev = (dear.1 - cheap.1) / cheap.1 * 100.0;
+        let row = |kind| {
+            (
+                t.symbol.clone(),
+                kind,
+                now,
+                cheap.0.clone(),
+                dear.0.clone(),
+                dev,
+            )
+        };
+        if active.is_none() && dev >= 0.35 && now >= *quiet {
+            *active = Some(now + 300 * S);
+            out.push(row(1));
+        } else if active.is_some() && dev <= 0.05 {
+            *active = None;
+            *quiet = now + 10 * S;
+            out.push(row(2));
+        }
+    }
+    out
+}
+
+/// MD_SIGNALS equals the definition replayed from MD_TICKS.
+pub async fn assert_signals_match_definition(bus: &Bus) {
+    use spreadagg_model::wire::Signal;
+    let mut want = signals_by_definition(bus).await;
+    let mut got: Vec<SignalRow> =
+        read_all::<Signal>(bus, spreadagg_model::subjects::STREAM_SIGNALS)
+            .await
+            .into_iter()
+            .map(|s| {
+                (
+                    s.symbol,
+                    s.kind,
+                    s.ts_ns,
+                    s.cheap_exchange,
+                    s.expensive_exchange,
+                    s.deviation_pct,
+                )
+            })
+            .collect();
+    let key = |r: &SignalRow| (r.0.clone(), r.2);
+    want.sort_by_key(key);
+    got.sort_by_key(key);
+    assert!(want.len() >= 4, "the feed raises signals: {}", want.len());
+    assert_eq!(got.len(), want.len(), "signals stored vs the definition");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!((&g.0, g.1, g.2, &g.3, &g.4), (&w.0, w.1, w.2, &w.3, &w.4));
+        assert!((g.5 - w.5).abs() < 1e-9, "{g:?} vs {w:?}");
+    }
+}
