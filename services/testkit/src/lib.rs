@@ -124,6 +124,11 @@ impl NatsServer {
         self.port
     }
 
+    /// The server process's id, while it runs (load harnesses read its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     /// The server's store directory (JetStream data).
     pub fn store_dir(&self) -> PathBuf {
         self.dir.path().join("store")
