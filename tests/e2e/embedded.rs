@@ -30,10 +30,19 @@ async fn all_in_one_process_serves_spreads_and_drains_on_post_drain() {
         );
     }
 
-    let (status, health) = http_get(&admin, "/health").await;
-    assert_eq!(status, 200);
-    let health: serde_json::Value = serde_json::from_str(&health).expect("health json");
-    assert_eq!(health["status"], "ready");
+    // Readiness may dip for a moment under a loaded machine (a connection recycled after a
+    // slow subscribe); what is checked is that the whole system is ready, with this detail.
+    let mut health = serde_json::Value::Null;
+    for _ in 0..60 {
+        let (status, body) = http_get(&admin, "/health").await;
+        assert_eq!(status, 200);
+        health = serde_json::from_str(&body).expect("health json");
+        if health["status"] == "ready" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(health["status"], "ready", "{health}");
     assert!(
         health["memory"]["rss_bytes"]
             .as_u64()

@@ -36,7 +36,22 @@ enum Replier {
     },
 }
 
+/// Answers go to request inboxes only: a requester naming a stream's subject as its reply
+/// address would have the answer stored there under the answerer's name.
+const INBOX_PREFIX: &str = "_INBOX.";
+
 impl Request {
+    /// Whether an answer can be sent: the requester is waiting on an inbox (`_INBOX.`, NATS
+    /// clients' default prefix), or asked in process.
+    pub fn can_reply(&self) -> bool {
+        match &self.reply {
+            Replier::InProc(tx) => !tx.is_closed(),
+            Replier::Nats { reply, .. } => reply
+                .as_ref()
+                .is_some_and(|r| r.as_str().starts_with(INBOX_PREFIX)),
+        }
+    }
+
     /// Sends the answer (nothing happens if the requester has gone).
     ///
     /// # Errors
@@ -49,9 +64,7 @@ impl Request {
             }
             Replier::Nats { client, reply } => {
                 let Some(reply) = reply else { return Ok(()) };
-                // Answers go to request inboxes only: a requester naming a stream's subject as
-                // its reply address would have the answer stored there under our name.
-                if !reply.as_str().starts_with("_INBOX.") {
+                if !reply.as_str().starts_with(INBOX_PREFIX) {
                     return Err(BusError::Request {
                         subject: self.subject,
                         reason: format!("reply subject {reply} is not an inbox; not answered"),

@@ -17,6 +17,14 @@ pub(crate) enum Answer {
     Snapshot(ChartSnapshot, &'static str),
 }
 
+/// Whether this shard answers requests on `subject` (cheap: no state read).
+pub(crate) fn is_ours(shard: Shard, subject: &str) -> bool {
+    match parse(subject) {
+        Some((symbol, _, _)) => shard.owns(symbol.as_str()),
+        None => shard.index == 0,
+    }
+}
+
 /// The answer to a request on `subject`.
 pub(crate) fn answer(state: &SpreadState, shard: Shard, subject: &str) -> Answer {
     let Some((symbol, a, b)) = parse(subject) else {

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use spreadagg_bus::OutMessage;
 
-/// Pairs remembered at most; past it the oldest-published entries are dropped (their next
-/// point then goes out at once).
+/// Pairs remembered at most; past it idle entries are dropped, and when every entry holds a
+/// point a new pair's point goes out unconflated.
 const MAX_PAIRS: usize = 100_000;
 
 #[derive(Debug)]
@@ -52,6 +52,10 @@ impl Conflator {
         }
         if self.pairs.len() >= MAX_PAIRS {
             self.forget_idle(now);
+            if self.pairs.len() >= MAX_PAIRS {
+                // Full of pairs with held points: this one goes out unconflated.
+                return (Some(msg), false);
+            }
         }
         self.pairs.insert(msg.subject.clone(), (now, None));
         (Some(msg), false)
@@ -78,6 +82,16 @@ impl Conflator {
             .retain(|_, (last, held)| held.is_some() || now.duration_since(*last) < interval);
     }
 
+    /// Holds a point again that could not be sent (stop came first), unless the pair holds a
+    /// newer one.
+    pub fn hold_again(&mut self, msg: OutMessage) {
+        let now = Instant::now();
+        let entry = self.pairs.entry(msg.subject.clone()).or_insert((now, None));
+        if entry.1.is_none() {
+            entry.1 = Some(msg);
+        }
+    }
+
     /// Every held point, whatever its interval (at stop).
     pub fn take_all(&mut self) -> Vec<OutMessage> {
         self.pairs
@@ -86,7 +100,6 @@ impl Conflator {
             .collect()
     }
 
-    #[cfg(test)]
     pub fn held(&self) -> usize {
         self.pairs.values().filter(|(_, h)| h.is_some()).count()
     }

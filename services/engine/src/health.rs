@@ -32,9 +32,12 @@ pub(crate) struct Meters {
     pub gap_filled: Counter,
     pub conflated: Counter,
     pub gap_skipped: Counter,
+    pub gap_gone: Counter,
     pub staleness: Histogram,
-    /// Tick arrival to its points acknowledged, since the last report.
+    /// From the engine taking a tick to its points acknowledged, since the last report.
     pub latency: crate::LatencyHistogram,
+    /// The same since start (never cleared): a run's p99, not a median of per-second ones.
+    pub latency_total: crate::LatencyHistogram,
     /// The last report's figures (p50, p99 in ms, ticks).
     last_latency: (Option<f64>, Option<f64>, u64),
     entries: Counter,
@@ -58,11 +61,13 @@ impl Meters {
             conflated: metrics::counter!("spreadagg_engine_points_conflated_total"),
             gap_filled: metrics::counter!("spreadagg_engine_gap_ticks_total", "outcome" => "read_back"),
             gap_skipped: metrics::counter!("spreadagg_engine_gap_ticks_total", "outcome" => "skipped"),
+            gap_gone: metrics::counter!("spreadagg_engine_gap_ticks_total", "outcome" => "gone"),
             staleness: metrics::histogram!("spreadagg_engine_point_staleness_seconds"),
             entries: metrics::counter!("spreadagg_engine_signals_total", "kind" => "entry"),
             exits: metrics::counter!("spreadagg_engine_signals_total", "kind" => "exit"),
             reported: crate::state::Evictions::default(),
             latency: crate::LatencyHistogram::default(),
+            latency_total: crate::LatencyHistogram::default(),
             last_latency: (None, None, 0),
         };
         // Exported from the start (at zero), so dashboards and alerts see the series before
@@ -77,6 +82,7 @@ impl Meters {
             &m.gap_filled,
             &m.conflated,
             &m.gap_skipped,
+            &m.gap_gone,
             &m.entries,
             &m.exits,
         ] {
@@ -104,6 +110,7 @@ pub(crate) fn report(
     component: &Component,
     in_flight: usize,
     shedding: bool,
+    held: usize,
 ) {
     let e = state.evictions();
     let r = meters.reported;
@@ -117,15 +124,14 @@ pub(crate) fn report(
             .increment(now - before);
     }
     meters.reported = e;
-    // Latency over the last reporting period (1 s), kept when the period saw no tick.
-    if meters.latency.count() > 0 {
-        meters.last_latency = (
-            meters.latency.quantile_ms(0.5),
-            meters.latency.quantile_ms(0.99),
-            meters.latency.count(),
-        );
-        meters.latency.clear();
-    }
+    // Latency over the last reporting period (1 s); none when it acknowledged nothing (a
+    // stalled engine does not keep showing its last good figure).
+    meters.last_latency = (
+        meters.latency.quantile_ms(0.5),
+        meters.latency.quantile_ms(0.99),
+        meters.latency.count(),
+    );
+    meters.latency.clear();
     let now_ns = spreadagg_model::time::now_ns();
     metrics::gauge!("spreadagg_engine_ticks").set(state.ticks() as f64);
     metrics::gauge!("spreadagg_engine_windows").set(state.windows() as f64);
@@ -133,6 +139,7 @@ pub(crate) fn report(
     metrics::gauge!("spreadagg_engine_chart_points").set(state.chart_points() as f64);
     let active = state.active_signals(now_ns);
     metrics::gauge!("spreadagg_engine_active_signals").set(active as f64);
+    metrics::gauge!("spreadagg_engine_points_held").set(held as f64);
     metrics::gauge!("spreadagg_engine_shedding").set(if shedding { 1.0 } else { 0.0 });
     metrics::gauge!("spreadagg_engine_points_per_window_cap").set(state.caps().0 as f64);
     let completeness = if meters.ticks == 0 {
@@ -171,6 +178,11 @@ pub(crate) fn report(
                 "p50": meters.last_latency.0,
                 "p99": meters.last_latency.1,
                 "ticks": meters.last_latency.2,
+                "since_start": {
+                    "p50": meters.latency_total.quantile_ms(0.5),
+                    "p99": meters.latency_total.quantile_ms(0.99),
+                    "ticks": meters.latency_total.count(),
+                },
             },
             "staleness_ms": staleness_by_pair(state),
         }),

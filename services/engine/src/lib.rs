@@ -139,7 +139,8 @@ pub async fn run(
             }
             _ = report.tick() => {
                 pressure::relieve(&mut governor, &cgroup, &mut work.state);
-                health::report(&work.state, &mut work.meters, &component, work.publisher.in_flight(), governor.shedding());
+                let held = work.conflator.as_ref().map_or(0, conflate::Conflator::held);
+                health::report(&work.state, &mut work.meters, &component, work.publisher.in_flight(), governor.shedding(), held);
             }
             Some(request) = charts.next() => work.answer_chart(request).await,
             // Publishes are retried in here while the consumer is quiet.
@@ -158,30 +159,28 @@ pub async fn run(
             },
         }
     }
-    // Stopping: held points go out, then the publishes still in flight get a short while;
-    // ticks whose points did not all make it stay unacknowledged and go to the next engine.
-    if let Some(c) = work.conflator.as_mut() {
-        for msg in c.take_all() {
-            if tokio::time::timeout(STOP_FLUSH, work.publisher.publish(msg))
-                .await
-                .is_err()
-            {
-                break;
+    // Stopping, within one deadline: held points go out, then the publishes still in flight
+    // get their acknowledgements, then the tick acknowledgements are flushed. Ticks whose
+    // points did not all make it stay unacknowledged and go to the next engine.
+    let finish = async {
+        if let Some(c) = work.conflator.as_mut() {
+            for msg in c.take_all() {
+                let _ = work.publisher.publish(msg).await;
             }
         }
-    }
-    if tokio::time::timeout(STOP_FLUSH, work.publisher.flush())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
+        let _ = work.publisher.flush().await;
+        work.ack_settled().await;
+        bus.flush().await
+    };
+    match tokio::time::timeout(STOP_FLUSH, finish).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not flush acknowledgements; those ticks will be redelivered");
+        }
+        Err(_) => tracing::warn!(
             in_flight = work.publisher.in_flight(),
-            "spreads still unacknowledged at stop; their ticks are left to redelivery"
-        );
-    }
-    work.ack_settled().await;
-    if let Err(e) = bus.flush().await {
-        tracing::warn!(error = %e, "could not flush acknowledgements; those ticks will be redelivered");
+            "stop deadline reached; unacknowledged ticks are left to redelivery"
+        ),
     }
     let _ = lag.await;
     tracing::info!(
@@ -206,6 +205,9 @@ struct Work {
     waiting: VecDeque<(Delivery, u64, Instant)>,
     /// The highest stream sequence applied to the state.
     applied_through: u64,
+    /// Whether `applied_through` says where delivery stands (after the warm start learned
+    /// it, or the first delivery): only then is a skipped sequence a gap.
+    baseline_known: bool,
     /// Stream sequences in `waiting`: a second redelivery of one is not queued again.
     waiting_seqs: HashSet<u64>,
     shard: Shard,
@@ -230,6 +232,7 @@ impl Work {
             scratch: Vec::new(),
             waiting: VecDeque::new(),
             applied_through: 0,
+            baseline_known: false,
             waiting_seqs: HashSet::new(),
             shard: config.shard,
             meters: health::Meters::new(),
@@ -263,13 +266,14 @@ impl Work {
             self.ack_settled().await;
             return Ok(());
         }
-        if self.applied_through > 0 && seq > self.applied_through + 1 {
+        if self.baseline_known && seq > self.applied_through + 1 {
             // Ticks in between were delivered and lost on the way (a connection drop): JetStream
             // would redeliver them after the ack wait, behind newer ticks. They are read back
             // now and applied in order, so none is taken for applied when it was not.
             self.fill(self.applied_through + 1, seq, stop).await?;
         }
         self.applied_through = seq;
+        self.baseline_known = true;
         self.process(&delivery.subject, &delivery.payload, seq, true, stop)
             .await?;
         self.waiting_seqs.insert(seq);
@@ -284,6 +288,9 @@ impl Work {
     /// lost deliveries (the stream's limits removed them): only its last `max_gap` are read,
     /// the rest counted.
     async fn fill(&mut self, from: u64, to: u64, stop: &CancellationToken) -> Result<(), Stopped> {
+        if from >= to {
+            return Ok(());
+        }
         let from = if to - from > self.max_gap {
             self.meters.gap_skipped.increment(to - from - self.max_gap);
             to - self.max_gap
@@ -292,7 +299,12 @@ impl Work {
         };
         for seq in from..to {
             let stored = loop {
-                match self.bus.get(STREAM_TICKS, seq).await {
+                let got = tokio::select! {
+                    biased;
+                    () = stop.cancelled() => return Err(Stopped),
+                    got = self.bus.get(STREAM_TICKS, seq) => got,
+                };
+                match got {
                     Ok(m) => break m,
                     Err(e) => {
                         tracing::warn!(error = %e, seq, "cannot read a missing tick back; retrying");
@@ -303,10 +315,13 @@ impl Work {
                     }
                 }
             };
-            self.meters.gap_filled.increment(1);
             if let Some(m) = stored {
+                self.meters.gap_filled.increment(1);
                 self.process(&m.subject, &m.payload, seq, true, stop)
                     .await?;
+            } else {
+                // Removed by the stream's limits before it could be read.
+                self.meters.gap_gone.increment(1);
             }
         }
         Ok(())
@@ -451,13 +466,31 @@ impl Work {
             Some(c) => c.due(Instant::now()),
             None => return Ok(()),
         };
-        for msg in due {
-            self.send(msg, stop).await?;
+        let mut due = due.into_iter();
+        while let Some(msg) = due.next() {
+            let kept = msg.clone();
+            if self.send(msg, stop).await.is_err() {
+                // Held again (with the rest), so the stop path publishes them.
+                if let Some(c) = self.conflator.as_mut() {
+                    for m in std::iter::once(kept).chain(due) {
+                        c.hold_again(m);
+                    }
+                }
+                return Err(Stopped);
+            }
         }
         Ok(())
     }
 
     async fn answer_chart(&mut self, request: spreadagg_bus::Request) {
+        if !chart::is_ours(self.shard, &request.subject) {
+            return;
+        }
+        if !request.can_reply() {
+            metrics::counter!("spreadagg_engine_chart_requests_total", "outcome" => "bad_reply_subject")
+                .increment(1);
+            return;
+        }
         if !self.charts.admit(Instant::now()) {
             metrics::counter!("spreadagg_engine_chart_requests_total", "outcome" => "rate_limited")
                 .increment(1);
@@ -490,7 +523,9 @@ impl Work {
             if let Some((d, _, arrived)) = self.waiting.pop_front() {
                 self.waiting_seqs.remove(&d.stream_seq);
                 // From the tick's arrival to its points acknowledged by the stream.
-                self.meters.latency.record(arrived.elapsed());
+                let took = arrived.elapsed();
+                self.meters.latency.record(took);
+                self.meters.latency_total.record(took);
                 if let Err(e) = d.ack().await {
                     tracing::debug!(error = %e, "tick ack failed; it will be redelivered");
                 }

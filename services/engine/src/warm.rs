@@ -56,7 +56,16 @@ pub(crate) async fn start(
         floor,
         start_seq,
     } = plan(bus, &config.durable_name(), component, stop).await?;
-    if config.warm_start_s == 0 || through == 0 {
+    // Where delivery stands is known from here on: a delivery past `through + 1` is a gap.
+    work.baseline_known = through > 0 || start_seq.is_some();
+    if through == 0 {
+        return Ok(start_seq);
+    }
+    if config.warm_start_s == 0 {
+        // No replay, but the unacknowledged ticks must still be applied and published before
+        // the durable redelivers them (behind newer ticks), or they would be taken for applied.
+        work.fill(floor + 1, through + 1, stop).await?;
+        work.applied_through = through;
         return Ok(start_seq);
     }
     let started = Instant::now();
@@ -79,6 +88,8 @@ pub(crate) async fn start(
         Ok(r) => r,
         Err(error) => {
             tracing::warn!(%error, "warm start: cannot read MD_TICKS; starting empty");
+            work.fill(floor + 1, through + 1, stop).await?;
+            work.applied_through = through;
             return Ok(start_seq);
         }
     };
@@ -150,9 +161,10 @@ async fn plan(
 ) -> Result<Plan, Stopped> {
     loop {
         let answer = match bus.consumer_state(STREAM_TICKS, durable).await {
+            // The floor can pass the delivered sequence when undelivered ticks aged out.
             Ok(c) => Ok(Plan {
                 through: c.delivered_seq,
-                floor: c.ack_floor,
+                floor: c.ack_floor.min(c.delivered_seq),
                 start_seq: None,
             }),
             Err(BusError::NoConsumer { .. }) => {
