@@ -33,6 +33,7 @@ use spreadagg_model::subjects::{self, STREAM_TICKS};
 use spreadagg_model::wire::Tick;
 use spreadagg_model::{ExchangeId, Shard, Symbol};
 use spreadagg_runtime::Health;
+use spreadagg_runtime::traces::HOT;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{EngineConfig, EngineError};
@@ -515,6 +516,16 @@ impl Work {
     /// Acknowledges, in order, every waiting tick whose publishes are all settled.
     async fn ack_settled(&mut self) {
         let settled = self.publisher.settled();
+        let ready = self
+            .waiting
+            .iter()
+            .take_while(|(_, needs, _)| *needs <= settled)
+            .count();
+        if ready == 0 {
+            return;
+        }
+        // The stage span: acknowledging the ticks whose points the stream has acknowledged.
+        let _stage = tracing::debug_span!(target: HOT, "engine.settle_batch", ticks = i64::try_from(ready).unwrap_or(i64::MAX));
         while self
             .waiting
             .front()
