@@ -7,7 +7,7 @@
 
 use std::num::NonZeroUsize;
 
-use spreadagg_engine::{Caps, EngineConfig, Governor, Marks, SpreadState, TickIn};
+use spreadagg_engine::{EngineConfig, Governor, SpreadState, TickIn};
 use spreadagg_model::ExchangeId;
 use spreadagg_runtime::process::CgroupRoot;
 
@@ -58,17 +58,7 @@ fn main() {
         ts: 0,
     };
     let mut state = SpreadState::new(limits);
-    let mut governor = Governor::new(
-        Marks {
-            low: config.memory_low_water,
-            high: config.memory_high_water,
-            critical: config.memory_critical,
-        },
-        Caps {
-            points: limits.window.max_points,
-            windows: limits.max_windows,
-        },
-    );
+    let mut governor = Governor::for_config(&config, &limits);
     let cgroup = CgroupRoot::default();
     let base = rss();
     let (a, b) = (ExchangeId::Binance, ExchangeId::Okx);

@@ -4,6 +4,8 @@
 //! a malformed request is answered by shard 0 with an empty snapshot, so the asker hears at
 //! once instead of timing out.
 
+use std::time::Instant;
+
 use spreadagg_model::wire::ChartSnapshot;
 use spreadagg_model::{ExchangeId, Shard, Symbol};
 
@@ -74,6 +76,39 @@ fn parse(subject: &str) -> Option<(Symbol, ExchangeId, ExchangeId)> {
         return None;
     }
     Some((symbol.parse().ok()?, a.parse().ok()?, b.parse().ok()?))
+}
+
+/// A token bucket for chart requests: answering one takes the tick loop's time, so a flood
+/// of them is refused (counted) rather than allowed to starve the ticks.
+pub(crate) struct Limiter {
+    per_s: f64,
+    tokens: f64,
+    at: Option<Instant>,
+}
+
+impl Limiter {
+    pub(crate) fn new(per_s: u32) -> Self {
+        let per_s = f64::from(per_s);
+        Self {
+            per_s,
+            tokens: per_s,
+            at: None,
+        }
+    }
+
+    pub(crate) fn admit(&mut self, now: Instant) -> bool {
+        if let Some(at) = self.at {
+            self.tokens = (self.tokens + now.duration_since(at).as_secs_f64() * self.per_s)
+                .min(self.per_s.max(1.0));
+        }
+        self.at = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 #[cfg(test)]

@@ -113,17 +113,7 @@ pub async fn run(
 
     let mut report = tokio::time::interval(health::REPORT_EVERY);
     let cgroup = spreadagg_runtime::process::CgroupRoot(config.cgroup_root.clone());
-    let mut governor = Governor::new(
-        Marks {
-            low: config.memory_low_water,
-            high: config.memory_high_water,
-            critical: config.memory_critical,
-        },
-        Caps {
-            points: limits.window.max_points,
-            windows: limits.max_windows,
-        },
-    );
+    let mut governor = Governor::for_config(&config, &limits);
     let mut conflation = tokio::time::interval(
         work.conflator
             .as_ref()
@@ -220,7 +210,7 @@ struct Work {
     max_gap: u64,
     /// Ticks further ahead of this clock than this are refused.
     max_future_ns: i64,
-    charts: ChartLimiter,
+    charts: chart::Limiter,
     /// `publish_min_interval_ms` > 0: points held per pair (see `conflate`).
     conflator: Option<conflate::Conflator>,
 }
@@ -242,7 +232,7 @@ impl Work {
             max_future_ns: i64::try_from(config.max_future_ms)
                 .unwrap_or(i64::MAX / 1_000_000)
                 .saturating_mul(1_000_000),
-            charts: ChartLimiter::new(config.chart_requests_per_s),
+            charts: chart::Limiter::new(config.chart_requests_per_s),
             conflator: (config.publish_min_interval_ms > 0).then(|| {
                 conflate::Conflator::new(Duration::from_millis(config.publish_min_interval_ms))
             }),
@@ -545,39 +535,6 @@ impl Work {
     }
 }
 
-/// A token bucket for chart requests: answering one takes the tick loop's time, so a flood
-/// of them is refused (counted) rather than allowed to starve the ticks.
-struct ChartLimiter {
-    per_s: f64,
-    tokens: f64,
-    at: Option<Instant>,
-}
-
-impl ChartLimiter {
-    fn new(per_s: u32) -> Self {
-        let per_s = f64::from(per_s);
-        Self {
-            per_s,
-            tokens: per_s,
-            at: None,
-        }
-    }
-
-    fn admit(&mut self, now: Instant) -> bool {
-        if let Some(at) = self.at {
-            self.tokens = (self.tokens + now.duration_since(at).as_secs_f64() * self.per_s)
-                .min(self.per_s.max(1.0));
-        }
-        self.at = Some(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// Decodes and checks a tick; the error is a metric label.
 fn decode(payload: &[u8]) -> Result<Tick, &'static str> {
     let tick = Tick::decode(payload).map_err(|_| "undecodable")?;
@@ -593,115 +550,4 @@ fn decode(payload: &[u8]) -> Result<Tick, &'static str> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use spreadagg_bus::StreamSettings;
-    use spreadagg_model::subjects::STREAM_SPREADS;
-
-    fn tick(exchange: &str, bid: f64, ts_ns: i64) -> OutMessage {
-        let t = Tick {
-            exchange: exchange.into(),
-            symbol: "BTC-USDT".into(),
-            bid_px: bid,
-            bid_qty: 1.0,
-            ask_px: bid + 0.1,
-            ask_qty: 1.0,
-            recv_ts_ns: ts_ns,
-            ..Tick::default()
-        };
-        OutMessage {
-            subject: format!("md.tick.{exchange}.BTC-USDT"),
-            msg_id: format!("{exchange}-{ts_ns}"),
-            payload: t.encode_to_vec().into(),
-        }
-    }
-
-    /// Deliveries 2 and 3 are lost on the way (as on a dropped connection): 4 arrives first.
-    /// The engine reads 2 and 3 back and applies them in order before 4; their later
-    /// redeliveries are acknowledged without a second application. The points stored are
-    /// exactly those of the ticks in stream order.
-    #[tokio::test]
-    async fn ticks_lost_in_delivery_are_read_back_in_order_not_taken_for_applied() {
-        let bus = Bus::in_process(&StreamSettings::default());
-        let now = spreadagg_model::time::now_ns();
-        for (i, (ex, bid)) in [
-            ("okx", 100.0),
-            ("binance", 100.2),
-            ("okx", 100.4),
-            ("binance", 100.1),
-            ("okx", 100.3),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            bus.publish(&tick(ex, bid, now + i64::try_from(i).unwrap_or(0)))
-                .await
-                .expect("stored");
-        }
-        let spec = ConsumerSpec {
-            stream: STREAM_TICKS.into(),
-            durable: "t".into(),
-            filter: subjects::ALL_TICKS.into(),
-            ack_wait: Duration::from_millis(200),
-            max_ack_pending: 100,
-            batch: 10,
-            start_seq: None,
-        };
-        let mut consumer = bus.durable(&spec).await.expect("consumer");
-        let mut deliveries = Vec::new();
-        for _ in 0..5 {
-            deliveries.push(consumer.next().await.expect("delivery"));
-        }
-        let config = EngineConfig::default();
-        let mut work = Work::new(&config, config.limits().expect("limits"), &bus);
-        let stop = CancellationToken::new();
-        let mut d = deliveries.into_iter();
-        let (one, two, three, four, five) = (
-            d.next().expect("1"),
-            d.next().expect("2"),
-            d.next().expect("3"),
-            d.next().expect("4"),
-            d.next().expect("5"),
-        );
-        drop((two, three));
-        work.handle(one, &stop).await.ok().expect("handled");
-        work.handle(four, &stop).await.ok().expect("handled");
-        // 2 and 3 come back after the ack wait: acknowledged, not applied again.
-        for _ in 0..2 {
-            let again = consumer.next().await.expect("redelivery");
-            assert!(again.redelivered && again.stream_seq < 4);
-            work.handle(again, &stop).await.ok().expect("handled");
-        }
-        work.handle(five, &stop).await.ok().expect("handled");
-        work.publisher.flush().await.expect("flushed");
-        work.ack_settled().await;
-        assert!(work.waiting.is_empty(), "every tick acknowledged");
-
-        let mut reference = SpreadState::new(config.limits().expect("limits"));
-        let mut expected = Vec::new();
-        for seq in 1..=5 {
-            let m = bus
-                .get(STREAM_TICKS, seq)
-                .await
-                .expect("get")
-                .expect("stored");
-            expected.extend(
-                reference
-                    .on_tick(&Tick::decode(m.payload).expect("tick"))
-                    .expect("in order"),
-            );
-        }
-        let state = bus.stream_state(STREAM_SPREADS).await.expect("spreads");
-        let mut stored = Vec::new();
-        for seq in state.first_seq..=state.last_seq {
-            let m = bus
-                .get(STREAM_SPREADS, seq)
-                .await
-                .expect("get")
-                .expect("stored");
-            stored.push(spreadagg_model::wire::Spread::decode(m.payload).expect("spread"));
-        }
-        assert_eq!(expected.len(), 4);
-        assert_eq!(stored, expected, "every point once, in stream order");
-    }
-}
+mod tests;

@@ -84,6 +84,21 @@ pub struct Governor {
 }
 
 impl Governor {
+    /// The governor for a configuration: its marks, and its bounds as the full caps.
+    pub fn for_config(config: &crate::EngineConfig, limits: &crate::Limits) -> Self {
+        Self::new(
+            Marks {
+                low: config.memory_low_water,
+                high: config.memory_high_water,
+                critical: config.memory_critical,
+            },
+            Caps {
+                points: limits.window.max_points,
+                windows: limits.max_windows,
+            },
+        )
+    }
+
     pub fn new(marks: Marks, full: Caps) -> Self {
         Self {
             marks,
