@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use partition::StreamKind;
 pub use record::Rejection;
-pub use store::StoreError;
+pub use store::{StoreError, StoreOptions};
 
 use status::StreamStatus;
 use writer::{Writer, WriterSettings};
@@ -39,21 +39,34 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 #[serde(deny_unknown_fields, default)]
 pub struct ArchiveConfig {
     /// Where the archive lives: `file:///abs/dir` or a plain directory path (relative to the
-    /// working directory; created when missing). This build has the local filesystem only;
-    /// `s3://`, `gs://` and `az://` are refused at start with an error saying so.
+    /// working directory; created when missing), `s3://bucket/prefix`, `gs://bucket/prefix`,
+    /// `az://container/prefix` or `memory://`. Cloud credentials, region and endpoint come
+    /// from the environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`), never from this value.
     pub store: String,
-    /// Key prefix inside the store; files go to `<prefix>/ticks/...`. Empty: the store root.
+    /// Key prefix inside the store, after the URL's own path; files go to
+    /// `<prefix>/ticks/...`. Empty: the store root (or the URL's path).
     pub prefix: String,
+    /// S3 only: virtual-hosted-style addressing (`bucket.host`). Off: path style
+    /// (`host/bucket`), which S3-compatible servers need.
+    pub s3_virtual_hosted_style: bool,
+    /// Seconds between checks that the store still takes writes while the archiver runs;
+    /// readiness follows the last check and the last write.
+    pub store_check_interval_s: u64,
     /// A stream's buffer is flushed when it holds this many rows. Larger means bigger files
     /// (better for analytics) and more messages awaiting their ack.
     pub flush_rows: usize,
+    /// ... or this many bytes of messages: the buffer's memory bound (with one message more,
+    /// at most the bus's 1 MiB payload limit).
+    pub flush_bytes: usize,
     /// A row waits at most this long (ms) in the buffer before its flush starts.
     pub flush_interval_ms: u64,
     /// The consumers' cap on unacknowledged messages: the backpressure that keeps memory flat
     /// when the store is slow. At least `flush_rows`, or a flush could never fill.
     pub max_ack_pending: usize,
-    /// Seconds before the server redelivers an unacknowledged message. Must cover a buffered
-    /// row's whole wait (the flush interval) plus the write; at least twice the flush interval.
+    /// Seconds before the server redelivers an unacknowledged message: how soon a crashed
+    /// archiver's messages reach its successor. Short on purpose; a flush that takes longer
+    /// keeps its messages with in-progress acknowledgements. At least twice the flush
+    /// interval, so a buffered row never needs one while it waits for its flush.
     pub ack_wait_s: u64,
 }
 
@@ -62,10 +75,13 @@ impl Default for ArchiveConfig {
         Self {
             store: "./data".into(),
             prefix: String::new(),
+            s3_virtual_hosted_style: false,
+            store_check_interval_s: 15,
             flush_rows: 50_000,
-            flush_interval_ms: 10_000,
+            flush_bytes: 32 * 1024 * 1024,
+            flush_interval_ms: 2_000,
             max_ack_pending: 100_000,
-            ack_wait_s: 60,
+            ack_wait_s: 5,
         }
     }
 }
@@ -80,8 +96,14 @@ impl ArchiveConfig {
         if self.store.trim().is_empty() {
             return bad("store must name a directory or a file:// URL".into());
         }
+        if self.store_check_interval_s == 0 {
+            return bad("store_check_interval_s must be at least 1".into());
+        }
         if self.flush_rows == 0 {
             return bad("flush_rows must be at least 1".into());
+        }
+        if self.flush_bytes == 0 {
+            return bad("flush_bytes must be at least 1".into());
         }
         if self.flush_interval_ms == 0 {
             return bad("flush_interval_ms must be at least 1".into());
@@ -106,6 +128,7 @@ impl ArchiveConfig {
     fn writer_settings(&self) -> WriterSettings {
         WriterSettings {
             flush_rows: self.flush_rows,
+            flush_bytes: self.flush_bytes,
             flush_interval: Duration::from_millis(self.flush_interval_ms),
             max_ack_pending: self.max_ack_pending,
             ack_wait: Duration::from_secs(self.ack_wait_s),
@@ -150,7 +173,10 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<(), ArchiveError> {
     config.validate()?;
-    let store = store::open(&config.store, &config.prefix)?;
+    let options = StoreOptions {
+        s3_virtual_hosted_style: config.s3_virtual_hosted_style,
+    };
+    let store = store::open(&config.store, &config.prefix, options)?;
     tokio::select! {
         biased;
         () = stop.cancelled() => return Ok(()),
@@ -163,6 +189,16 @@ pub async fn run(
                 });
             }
         },
+    }
+    let sweeper = store.clone();
+    let swept = tokio::task::spawn_blocking(move || sweeper.remove_local_staging())
+        .await
+        .map_err(|e| ArchiveError::Task(e.to_string()))??;
+    if swept > 0 {
+        tracing::info!(
+            files = swept,
+            "removed staging files an earlier crash left behind"
+        );
     }
     tracing::info!(
         store = store.location(),
@@ -194,6 +230,13 @@ pub async fn run(
             }
         };
     }
+    let (check_store, check_stop) = (store.clone(), inner.clone());
+    let check_every = Duration::from_secs(config.store_check_interval_s);
+    let store_component = health.register("archive.store");
+    tasks.spawn(async move {
+        status::watch_store(check_store, store_component, check_every, check_stop).await;
+        Ok(())
+    });
     let lag_stop = inner.clone();
     tasks.spawn(async move {
         status::watch_lag(bus, statuses, lag_stop).await;
@@ -228,7 +271,7 @@ mod tests {
                 c.max_ack_pending,
                 c.ack_wait_s
             ),
-            (50_000, 10_000, 100_000, 60)
+            (50_000, 2_000, 100_000, 5)
         );
     }
 
@@ -273,25 +316,25 @@ mod tests {
             serde_json::from_str(r#"{"store": "/x", "flush_rows": 10}"#).expect("parses");
         assert_eq!(
             (c.store.as_str(), c.flush_rows, c.ack_wait_s),
-            ("/x", 10, 60)
+            ("/x", 10, 5)
         );
         assert!(serde_json::from_str::<ArchiveConfig>(r#"{"stor": "/x"}"#).is_err());
     }
 
     #[tokio::test]
-    async fn cloud_stores_fail_at_start_with_a_clear_error() {
+    async fn unknown_store_schemes_fail_at_start_with_a_clear_error() {
         let config = ArchiveConfig {
-            store: "s3://bucket/archive".into(),
+            store: "ftp://host/archive".into(),
             ..ArchiveConfig::default()
         };
         let bus = Bus::in_process(&spreadagg_bus::StreamSettings::default());
         let err = run(config, bus, Health::new(), CancellationToken::new())
             .await
-            .expect_err("s3 is not in this build");
+            .expect_err("ftp is no store");
         assert!(matches!(
             err,
             ArchiveError::Store(StoreError::Unsupported { .. })
         ));
-        assert!(err.to_string().contains("s3://"), "{err}");
+        assert!(err.to_string().contains("ftp://"), "{err}");
     }
 }

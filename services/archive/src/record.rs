@@ -22,6 +22,8 @@ pub enum Rejection {
     Exchange(String),
     #[error("symbol is empty")]
     Symbol,
+    #[error("the row cannot be encoded as Parquet: {0}")]
+    Encode(String),
 }
 
 impl Rejection {
@@ -31,6 +33,7 @@ impl Rejection {
             Rejection::Decode(_) => "decode",
             Rejection::Exchange(_) => "exchange",
             Rejection::Symbol => "symbol",
+            Rejection::Encode(_) => "encode",
         }
     }
 }
@@ -132,28 +135,77 @@ pub(crate) struct EncodedFile {
     pub rows: usize,
 }
 
+/// What a flush's encoding produced: the files, and the rows that could not be encoded
+/// (with the reason), which the writer keeps aside instead of failing the whole flush.
+#[derive(Debug, Default)]
+pub(crate) struct Encoded {
+    pub files: Vec<EncodedFile>,
+    pub rejected: Vec<RejectedRow>,
+}
+
+/// A row kept out of its file, with the message's bytes so it can be kept aside whole.
+#[derive(Debug)]
+pub(crate) struct RejectedRow {
+    pub stream_seq: u64,
+    pub reason: Rejection,
+    pub payload: Bytes,
+}
+
+impl RejectedRow {
+    fn new<T: Record>(row: &Row<T>, error: &EncodeError) -> Self {
+        Self {
+            stream_seq: row.stream_seq,
+            reason: Rejection::Encode(error.to_string()),
+            payload: Bytes::from(row.msg.encode_to_vec()),
+        }
+    }
+}
+
 /// Encodes each partition's rows as one file named after its first and last stream sequence.
+/// A partition whose batch fails to encode is encoded row by row to find the rows at fault;
+/// those are returned as rejected and the file is written without them. (Every value of a
+/// decoded message has a column type, so this is a guard against bugs and limits, such as a
+/// column's 2 GiB string offsets, not an expected path.)
 pub(crate) fn encode_all<T: Record>(
     base: &Path,
     groups: BTreeMap<Partition, Vec<Row<T>>>,
-) -> Result<Vec<EncodedFile>, EncodeError> {
-    let mut files = Vec::with_capacity(groups.len());
+) -> Encoded {
+    let mut out = Encoded::default();
     for (partition, mut rows) in groups {
+        sort_rows(&mut rows);
+        if let Err(error) = encode_rows(&rows) {
+            tracing::warn!(stream = T::KIND.name(), %error, rows = rows.len(), "a batch failed to encode; isolating the rows at fault");
+            rows.retain(|row| match encode_rows(std::slice::from_ref(row)) {
+                Ok(_) => true,
+                Err(error) => {
+                    out.rejected.push(RejectedRow::new(row, &error));
+                    false
+                }
+            });
+        }
         let (Some(first), Some(last)) = (
             rows.iter().map(|r| r.stream_seq).min(),
             rows.iter().map(|r| r.stream_seq).max(),
         ) else {
             continue;
         };
-        sort_rows(&mut rows);
-        let batch = T::batch(&rows)?;
-        files.push(EncodedFile {
-            path: partition.file_path(base, T::KIND, &file_name(T::KIND, first, last)),
-            bytes: schema::to_parquet(&batch)?,
-            rows: rows.len(),
-        });
+        match encode_rows(&rows) {
+            Ok(bytes) => out.files.push(EncodedFile {
+                path: partition.file_path(base, T::KIND, &file_name(T::KIND, first, last)),
+                bytes,
+                rows: rows.len(),
+            }),
+            // Each row encodes alone but not together: keep them all aside rather than stop.
+            Err(error) => out
+                .rejected
+                .extend(rows.iter().map(|r| RejectedRow::new(r, &error))),
+        }
     }
-    Ok(files)
+    out
+}
+
+fn encode_rows<T: Record>(rows: &[Row<T>]) -> Result<Bytes, EncodeError> {
+    schema::to_parquet(&T::batch(rows)?)
 }
 
 /// Counts a rejection in `spreadagg_archive_rejected_total{stream,reason}`.
@@ -260,7 +312,9 @@ mod tests {
             });
         }
         let again = groups.clone();
-        let files = encode_all::<Tick>(&Path::from("pre"), groups).expect("encodes");
+        let encoded = encode_all::<Tick>(&Path::from("pre"), groups);
+        assert!(encoded.rejected.is_empty());
+        let files = encoded.files;
         let names: Vec<(&str, usize)> = files.iter().map(|f| (f.path.as_ref(), f.rows)).collect();
         assert_eq!(
             names,
@@ -280,7 +334,7 @@ mod tests {
             ]
         );
         // The same rows give the same names and the same bytes: a retried flush overwrites.
-        let repeat = encode_all::<Tick>(&Path::from("pre"), again).expect("encodes");
+        let repeat = encode_all::<Tick>(&Path::from("pre"), again).files;
         for (a, b) in files.iter().zip(&repeat) {
             assert_eq!((&a.path, &a.bytes), (&b.path, &b.bytes));
         }
@@ -303,6 +357,76 @@ mod tests {
                     && l.contains("reason=\"decode\"")
                     && l.ends_with(" 1")),
             "{text}"
+        );
+    }
+
+    /// A record whose batch fails when any row is named "poison": stands in for a row the
+    /// real schemas cannot encode, which no valid message produces.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Probe {
+        #[prost(string, tag = "1")]
+        name: String,
+    }
+
+    impl Record for Probe {
+        const KIND: StreamKind = StreamKind::Trades;
+        fn partition(&self) -> Result<Partition, Rejection> {
+            Ok(Partition::new(Some("okx"), 0))
+        }
+        fn sort_key(&self) -> (&str, i64) {
+            (&self.name, 0)
+        }
+        fn batch(rows: &[Row<Self>]) -> Result<RecordBatch, ArrowError> {
+            if rows.iter().any(|r| r.msg.name == "poison") {
+                return Err(ArrowError::InvalidArgumentError("poisoned".into()));
+            }
+            let trades: Vec<Row<Trade>> = rows
+                .iter()
+                .map(|r| Row {
+                    stream_seq: r.stream_seq,
+                    msg: Trade {
+                        exchange: "okx".into(),
+                        symbol: r.msg.name.clone(),
+                        ..Trade::default()
+                    },
+                })
+                .collect();
+            schema::trades_batch(&trades)
+        }
+    }
+
+    #[test]
+    fn rows_that_cannot_be_encoded_are_kept_aside_and_the_rest_written() {
+        let rows: Vec<Row<Probe>> = ["a", "poison", "b", "poison"]
+            .iter()
+            .zip(1u64..)
+            .map(|(name, seq)| Row {
+                stream_seq: seq,
+                msg: Probe {
+                    name: (*name).into(),
+                },
+            })
+            .collect();
+        let groups = BTreeMap::from([(Partition::new(Some("okx"), 0), rows)]);
+        let encoded = encode_all::<Probe>(&Path::from(""), groups);
+        let mut rejected: Vec<u64> = encoded.rejected.iter().map(|r| r.stream_seq).collect();
+        rejected.sort_unstable();
+        assert_eq!(rejected, [2, 4]);
+        let first = &encoded.rejected[0];
+        assert!(matches!(first.reason, Rejection::Encode(_)));
+        assert_eq!(
+            Probe::decode(first.payload.clone())
+                .expect("payload kept whole")
+                .name,
+            "poison"
+        );
+        assert_eq!(encoded.files.len(), 1);
+        assert_eq!(encoded.files[0].rows, 2);
+        assert!(
+            encoded.files[0]
+                .path
+                .as_ref()
+                .ends_with("trades-1-3.parquet")
         );
     }
 }

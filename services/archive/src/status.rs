@@ -12,6 +12,7 @@ use spreadagg_runtime::{Component, Health};
 use tokio_util::sync::CancellationToken;
 
 use crate::partition::StreamKind;
+use crate::store::ArchiveStore;
 
 /// How often the lag (stream last sequence minus the consumer's ack floor) is refreshed.
 const LAG_REFRESH: Duration = Duration::from_secs(3);
@@ -125,4 +126,56 @@ async fn lag_of(bus: &Bus, kind: StreamKind) -> Result<u64, BusError> {
     let stream = bus.stream_state(kind.stream()).await?;
     let consumer = bus.consumer_state(kind.stream(), kind.durable()).await?;
     Ok(stream.last_seq.saturating_sub(consumer.ack_floor))
+}
+
+/// How long one store check may take before it counts as failed.
+const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Probes the store every `every` (a small write, read and delete) and reports the result as
+/// the `archive.store` health component, so readiness follows the store even while no file
+/// is due. `spreadagg_archive_store_up` is 1 after a good check and 0 after a failed one.
+pub(crate) async fn watch_store(
+    store: ArchiveStore,
+    component: Component,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut failures: u64 = 0;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let checked = tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            checked = tokio::time::timeout(STORE_CHECK_TIMEOUT, store.probe()) => checked,
+        };
+        let error = match checked {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some(format!(
+                "no answer within {} s",
+                STORE_CHECK_TIMEOUT.as_secs()
+            )),
+        };
+        metrics::gauge!("spreadagg_archive_store_up").set(if error.is_none() { 1.0 } else { 0.0 });
+        if let Some(error) = &error {
+            failures += 1;
+            metrics::counter!("spreadagg_archive_store_check_failures_total").increment(1);
+            tracing::warn!(store = store.location(), %error, "store check failed");
+        }
+        component.set(
+            error.is_none(),
+            json!({
+                "location": store.location(),
+                "ok": error.is_none(),
+                "last_error": error,
+                "failed_checks": failures,
+            }),
+        );
+    }
 }

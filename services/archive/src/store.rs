@@ -1,27 +1,55 @@
 //! Where the archive lives: a store URL (or a plain directory path) turned into an
 //! `object_store::ObjectStore` and the key prefix files go under.
 //!
-//! This build has the local filesystem only. The cloud schemes (`s3://`, `gs://`, `az://`)
-//! are recognised and refused with a clear error; supporting one is a matter of enabling the
-//! matching `object_store` feature and filling in its arm of [`open`], nothing else.
+//! Schemes: `file://` (or a plain path), `s3://bucket/prefix` (AWS and S3-compatible servers:
+//! endpoint from `AWS_ENDPOINT_URL`, plain HTTP only with `AWS_ALLOW_HTTP=true`, credentials
+//! and region from the usual `AWS_*` variables, path-style addressing unless virtual-hosted
+//! style is asked for), `gs://bucket/prefix` (`GOOGLE_*` variables), `az://container/prefix`
+//! (`AZURE_*` variables) and `memory://` (a process-local store for tests and trials).
 //!
-//! Local writes are fsynced (file and directory) before `put` returns, and land by rename
-//! from a staging file (`<name>#<n>`), so a file is either complete or absent: that is what
-//! lets the archiver acknowledge messages as soon as their file is written.
+//! Every write is a whole object: a file is either complete or absent. Small files are one
+//! `PUT`; files from [`MULTIPART_THRESHOLD`] up go as a multipart upload, which the store
+//! makes visible only when it completes (a failed one is aborted). Local writes are fsynced
+//! (file and directory) and land by rename from a staging file (`<name>#<n>`) that a crash
+//! can leave behind; [`ArchiveStore::remove_local_staging`] deletes those at start, so a plain
+//! directory read by pyarrow never trips over one.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutPayload};
+use object_store::{
+    BackoffConfig, ObjectMeta, ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutPayload,
+    RetryConfig, WriteMultipart,
+};
 use url::Url;
+
+/// Schemes `object_store` knows: a URL with one of these that fails to parse is malformed,
+/// any other scheme is unsupported.
+const KNOWN_SCHEMES: [&str; 10] = [
+    "file", "memory", "s3", "s3a", "gs", "az", "adl", "azure", "abfs", "abfss",
+];
+
+/// Files this large or larger go up as a multipart upload.
+pub const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
+/// The part size of a multipart upload (S3 needs at least 5 MiB for all but the last part).
+const MULTIPART_CHUNK: usize = 8 * 1024 * 1024;
+/// Parts uploaded at once.
+const MULTIPART_CONCURRENCY: usize = 4;
 
 /// Why the store cannot be opened or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "store {url}: {scheme}:// is not available in this build, which archives to the local filesystem only (file:///abs/dir or a plain path)"
+        "store {url}: the scheme {scheme}:// is not supported (use file://, s3://, gs://, az://, memory:// or a plain path)"
     )]
     Unsupported { url: String, scheme: String },
     #[error("store {url}: not a valid store URL: {reason}")]
@@ -44,8 +72,22 @@ pub enum StoreError {
         #[source]
         source: object_store::Error,
     },
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
     #[error("writing {path}: no answer within {secs} s")]
     Timeout { path: String, secs: u64 },
+}
+
+/// How a cloud store is reached, beyond what its URL and the environment say.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreOptions {
+    /// S3 only: `https://bucket.host/key` instead of `https://host/bucket/key`. Off by default,
+    /// which S3-compatible servers need; `AWS_VIRTUAL_HOSTED_STYLE_REQUEST=true` also turns it on.
+    pub s3_virtual_hosted_style: bool,
 }
 
 /// An opened store and the prefix under which the layout starts.
@@ -53,8 +95,11 @@ pub enum StoreError {
 pub struct ArchiveStore {
     store: Arc<dyn ObjectStore>,
     base: Path,
-    /// The configured location, for logs.
+    /// The configured location, for logs and `/health` (no credentials: those come from the
+    /// environment, never from the URL).
     location: String,
+    /// The directory behind a local store, for the staging-file sweep.
+    local_root: Option<PathBuf>,
 }
 
 impl ArchiveStore {
@@ -68,33 +113,74 @@ impl ArchiveStore {
         &self.location
     }
 
-    /// Writes one complete object. On the local filesystem it is durable (fsynced) when this
-    /// returns `Ok`; a failed write leaves no object behind.
+    /// Writes one complete object: a single `PUT` below [`MULTIPART_THRESHOLD`], a multipart
+    /// upload from there (aborted on failure). When this returns `Ok` the object is complete
+    /// and durable as far as the store promises (fsynced on the local filesystem); a failed
+    /// write leaves nothing visible under `path`.
     ///
     /// # Errors
     /// When the store refuses or fails the write.
     pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<(), StoreError> {
+        let write_err = |source| StoreError::Write {
+            path: path.to_string(),
+            source,
+        };
+        if bytes.len() < MULTIPART_THRESHOLD {
+            return self
+                .store
+                .put(path, PutPayload::from(bytes))
+                .await
+                .map(|_| ())
+                .map_err(write_err);
+        }
+        let upload = self.store.put_multipart(path).await.map_err(write_err)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_CHUNK);
+        for chunk in bytes.chunks(MULTIPART_CHUNK) {
+            if let Err(source) = writer.wait_for_capacity(MULTIPART_CONCURRENCY).await {
+                // The upload is unusable now; abort it so no parts linger (best effort).
+                let _ = writer.abort().await;
+                return Err(write_err(source));
+            }
+            writer.write(chunk);
+        }
+        metrics::counter!("spreadagg_archive_multipart_uploads_total").increment(1);
+        writer.finish().await.map(|_| ()).map_err(write_err)
+    }
+
+    /// Reads one whole object.
+    ///
+    /// # Errors
+    /// When it is missing or the store fails.
+    pub async fn get(&self, path: &Path) -> Result<Bytes, StoreError> {
+        let read_err = |source| StoreError::Read {
+            path: path.to_string(),
+            source,
+        };
+        let got = self.store.get(path).await.map_err(read_err)?;
+        got.bytes().await.map_err(read_err)
+    }
+
+    /// Every object under `prefix` (recursively), in no particular order.
+    ///
+    /// # Errors
+    /// When the store fails to list.
+    pub async fn list(&self, prefix: &Path) -> Result<Vec<ObjectMeta>, StoreError> {
         self.store
-            .put(path, PutPayload::from(bytes))
+            .list(Some(prefix))
+            .try_collect()
             .await
-            .map(|_| ())
-            .map_err(|source| StoreError::Write {
-                path: path.to_string(),
+            .map_err(|source| StoreError::Read {
+                path: prefix.to_string(),
                 source,
             })
     }
 
-    /// Checks at start that the store takes writes: puts and deletes a small object named
-    /// `_archive_probe` under the prefix (the leading underscore keeps pyarrow and DuckDB
-    /// from ever reading it as data).
+    /// Deletes one object; a missing one is not an error.
     ///
     /// # Errors
-    /// When the store cannot be written.
-    pub async fn probe(&self) -> Result<(), StoreError> {
-        let path = self.base.clone().join("_archive_probe");
-        self.put(&path, Bytes::from_static(b"spreadagg archive probe\n"))
-            .await?;
-        match self.store.delete(&path).await {
+    /// When the store fails the delete.
+    pub async fn delete(&self, path: &Path) -> Result<(), StoreError> {
+        match self.store.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(source) => Err(StoreError::Write {
                 path: path.to_string(),
@@ -102,39 +188,198 @@ impl ArchiveStore {
             }),
         }
     }
+
+    /// Checks that the store takes writes and serves reads: puts, reads back and deletes a
+    /// small object named `_archive_probe` under the prefix (the leading underscore keeps
+    /// pyarrow and DuckDB from ever reading it as data). Run at start and, while the
+    /// archiver runs, often enough that readiness follows the store's state.
+    ///
+    /// # Errors
+    /// When the store cannot be written or read.
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        const BODY: &[u8] = b"spreadagg archive probe\n";
+        let path = self.base.clone().join("_archive_probe");
+        self.put(&path, Bytes::from_static(BODY)).await?;
+        let back = self.get(&path).await?;
+        if back.as_ref() != BODY {
+            return Err(StoreError::Read {
+                path: path.to_string(),
+                source: object_store::Error::Generic {
+                    store: "probe",
+                    source: "the probe object read back differs from what was written".into(),
+                },
+            });
+        }
+        self.delete(&path).await
+    }
+
+    /// Deletes the staging files (`<name>#<n>`) a crash mid-write leaves in a local store's
+    /// directories under the prefix; returns how many. Nothing to do on other stores (their
+    /// uploads are invisible until complete). Called once at start, before any write.
+    ///
+    /// # Errors
+    /// When the directory cannot be walked or a file removed.
+    pub fn remove_local_staging(&self) -> Result<usize, StoreError> {
+        let Some(root) = &self.local_root else {
+            return Ok(0);
+        };
+        let mut start = root.clone();
+        for part in self.base.parts() {
+            start.push(part.as_ref());
+        }
+        let mut removed = 0;
+        let mut dirs = vec![start];
+        while let Some(dir) = dirs.pop() {
+            let dir_err = |source| StoreError::Directory {
+                dir: dir.display().to_string(),
+                source,
+            };
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(dir_err(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(dir_err)?;
+                let kind = entry.file_type().map_err(dir_err)?;
+                if kind.is_dir() {
+                    dirs.push(entry.path());
+                } else if is_staging_name(&entry.file_name().to_string_lossy()) {
+                    std::fs::remove_file(entry.path()).map_err(dir_err)?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
 }
 
-/// Opens `location` (a `file://` URL or a plain directory path, relative paths taken from the
-/// working directory; the directory is created when missing) with key prefix `prefix`.
+/// `object_store`'s local staging names: `<name>#<digits>`.
+fn is_staging_name(name: &str) -> bool {
+    name.rsplit_once('#').is_some_and(|(stem, n)| {
+        !stem.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// Retries inside one request stay short: the archiver's own loop retries a failed write
+/// (with the same name and bytes) for as long as it takes, and reports the store as failing
+/// meanwhile, which a long silent retry inside the client would hide.
+fn retry() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig::default(),
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(15),
+    }
+}
+
+/// Opens `location` (a store URL or a plain directory path, relative paths taken from the
+/// working directory; a local directory is created when missing) with key prefix `prefix`
+/// after the URL's own path. Builds the client only; [`ArchiveStore::probe`] checks it.
 ///
 /// # Errors
-/// On a cloud or unknown scheme, a malformed URL, or a directory that cannot be created.
-pub fn open(location: &str, prefix: &str) -> Result<ArchiveStore, StoreError> {
+/// On an unknown scheme, a malformed URL, a cloud store's incomplete configuration, or a
+/// directory that cannot be created.
+pub fn open(
+    location: &str,
+    prefix: &str,
+    options: StoreOptions,
+) -> Result<ArchiveStore, StoreError> {
     let invalid = |reason: String| StoreError::InvalidUrl {
         url: location.to_owned(),
         reason,
     };
-    let prefix = Path::from(prefix);
     if !location.contains("://") {
-        return open_local(location, std::path::Path::new(location), prefix);
+        return open_local(location, std::path::Path::new(location), Path::from(prefix));
     }
     let url = Url::parse(location).map_err(|e| invalid(e.to_string()))?;
     let unsupported = || StoreError::Unsupported {
         url: location.to_owned(),
         scheme: url.scheme().to_owned(),
     };
-    let (scheme, _) = ObjectStoreScheme::parse(&url).map_err(|_| unsupported())?;
+    let (scheme, url_path) = ObjectStoreScheme::parse(&url).map_err(|e| {
+        if KNOWN_SCHEMES.contains(&url.scheme()) {
+            invalid(e.to_string())
+        } else {
+            unsupported()
+        }
+    })?;
+    if matches!(
+        scheme,
+        ObjectStoreScheme::AmazonS3
+            | ObjectStoreScheme::GoogleCloudStorage
+            | ObjectStoreScheme::MicrosoftAzure
+    ) {
+        // The HTTP client's TLS needs a process-wide crypto provider; the binary installs
+        // ring at start, and a library caller that did not gets the same rather than a panic.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let base = join(
+        &Path::parse(url_path).map_err(|e| invalid(e.to_string()))?,
+        &Path::from(prefix),
+    );
+    let opened = |store: Result<Arc<dyn ObjectStore>, object_store::Error>| {
+        store
+            .map(|store| ArchiveStore {
+                store,
+                base: base.clone(),
+                location: redacted(&url),
+                local_root: None,
+            })
+            .map_err(|source| StoreError::Open {
+                url: redacted(&url),
+                source,
+            })
+    };
     match scheme {
         ObjectStoreScheme::Local => {
             let dir = url
                 .to_file_path()
                 .map_err(|()| invalid("a file URL needs an absolute path".into()))?;
-            open_local(location, &dir, prefix)
+            open_local(location, &dir, Path::from(prefix))
         }
-        // A cloud store goes here: build it from the URL (and the environment's credentials)
-        // with `object_store::parse_url_opts`, and join the URL's path with `prefix`.
+        ObjectStoreScheme::Memory => opened(Ok(Arc::new(InMemory::new()))),
+        ObjectStoreScheme::AmazonS3 => {
+            let mut builder = AmazonS3Builder::from_env()
+                .with_url(url.as_str())
+                .with_retry(retry());
+            if options.s3_virtual_hosted_style {
+                builder = builder.with_virtual_hosted_style_request(true);
+            }
+            opened(builder.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>))
+        }
+        ObjectStoreScheme::GoogleCloudStorage => opened(
+            GoogleCloudStorageBuilder::from_env()
+                .with_url(url.as_str())
+                .with_retry(retry())
+                .build()
+                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
+        ),
+        ObjectStoreScheme::MicrosoftAzure => opened(
+            MicrosoftAzureBuilder::from_env()
+                .with_url(url.as_str())
+                .with_retry(retry())
+                .build()
+                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
+        ),
         _ => Err(unsupported()),
     }
+}
+
+/// `a/b` joined with `c/d`, either side possibly empty.
+fn join(first: &Path, second: &Path) -> Path {
+    second
+        .parts()
+        .fold(first.clone(), |path, part| path.join(part.as_ref()))
+}
+
+/// The URL without user info, query or fragment: safe for logs.
+fn redacted(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
 }
 
 fn open_local(
@@ -158,6 +403,7 @@ fn open_local(
         store: Arc::new(store),
         base,
         location: dir.display().to_string(),
+        local_root: Some(dir),
     })
 }
 
@@ -165,29 +411,42 @@ fn open_local(
 mod tests {
     use super::*;
 
+    fn local(dir: &std::path::Path, prefix: &str) -> ArchiveStore {
+        open(dir.to_str().expect("utf8"), prefix, StoreOptions::default()).expect("opens")
+    }
+
     #[test]
-    fn cloud_schemes_are_refused_clearly() {
-        for url in [
-            "s3://bucket/archive",
-            "gs://bucket/archive",
-            "az://container/archive",
-        ] {
-            let err = open(url, "").expect_err("no cloud stores in this build");
-            let text = err.to_string();
-            assert!(matches!(err, StoreError::Unsupported { .. }), "{text}");
-            assert!(text.contains("local filesystem"), "{text}");
-        }
-        assert!(matches!(
-            open("gopher://x/y", ""),
-            Err(StoreError::Unsupported { .. })
-        ));
+    fn unknown_schemes_and_bad_urls_are_refused_clearly() {
+        let err = open("gopher://x/y", "", StoreOptions::default()).expect_err("unknown");
+        assert!(matches!(err, StoreError::Unsupported { .. }), "{err}");
+        assert!(err.to_string().contains("s3://"), "{err}");
+        let err = open("s3://", "", StoreOptions::default()).expect_err("no bucket");
+        assert!(
+            matches!(err, StoreError::InvalidUrl { .. } | StoreError::Open { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn cloud_urls_keep_their_path_as_the_prefix_and_hide_secrets() {
+        // Building a client needs no network: the probe is what checks the store.
+        let store = open(
+            "s3://user:secret@bucket/archive/v1?x=1",
+            "more",
+            StoreOptions::default(),
+        )
+        .expect("builds");
+        assert_eq!(store.base().as_ref(), "archive/v1/more");
+        assert!(!store.location().contains("secret"), "{}", store.location());
+        let memory = open("memory://", "p", StoreOptions::default()).expect("memory");
+        assert_eq!(memory.base().as_ref(), "p");
     }
 
     #[test]
     fn plain_paths_are_created_and_made_absolute() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("a/b");
-        let store = open(dir.to_str().expect("utf8"), "pre/fix/").expect("opens");
+        let store = local(&dir, "pre/fix/");
         assert!(dir.is_dir());
         assert_eq!(store.base().as_ref(), "pre/fix");
         assert!(std::path::Path::new(store.location()).is_absolute());
@@ -197,28 +456,66 @@ mod tests {
     fn file_urls_open_the_directory() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let url = Url::from_directory_path(tmp.path().join("via-url")).expect("url");
-        let store = open(url.as_str(), "").expect("opens");
+        let store = open(url.as_str(), "", StoreOptions::default()).expect("opens");
         assert!(tmp.path().join("via-url").is_dir());
         assert_eq!(store.base().as_ref(), "");
     }
 
     #[tokio::test]
-    async fn writes_land_complete_under_the_prefix() {
+    async fn writes_land_complete_under_the_prefix_and_read_back() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let store = open(tmp.path().to_str().expect("utf8"), "p").expect("opens");
+        let store = local(tmp.path(), "p");
         store.probe().await.expect("writable");
         assert!(!tmp.path().join("p/_archive_probe").exists());
-        let path = store
-            .base()
-            .clone()
-            .join("ticks")
-            .join("exchange=okx")
-            .join("x.parquet");
+        let path = store.base().clone().join("ticks").join("x.parquet");
         store
             .put(&path, Bytes::from_static(b"abc"))
             .await
             .expect("put");
-        let on_disk = tmp.path().join("p/ticks/exchange=okx/x.parquet");
-        assert_eq!(std::fs::read(on_disk).expect("file"), b"abc");
+        assert_eq!(
+            std::fs::read(tmp.path().join("p/ticks/x.parquet")).expect("file"),
+            b"abc"
+        );
+        assert_eq!(store.get(&path).await.expect("get").as_ref(), b"abc");
+        let listed = store.list(store.base()).await.expect("list");
+        assert_eq!(listed.len(), 1);
+        store.delete(&path).await.expect("delete");
+        store
+            .delete(&path)
+            .await
+            .expect("a missing object is not an error");
+    }
+
+    #[tokio::test]
+    async fn large_files_go_up_in_parts_and_arrive_whole() {
+        let store = open("memory://", "", StoreOptions::default()).expect("memory");
+        let big: Vec<u8> = (0..MULTIPART_THRESHOLD + 3 * MULTIPART_CHUNK / 2)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let path = Path::from("big.bin");
+        store
+            .put(&path, Bytes::from(big.clone()))
+            .await
+            .expect("multipart put");
+        assert_eq!(store.get(&path).await.expect("get").as_ref(), &big[..]);
+    }
+
+    #[test]
+    fn crash_leftover_staging_files_are_swept() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = local(tmp.path(), "p");
+        let dir = tmp
+            .path()
+            .join("p/ticks/exchange=okx/date=2025-01-02/hour=07");
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("ticks-1-2.parquet#3"), b"half").expect("staging");
+        std::fs::write(dir.join("ticks-1-2.parquet"), b"whole").expect("file");
+        std::fs::write(tmp.path().join("outside#1"), b"not ours").expect("outside");
+        assert_eq!(store.remove_local_staging().expect("sweep"), 1);
+        assert!(!dir.join("ticks-1-2.parquet#3").exists());
+        assert!(dir.join("ticks-1-2.parquet").exists());
+        assert!(tmp.path().join("outside#1").exists(), "outside the prefix");
+        assert!(is_staging_name("a.parquet#12"));
+        assert!(!is_staging_name("a.parquet") && !is_staging_name("#1") && !is_staging_name("a#"));
     }
 }

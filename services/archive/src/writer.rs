@@ -3,23 +3,32 @@
 //! the write, never precede it.
 //!
 //! Bounds and policies:
-//! - The buffer holds at most `flush_rows` rows (a flush starts when it is reached), and the
-//!   consumer's `max_ack_pending` (>= `flush_rows`) caps what the server hands out, so a slow
-//!   store stops the flow to this consumer and memory stays flat.
+//! - The buffer holds at most `flush_rows` rows and about `flush_bytes` bytes (message sizes;
+//!   a payload is dropped once decoded, so a row is held once): a flush starts when either is
+//!   reached, or `flush_interval` after the first buffered row. The consumer's
+//!   `max_ack_pending` (>= `flush_rows`) caps what the server hands out, so a slow store stops
+//!   the flow to this consumer and memory stays flat.
+//! - `ack_wait` is short (a crashed archiver's messages come back within it, whatever the
+//!   file size). While a flush is slow (a large file, a failing store), every held message
+//!   gets an in-progress acknowledgement each half `ack_wait`, so the server does not hand it
+//!   to another archiver meanwhile.
 //! - A failed write is retried with exponential backoff (capped) for as long as it takes:
 //!   the encoded files are kept, nothing is acknowledged, nothing more is pulled. Retrying in
 //!   place beats dropping the buffer and waiting for redelivery: the files written on retry are
 //!   byte-identical and have the same names (so a partial earlier attempt is overwritten, not
-//!   duplicated), nothing is re-read or re-encoded, and no batch is split differently. If the
-//!   outage outlasts `ack_wait` the server redelivers the held messages; a redelivery of a
-//!   buffered sequence only replaces its acknowledgement handle, and one of a sequence the last
-//!   flush acknowledged is acknowledged again and skipped.
-//! - An undecodable or unpartitionable payload can never be archived: it is counted, logged
-//!   and acknowledged at once.
+//!   duplicated), nothing is re-read or re-encoded, and no batch is split differently. A
+//!   redelivery of a buffered sequence only replaces its acknowledgement handle, and one of a
+//!   sequence the last flush acknowledged is acknowledged again and skipped.
+//! - Poison: a payload that cannot be decoded or partitioned, or a row that cannot be encoded,
+//!   is counted, written whole to `_rejected/<stream>/<stream_seq>.json` under the prefix
+//!   (with its subject and the reason) and terminated, so it is never redelivered and never
+//!   stops the rest. If that write fails it stays unacknowledged and is tried again on its
+//!   redelivery.
 //! - On stop: pulling stops, the buffer is flushed and acknowledged within a fixed budget;
 //!   what cannot be written in time stays unacknowledged and is redelivered to the next
 //!   archiver after `ack_wait`.
 
+use base64::Engine as _;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -33,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ArchiveError;
 use crate::partition::Partition;
-use crate::record::{EncodedFile, Record, count_rejection, decode, encode_all};
+use crate::record::{EncodedFile, Record, Rejection, count_rejection, decode, encode_all};
 use crate::schema::Row;
 use crate::status::{STATE_RUNNING, STATE_STOPPED, STATE_STORE_FAILING, StreamStatus};
 use crate::store::{ArchiveStore, StoreError};
@@ -53,6 +62,8 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 const SHUTDOWN_BUDGET: Duration = Duration::from_secs(3);
 /// Acks and the bus flush get at least this long even when the budget is spent.
 const MIN_ACK_TIME: Duration = Duration::from_millis(500);
+/// How long keeping a rejected message aside may take before it is left for redelivery.
+const REJECT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause after a consumer error before pulling again.
 const CONSUMER_ERROR_PAUSE: Duration = Duration::from_millis(200);
 
@@ -60,6 +71,7 @@ const CONSUMER_ERROR_PAUSE: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WriterSettings {
     pub flush_rows: usize,
+    pub flush_bytes: usize,
     pub flush_interval: Duration,
     pub max_ack_pending: usize,
     pub ack_wait: Duration,
@@ -78,8 +90,13 @@ pub(crate) struct Writer<T: Record> {
     deliveries: BTreeMap<u64, Delivery>,
     /// Sequences the last flush acknowledged; a redelivery of one is already archived.
     last_acked: HashSet<u64>,
+    /// Message bytes of the buffered rows.
+    buffered_bytes: usize,
     /// When the oldest buffered row must be flushed.
     flush_at: Option<Instant>,
+    /// When the held messages next need an in-progress acknowledgement (half `ack_wait`
+    /// after the oldest was taken, then every half `ack_wait`).
+    progress_at: Option<Instant>,
     /// Set when stop is first seen: the end of the shutdown budget.
     shutdown_deadline: Option<Instant>,
 }
@@ -105,7 +122,9 @@ impl<T: Record> Writer<T> {
             rows: BTreeMap::new(),
             deliveries: BTreeMap::new(),
             last_acked: HashSet::new(),
+            buffered_bytes: 0,
             flush_at: None,
+            progress_at: None,
             shutdown_deadline: None,
         }
     }
@@ -147,7 +166,9 @@ impl<T: Record> Writer<T> {
                 next = consumer.next() => match next {
                     Ok(delivery) => {
                         self.accept(delivery).await;
-                        if self.deliveries.len() >= self.settings.flush_rows {
+                        if self.deliveries.len() >= self.settings.flush_rows
+                            || self.buffered_bytes >= self.settings.flush_bytes
+                        {
                             self.flush().await?;
                         }
                     }
@@ -223,34 +244,124 @@ impl<T: Record> Writer<T> {
             return;
         }
         match decode::<T>(&delivery.payload) {
-            Err(rejection) => {
-                count_rejection(T::KIND, &rejection);
-                tracing::warn!(
-                    stream = self.label(),
-                    subject = %delivery.subject,
-                    stream_seq = seq,
-                    error = %rejection,
-                    "rejected a message that cannot be archived; acknowledging it"
-                );
-                self.ack_now(delivery).await;
-            }
+            Err(rejection) => self.reject(delivery, rejection).await,
             Ok((msg, partition)) => {
+                let mut delivery = delivery;
+                self.buffered_bytes += delivery.payload.len();
+                // The decoded row is what is kept: the payload would hold every byte twice.
+                delivery.payload = bytes::Bytes::new();
                 self.rows.entry(partition).or_default().push(Row {
                     stream_seq: seq,
                     msg,
                 });
                 self.deliveries.insert(seq, delivery);
                 if self.flush_at.is_none() {
-                    self.flush_at = Some(Instant::now() + self.settings.flush_interval);
+                    let now = Instant::now();
+                    self.flush_at = Some(now + self.settings.flush_interval);
+                    self.progress_at = Some(now + self.settings.ack_wait / 2);
                 }
                 self.set_buffered();
             }
         }
     }
 
+    /// Keeps a message that can never be archived aside: counted, written whole with its
+    /// reason to `_rejected/<stream>/<stream_seq>.json`, then terminated (never redelivered).
+    /// If it cannot be written now it stays unacknowledged and comes back after `ack_wait`.
+    async fn reject(&self, delivery: Delivery, rejection: Rejection) {
+        count_rejection(T::KIND, &rejection);
+        let seq = delivery.stream_seq;
+        tracing::warn!(
+            stream = self.label(),
+            subject = %delivery.subject,
+            stream_seq = seq,
+            error = %rejection,
+            "rejected a message that cannot be archived; keeping it aside"
+        );
+        let path = self
+            .store
+            .base()
+            .clone()
+            .join("_rejected")
+            .join(self.label())
+            .join(format!("{seq}.json"));
+        let record = serde_json::json!({
+            "stream": T::KIND.stream(),
+            "stream_seq": seq,
+            "subject": delivery.subject,
+            "reason": rejection.to_string(),
+            "payload_base64": base64::engine::general_purpose::STANDARD.encode(&delivery.payload),
+        });
+        let body = bytes::Bytes::from(record.to_string());
+        match tokio::time::timeout(REJECT_WRITE_TIMEOUT, self.store.put(&path, body)).await {
+            Ok(Ok(())) => {
+                if let Err(error) = delivery.term().await {
+                    metrics::counter!("spreadagg_archive_ack_errors_total", "stream" => self.label())
+                        .increment(1);
+                    tracing::warn!(stream = self.label(), %error, "terminating a rejected message failed; it will be redelivered and kept aside again");
+                }
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(stream = self.label(), stream_seq = seq, %error, "cannot keep the rejected message aside now; it will be redelivered");
+            }
+            Err(_) => {
+                tracing::warn!(
+                    stream = self.label(),
+                    stream_seq = seq,
+                    "keeping the rejected message aside timed out; it will be redelivered"
+                );
+            }
+        }
+    }
+
+    /// Forgets the buffer without acknowledging it (its messages are redelivered).
+    fn clear_buffer(&mut self) {
+        self.deliveries.clear();
+        self.rows.clear();
+        self.buffered_bytes = 0;
+        self.progress_at = None;
+        self.set_buffered();
+    }
+
+    /// Runs `work` while keeping the held messages from being redelivered: each half
+    /// `ack_wait` every one of them gets an in-progress acknowledgement.
+    async fn keeping_alive<F: std::future::Future>(&mut self, work: F) -> F::Output {
+        tokio::pin!(work);
+        loop {
+            let progress_at = self.progress_at;
+            tokio::select! {
+                out = &mut work => return out,
+                () = sleep_until_opt(progress_at), if progress_at.is_some() => self.send_progress().await,
+            }
+        }
+    }
+
+    /// In-progress acknowledgements for every held message, then the next one is due half
+    /// `ack_wait` from now.
+    async fn send_progress(&mut self) {
+        let mut failed = 0u64;
+        for delivery in self.deliveries.values() {
+            if delivery.in_progress().await.is_err() {
+                failed += 1;
+            }
+        }
+        metrics::counter!("spreadagg_archive_progress_acks_total", "stream" => self.label())
+            .increment(self.deliveries.len() as u64);
+        if failed > 0 {
+            tracing::warn!(
+                stream = self.label(),
+                failed,
+                "in-progress acknowledgements failed; those messages may be redelivered while their file is written"
+            );
+        }
+        self.progress_at = Some(Instant::now() + self.settings.ack_wait / 2);
+    }
+
     fn set_buffered(&self) {
         let n = self.deliveries.len();
         metrics::gauge!("spreadagg_archive_rows_buffered", "stream" => self.label()).set(n as f64);
+        metrics::gauge!("spreadagg_archive_bytes_buffered", "stream" => self.label())
+            .set(self.buffered_bytes as f64);
         self.status.buffered.store(n as u64, Ordering::Relaxed);
     }
 
@@ -285,26 +396,31 @@ impl<T: Record> Writer<T> {
         let _stage = tracing::debug_span!(target: HOT, "archive.flush", stream = self.label(), messages = i64::try_from(self.deliveries.len()).unwrap_or(i64::MAX));
         let groups = std::mem::take(&mut self.rows);
         let base = self.store.base().clone();
-        let encoded = tokio::task::spawn_blocking(move || encode_all::<T>(&base, groups))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
-        let files = match encoded {
-            Ok(files) => files,
-            Err(reason) => {
-                self.deliveries.clear();
-                self.set_buffered();
-                return Err(ArchiveError::Encode {
-                    stream: T::KIND,
-                    reason,
-                });
+        let encoding = tokio::task::spawn_blocking(move || encode_all::<T>(&base, groups));
+        let encoded = match self.keeping_alive(encoding).await {
+            Ok(encoded) => encoded,
+            // Nothing was written or acknowledged: the buffer's messages come back after
+            // `ack_wait`.
+            Err(join) => {
+                let rows = self.deliveries.len();
+                self.clear_buffer();
+                return Err(ArchiveError::Task(format!(
+                    "{}: encoding {rows} rows panicked: {join}",
+                    T::KIND
+                )));
             }
         };
+        for rejected in encoded.rejected {
+            if let Some(mut delivery) = self.deliveries.remove(&rejected.stream_seq) {
+                delivery.payload = rejected.payload;
+                self.reject(delivery, rejected.reason).await;
+            }
+        }
+        let files = encoded.files;
         for file in &files {
             if !self.put_with_retry(file).await {
                 let rows = self.deliveries.len();
-                self.deliveries.clear();
-                self.set_buffered();
+                self.clear_buffer();
                 return Err(ArchiveError::Unflushed {
                     stream: T::KIND,
                     rows,
@@ -346,10 +462,15 @@ impl<T: Record> Writer<T> {
         loop {
             let put = store.put(&file.path, file.bytes.clone());
             tokio::pin!(put);
-            let outcome = tokio::select! {
-                result = &mut put => Some(result),
-                () = tokio::time::sleep(PUT_TIMEOUT) => Some(Err(timeout(&file.path, PUT_TIMEOUT))),
-                () = stop.cancelled() => None,
+            let put_deadline = Instant::now() + PUT_TIMEOUT;
+            let outcome = loop {
+                let progress_at = self.progress_at;
+                tokio::select! {
+                    result = &mut put => break Some(result),
+                    () = tokio::time::sleep_until(put_deadline) => break Some(Err(timeout(&file.path, PUT_TIMEOUT))),
+                    () = stop.cancelled() => break None,
+                    () = sleep_until_opt(progress_at), if progress_at.is_some() => self.send_progress().await,
+                }
             };
             let outcome = match outcome {
                 Some(result) => result,
@@ -393,10 +514,13 @@ impl<T: Record> Writer<T> {
                 }
                 tokio::time::sleep_until(wake).await;
             } else {
-                tokio::select! {
-                    () = tokio::time::sleep_until(wake) => {}
-                    () = stop.cancelled() => {}
-                }
+                let backing_off = async {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(wake) => {}
+                        () = stop.cancelled() => {}
+                    }
+                };
+                self.keeping_alive(backing_off).await;
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
@@ -406,6 +530,8 @@ impl<T: Record> Writer<T> {
     /// the server. Called only once every file of the flush is written.
     async fn ack_all(&mut self) {
         let deliveries = std::mem::take(&mut self.deliveries);
+        self.buffered_bytes = 0;
+        self.progress_at = None;
         self.set_buffered();
         self.last_acked = deliveries.keys().copied().collect();
         let limit = match self.shutdown_deadline() {

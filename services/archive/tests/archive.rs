@@ -178,6 +178,7 @@ fn config(store: &Path, flush_rows: usize, flush_interval_ms: u64) -> ArchiveCon
         flush_interval_ms,
         max_ack_pending: flush_rows * 2,
         ack_wait_s: 30,
+        ..ArchiveConfig::default()
     }
 }
 
@@ -690,6 +691,78 @@ async fn garbage_is_counted_and_archiving_goes_on(f: Fixture) {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert!(rejected >= 1.0, "rejection counted:\n{text}");
+
+    // Kept aside whole, with its subject and the reason, outside the dataset's directories.
+    let aside = tmp
+        .path()
+        .join(format!("arch/_rejected/ticks/{garbage_seq}.json"));
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&aside).expect("kept aside")).expect("json");
+    assert_eq!(record["subject"], "md.tick.x.y");
+    assert_eq!(record["stream"], "MD_TICKS");
+    assert_eq!(record["stream_seq"], garbage_seq);
+    assert!(
+        record["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("protobuf")),
+        "{record}"
+    );
+    let payload = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        record["payload_base64"].as_str().expect("payload"),
+    )
+    .expect("base64");
+    assert_eq!(payload, b"not a protobuf");
+}
+
+/// A write slower than `ack_wait` keeps its messages: each held message gets in-progress
+/// acknowledgements, so a second archiver on the same durable is handed none of them (without
+/// those it would get all 20 after a second), and once the store recovers they are archived
+/// once.
+async fn a_slow_write_keeps_its_messages_from_other_archivers(f: Fixture) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(tmp.path().join("arch")).expect("dir");
+    let blocker = tmp.path().join("arch/ticks");
+    std::fs::write(&blocker, b"in the way").expect("blocker");
+    let mut published = Published::default();
+    published.ticks(&f.bus, 0..20).await;
+    let short = ArchiveConfig {
+        ack_wait_s: 1,
+        max_ack_pending: 100,
+        ..config(tmp.path(), 50, 100)
+    };
+    let archiver = start(short, &f.bus);
+    wait_until("all 20 ticks are held", || async {
+        consumer_state(&f.bus, "MD_TICKS", "archiver-ticks")
+            .await
+            .is_some_and(|s| s.ack_pending == 20)
+    })
+    .await;
+    // Another archiver on the same durable, with the same definition.
+    let mut rival = f
+        .bus
+        .durable(&spreadagg_bus::ConsumerSpec {
+            stream: "MD_TICKS".into(),
+            durable: "archiver-ticks".into(),
+            filter: "md.tick.>".into(),
+            ack_wait: Duration::from_secs(1),
+            max_ack_pending: 100,
+            batch: 50,
+            start_seq: None,
+        })
+        .await
+        .expect("second consumer");
+    let stolen = tokio::time::timeout(Duration::from_secs(4), rival.next()).await;
+    assert!(
+        stolen.is_err(),
+        "a held message was redelivered elsewhere: {:?}",
+        stolen.map(|d| d.map(|d| d.stream_seq))
+    );
+    drop(rival);
+    std::fs::remove_file(&blocker).expect("unblock");
+    wait_ack_floor(&f.bus, "MD_TICKS", "archiver-ticks", 20).await;
+    archiver.stop().await.expect("clean stop");
+    assert_eq!(archived_ticks(tmp.path()), published.ticks);
 }
 
 macro_rules! both_buses {
@@ -717,6 +790,7 @@ both_buses! {
     every_message_is_archived_exactly_once,
     nothing_is_acked_before_its_file_exists,
     garbage_is_counted_and_archiving_goes_on,
+    a_slow_write_keeps_its_messages_from_other_archivers,
 }
 
 /// A store that refuses writes holds every ack back; once it recovers the same rows are

@@ -53,6 +53,10 @@ impl Pending {
         self.by_seq.len()
     }
 
+    fn contains(&self, seq: u64) -> bool {
+        self.by_seq.contains_key(&seq)
+    }
+
     /// Delivers (or redelivers) `seq`, due again at `deadline`.
     fn insert(&mut self, seq: u64, deadline: Instant) {
         if let Some(old) = self.by_seq.insert(seq, deadline) {
@@ -413,6 +417,19 @@ impl InProcBus {
             s.notify();
         }
     }
+
+    /// Restarts the redelivery timer of an outstanding delivery (no-op once acknowledged).
+    fn in_progress(&self, stream: &str, durable: &str, seq: u64) {
+        let mut state = self.lock();
+        if let Some(d) = state
+            .streams
+            .get_mut(stream)
+            .and_then(|s| s.durables.get_mut(durable))
+            && d.pending.contains(seq)
+        {
+            d.pending.insert(seq, Instant::now() + d.ack_wait);
+        }
+    }
 }
 
 fn stream_missing(name: &str) -> BusError {
@@ -449,6 +466,10 @@ pub struct AckHandle {
 impl AckHandle {
     pub(crate) fn ack(self) {
         self.bus.ack(&self.stream, &self.durable, self.seq);
+    }
+
+    pub(crate) fn in_progress(&self) {
+        self.bus.in_progress(&self.stream, &self.durable, self.seq);
     }
 }
 

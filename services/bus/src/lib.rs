@@ -166,6 +166,46 @@ impl Delivery {
             Acker::None => Ok(()),
         }
     }
+
+    /// Tells the server the message is still being worked on: its redelivery timer starts
+    /// again (a full `ack_wait` from now). Lets a consumer keep a short `ack_wait`, so a
+    /// crashed consumer's messages come back quickly, while a slow write holds them longer.
+    ///
+    /// # Errors
+    /// When it cannot be sent (the message may then be redelivered when its timer runs out).
+    pub async fn in_progress(&self) -> Result<(), BusError> {
+        match &self.acker {
+            Acker::InProc(h) => {
+                h.in_progress();
+                Ok(())
+            }
+            Acker::JetStream(a) => a
+                .ack_with(async_nats::jetstream::AckKind::Progress)
+                .await
+                .map_err(|e| BusError::Ack(e.to_string())),
+            Acker::None => Ok(()),
+        }
+    }
+
+    /// Refuses the message for good: it is never delivered again (and not counted as
+    /// processed). For messages that can never be handled; the caller counts and keeps the
+    /// reason.
+    ///
+    /// # Errors
+    /// When it cannot be sent (the message will then be redelivered).
+    pub async fn term(self) -> Result<(), BusError> {
+        match self.acker {
+            Acker::InProc(h) => {
+                h.ack();
+                Ok(())
+            }
+            Acker::JetStream(a) => a
+                .ack_with(async_nats::jetstream::AckKind::Term)
+                .await
+                .map_err(|e| BusError::Ack(e.to_string())),
+            Acker::None => Ok(()),
+        }
+    }
 }
 
 /// The bus: cheap to clone, shared by every role of a process.
