@@ -49,6 +49,10 @@ pub struct ArchiveConfig {
     /// S3 only: virtual-hosted-style addressing (`bucket.host`). Off: path style
     /// (`host/bucket`), which S3-compatible servers need.
     pub s3_virtual_hosted_style: bool,
+    /// `object_store` configuration for a cloud store, over the environment: for example
+    /// `aws_endpoint`, `aws_allow_http`, `aws_region`. Credentials belong in the environment
+    /// (a Secret), not here. An unknown key fails the start.
+    pub store_options: std::collections::BTreeMap<String, String>,
     /// Seconds between checks that the store still takes writes while the archiver runs;
     /// readiness follows the last check and the last write.
     pub store_check_interval_s: u64,
@@ -76,6 +80,7 @@ impl Default for ArchiveConfig {
             store: "./data".into(),
             prefix: String::new(),
             s3_virtual_hosted_style: false,
+            store_options: std::collections::BTreeMap::new(),
             store_check_interval_s: 15,
             flush_rows: 50_000,
             flush_bytes: 32 * 1024 * 1024,
@@ -95,6 +100,10 @@ impl ArchiveConfig {
         let bad = |msg: String| Err(ArchiveError::Config(msg));
         if self.store.trim().is_empty() {
             return bad("store must name a directory or a file:// URL".into());
+        }
+        if !store::is_local(&self.store) {
+            // Builds the client only (no network): a bad URL or option fails here, at start.
+            store::open(&self.store, &self.prefix, self.store_options())?;
         }
         if self.store_check_interval_s == 0 {
             return bad("store_check_interval_s must be at least 1".into());
@@ -123,6 +132,17 @@ impl ArchiveConfig {
             ));
         }
         Ok(())
+    }
+
+    fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            s3_virtual_hosted_style: self.s3_virtual_hosted_style,
+            config: self
+                .store_options
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
     }
 
     fn writer_settings(&self) -> WriterSettings {
@@ -173,10 +193,7 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<(), ArchiveError> {
     config.validate()?;
-    let options = StoreOptions {
-        s3_virtual_hosted_style: config.s3_virtual_hosted_style,
-    };
-    let store = store::open(&config.store, &config.prefix, options)?;
+    let store = store::open(&config.store, &config.prefix, config.store_options())?;
     tokio::select! {
         biased;
         () = stop.cancelled() => return Ok(()),

@@ -83,11 +83,15 @@ pub enum StoreError {
 }
 
 /// How a cloud store is reached, beyond what its URL and the environment say.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct StoreOptions {
     /// S3 only: `https://bucket.host/key` instead of `https://host/bucket/key`. Off by default,
     /// which S3-compatible servers need; `AWS_VIRTUAL_HOSTED_STYLE_REQUEST=true` also turns it on.
     pub s3_virtual_hosted_style: bool,
+    /// `object_store` configuration keys for the URL's scheme (`aws_endpoint`,
+    /// `aws_allow_http`, `aws_region`, `google_service_account`, ...), applied over the
+    /// environment. An unknown key is an error.
+    pub config: Vec<(String, String)>,
 }
 
 /// An opened store and the prefix under which the layout starts.
@@ -272,6 +276,11 @@ fn retry() -> RetryConfig {
     }
 }
 
+/// Whether `location` names a local directory (a plain path or `file://`).
+pub fn is_local(location: &str) -> bool {
+    !location.contains("://") || location.starts_with("file://")
+}
+
 /// Opens `location` (a store URL or a plain directory path, relative paths taken from the
 /// working directory; a local directory is created when missing) with key prefix `prefix`
 /// after the URL's own path. Builds the client only; [`ArchiveStore::probe`] checks it.
@@ -289,6 +298,7 @@ pub fn open(
         reason,
     };
     if !location.contains("://") {
+        no_options(location, &options)?;
         return open_local(location, std::path::Path::new(location), Path::from(prefix));
     }
     let url = Url::parse(location).map_err(|e| invalid(e.to_string()))?;
@@ -332,36 +342,65 @@ pub fn open(
     };
     match scheme {
         ObjectStoreScheme::Local => {
+            no_options(location, &options)?;
             let dir = url
                 .to_file_path()
                 .map_err(|()| invalid("a file URL needs an absolute path".into()))?;
             open_local(location, &dir, Path::from(prefix))
         }
-        ObjectStoreScheme::Memory => opened(Ok(Arc::new(InMemory::new()))),
+        ObjectStoreScheme::Memory => {
+            no_options(location, &options)?;
+            opened(Ok(Arc::new(InMemory::new())))
+        }
         ObjectStoreScheme::AmazonS3 => {
             let mut builder = AmazonS3Builder::from_env()
                 .with_url(url.as_str())
                 .with_retry(retry());
+            for (key, value) in &options.config {
+                builder = builder.with_config(key_of(location, key)?, value);
+            }
             if options.s3_virtual_hosted_style {
                 builder = builder.with_virtual_hosted_style_request(true);
             }
             opened(builder.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>))
         }
-        ObjectStoreScheme::GoogleCloudStorage => opened(
-            GoogleCloudStorageBuilder::from_env()
+        ObjectStoreScheme::GoogleCloudStorage => {
+            let mut builder = GoogleCloudStorageBuilder::from_env()
                 .with_url(url.as_str())
-                .with_retry(retry())
-                .build()
-                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
-        ),
-        ObjectStoreScheme::MicrosoftAzure => opened(
-            MicrosoftAzureBuilder::from_env()
+                .with_retry(retry());
+            for (key, value) in &options.config {
+                builder = builder.with_config(key_of(location, key)?, value);
+            }
+            opened(builder.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>))
+        }
+        ObjectStoreScheme::MicrosoftAzure => {
+            let mut builder = MicrosoftAzureBuilder::from_env()
                 .with_url(url.as_str())
-                .with_retry(retry())
-                .build()
-                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
-        ),
+                .with_retry(retry());
+            for (key, value) in &options.config {
+                builder = builder.with_config(key_of(location, key)?, value);
+            }
+            opened(builder.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>))
+        }
         _ => Err(unsupported()),
+    }
+}
+
+/// One `object_store` configuration key for the scheme's builder, or an error naming it.
+fn key_of<K: std::str::FromStr>(location: &str, key: &str) -> Result<K, StoreError> {
+    key.parse().map_err(|_| StoreError::InvalidUrl {
+        url: location.to_owned(),
+        reason: format!("store_options: {key:?} is not a configuration key of this store"),
+    })
+}
+
+fn no_options(location: &str, options: &StoreOptions) -> Result<(), StoreError> {
+    match options.config.first() {
+        None => Ok(()),
+        Some((key, _)) => Err(StoreError::InvalidUrl {
+            url: location.to_owned(),
+            reason: format!("store_options ({key:?}) apply to s3://, gs:// and az:// stores only"),
+        }),
     }
 }
 

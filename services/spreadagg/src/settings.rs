@@ -145,6 +145,13 @@ impl Settings {
                 .limits()
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
+        if matches!(cli.role, Role::Archive(_) | Role::All(_)) {
+            // Archive limits, the store URL and its options fail at start, before any port
+            // is bound (building a cloud client needs no network; the store is probed later).
+            s.archive
+                .validate()
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
         if matches!(cli.role, Role::Archive(_))
             && let Some(lease) = s.lease.resolve()?
         {
@@ -200,6 +207,16 @@ impl Settings {
             .nats_url
             .as_deref()
             .map(spreadagg_bus::jetstream::redact);
+        // Credentials belong in the environment, but one put in a store option is not shown.
+        for (key, value) in &mut copy.archive.store_options {
+            let key = key.to_ascii_lowercase();
+            if ["secret", "key", "token", "password", "sas", "credential"]
+                .iter()
+                .any(|word| key.contains(word))
+            {
+                *value = "<redacted>".into();
+            }
+        }
         serde_json::to_value(copy).unwrap_or(serde_json::Value::Null)
     }
 }

