@@ -9,10 +9,13 @@
 //! and what a reader must do about duplicates: `docs/archive.md`.
 
 pub mod partition;
+pub mod read;
 mod record;
+pub mod replay;
 pub mod schema;
 mod status;
 pub mod store;
+pub mod verify;
 mod writer;
 
 use std::sync::Arc;
@@ -134,7 +137,8 @@ impl ArchiveConfig {
         Ok(())
     }
 
-    fn store_options(&self) -> StoreOptions {
+    /// How [`store::open`] reaches this configuration's store.
+    pub fn store_options(&self) -> StoreOptions {
         StoreOptions {
             s3_virtual_hosted_style: self.s3_virtual_hosted_style,
             config: self

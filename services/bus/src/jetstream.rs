@@ -42,6 +42,13 @@ impl std::fmt::Debug for JetStreamBus {
 
 impl JetStreamBus {
     pub(crate) async fn connect(url: &str, settings: &StreamSettings) -> Result<Self, BusError> {
+        let bus = Self::connect_existing(url).await?;
+        bus.ensure_streams(settings).await?;
+        Ok(bus)
+    }
+
+    /// Connects without creating or updating any stream (for tools that only read).
+    pub(crate) async fn connect_existing(url: &str) -> Result<Self, BusError> {
         let client = async_nats::ConnectOptions::new()
             .name("spreadagg")
             .connection_timeout(API_TIMEOUT)
@@ -60,9 +67,7 @@ impl JetStreamBus {
             .max_ack_inflight(MAX_ACK_INFLIGHT)
             .backpressure_on_inflight(true)
             .build(client.clone());
-        let bus = Self { client, js };
-        bus.ensure_streams(settings).await?;
-        Ok(bus)
+        Ok(Self { client, js })
     }
 
     /// Creates each stream of the contract, or updates its limits when it exists.

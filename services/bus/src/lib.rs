@@ -242,6 +242,17 @@ impl Bus {
         )))
     }
 
+    /// Connects to NATS without creating or updating any stream: for tools that read the
+    /// streams as they are (`archive verify`), whose stream settings are not the operator's.
+    ///
+    /// # Errors
+    /// When NATS cannot be reached.
+    pub async fn connect_existing(url: &str) -> Result<Self, BusError> {
+        Ok(Bus::JetStream(Box::new(
+            jetstream::JetStreamBus::connect_existing(url).await?,
+        )))
+    }
+
     /// `inproc` or `jetstream`, for logs and `/health`.
     pub fn kind(&self) -> &'static str {
         match self {

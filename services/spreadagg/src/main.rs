@@ -2,6 +2,7 @@
 //! command line, builds the shared runtime (logs, metrics, admin server, bus, shutdown) and
 //! starts the chosen roles; the roles live in their own crates and never depend on each other.
 
+mod archive_tools;
 mod cli;
 mod commands;
 mod lease;
@@ -17,7 +18,7 @@ use spreadagg_runtime::admin::{AdminServer, AdminToken};
 use spreadagg_runtime::{Health, Shutdown, process, telemetry};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Role};
+use crate::cli::{ArchiveAction, ArchiveArgs, Cli, Role};
 use crate::settings::Settings;
 
 fn main() -> ExitCode {
@@ -91,6 +92,11 @@ fn main() -> ExitCode {
                 };
                 commands::streams(&settings, timeout).await
             }
+            Role::Archive(ArchiveArgs {
+                action: Some(ArchiveAction::Verify(a)),
+                ..
+            }) => archive_tools::verify(&settings, &a).await,
+            Role::Replay(a) => archive_tools::replay(&settings, &a).await,
             role => serve(role, settings, admin_token).await,
         }
     });

@@ -170,7 +170,7 @@ pub async fn run(
                 Ok::<(), RoleError>(())
             });
         }
-        Role::Simulate(_) | Role::Roles | Role::Drain(_) | Role::Streams(_) => {}
+        Role::Simulate(_) | Role::Roles | Role::Drain(_) | Role::Streams(_) | Role::Replay(_) => {}
     }
     // The first role to fail stops the rest; every role is joined before returning.
     let mut first_error = None;

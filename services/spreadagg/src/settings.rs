@@ -16,7 +16,7 @@ use spreadagg_simulate::SimConfig;
 use spreadagg_runtime::admin::AdminToken;
 use spreadagg_runtime::config::ConfigError;
 
-use crate::cli::{Cli, Role};
+use crate::cli::{ArchiveAction, Cli, Role};
 use crate::lease::LeaseSettings;
 
 /// Everything configurable, as the file spells it.
@@ -110,6 +110,15 @@ impl Settings {
                 }
             }
             Role::Archive(a) => {
+                let verify_store = match &a.action {
+                    Some(ArchiveAction::Verify(v)) => v.store.as_ref(),
+                    None => None,
+                };
+                if let Some(v) = verify_store.or(a.store.as_ref()) {
+                    s.archive.store.clone_from(v);
+                }
+            }
+            Role::Replay(a) => {
                 if let Some(v) = &a.store {
                     s.archive.store.clone_from(v);
                 }
@@ -145,7 +154,7 @@ impl Settings {
                 .limits()
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
-        if matches!(cli.role, Role::Archive(_) | Role::All(_)) {
+        if matches!(cli.role, Role::Archive(_) | Role::All(_) | Role::Replay(_)) {
             // Archive limits, the store URL and its options fail at start, before any port
             // is bound (building a cloud client needs no network; the store is probed later).
             s.archive
