@@ -8,6 +8,7 @@
 //! columns: [`partition`] and [`schema`]; where the files go: [`store`]; the crash behaviour
 //! and what a reader must do about duplicates: `docs/archive.md`.
 
+mod compact;
 pub mod partition;
 pub mod read;
 mod record;
@@ -31,6 +32,7 @@ pub use partition::StreamKind;
 pub use record::Rejection;
 pub use store::{StoreError, StoreOptions};
 
+use compact::{CompactSettings, Compactor, Pending};
 use status::StreamStatus;
 use writer::{Writer, WriterSettings};
 
@@ -70,6 +72,20 @@ pub struct ArchiveConfig {
     /// The consumers' cap on unacknowledged messages: the backpressure that keeps memory flat
     /// when the store is slow. At least `flush_rows`, or a flush could never fill.
     pub max_ack_pending: usize,
+    /// Merge each partition's flush files into large files (docs/archive.md, Compaction).
+    pub compaction: bool,
+    /// A compacted file holds about this many rows (a merge's memory: about 250 bytes a row).
+    pub file_rows: u64,
+    /// ... or merges about this many bytes of flush files.
+    pub file_bytes: u64,
+    /// ... or is made once its oldest flush file is this old (seconds).
+    pub file_age_s: u64,
+    /// ... or once its hour ended this long ago (seconds; late rows make a later file).
+    pub hour_grace_s: u64,
+    /// After a restart, flush files of the last this many hours are adopted for compaction.
+    pub compaction_lookback_h: u32,
+    /// Seconds between looks for partitions due a merge.
+    pub compaction_check_s: u64,
     /// Seconds before the server redelivers an unacknowledged message: how soon a crashed
     /// archiver's messages reach its successor. Short on purpose; a flush that takes longer
     /// keeps its messages with in-progress acknowledgements. At least twice the flush
@@ -89,6 +105,13 @@ impl Default for ArchiveConfig {
             flush_bytes: 32 * 1024 * 1024,
             flush_interval_ms: 2_000,
             max_ack_pending: 100_000,
+            compaction: true,
+            file_rows: 1_000_000,
+            file_bytes: 128 * 1024 * 1024,
+            file_age_s: 900,
+            hour_grace_s: 300,
+            compaction_lookback_h: 48,
+            compaction_check_s: 10,
             ack_wait_s: 5,
         }
     }
@@ -113,6 +136,12 @@ impl ArchiveConfig {
         }
         if self.flush_rows == 0 {
             return bad("flush_rows must be at least 1".into());
+        }
+        if self.file_rows == 0 || self.file_bytes == 0 || self.file_age_s == 0 {
+            return bad("file_rows, file_bytes and file_age_s must be at least 1".into());
+        }
+        if self.compaction_check_s == 0 || self.compaction_lookback_h == 0 {
+            return bad("compaction_check_s and compaction_lookback_h must be at least 1".into());
         }
         if self.flush_bytes == 0 {
             return bad("flush_bytes must be at least 1".into());
@@ -146,6 +175,17 @@ impl ArchiveConfig {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+        }
+    }
+
+    fn compact_settings(&self) -> CompactSettings {
+        CompactSettings {
+            file_rows: self.file_rows,
+            file_bytes: self.file_bytes,
+            file_age: Duration::from_secs(self.file_age_s),
+            hour_grace: Duration::from_secs(self.hour_grace_s),
+            lookback_hours: self.compaction_lookback_h,
+            check_every: Duration::from_secs(self.compaction_check_s),
         }
     }
 
@@ -235,20 +275,40 @@ pub async fn run(
     let settings = config.writer_settings();
     let mut tasks = JoinSet::new();
     let mut statuses = Vec::with_capacity(StreamKind::ALL.len());
+    // One merge at a time in the process: its memory is the compaction's bound.
+    let merge_permit = Arc::new(tokio::sync::Semaphore::new(1));
     for kind in StreamKind::ALL {
         let status = Arc::new(StreamStatus::new(&health, kind));
         statuses.push(Arc::clone(&status));
+        let pending = config.compaction.then(|| Arc::new(Pending::default()));
+        if let Some(pending) = &pending {
+            let compactor = Compactor::new(
+                kind,
+                store.clone(),
+                config.compact_settings(),
+                Arc::clone(pending),
+                Arc::clone(&merge_permit),
+                inner.clone(),
+            );
+            tasks.spawn(async move {
+                match kind {
+                    StreamKind::Ticks => compactor.run::<Tick>().await,
+                    StreamKind::Trades => compactor.run::<Trade>().await,
+                    StreamKind::Spreads => compactor.run::<Spread>().await,
+                }
+                Ok(())
+            });
+        }
         let (bus, store, stop) = (bus.clone(), store.clone(), inner.clone());
         match kind {
             StreamKind::Ticks => {
-                tasks.spawn(Writer::<Tick>::new(bus, store, settings, status, stop).run())
+                tasks.spawn(Writer::<Tick>::new(bus, store, settings, status, pending, stop).run())
             }
             StreamKind::Trades => {
-                tasks.spawn(Writer::<Trade>::new(bus, store, settings, status, stop).run())
+                tasks.spawn(Writer::<Trade>::new(bus, store, settings, status, pending, stop).run())
             }
-            StreamKind::Spreads => {
-                tasks.spawn(Writer::<Spread>::new(bus, store, settings, status, stop).run())
-            }
+            StreamKind::Spreads => tasks
+                .spawn(Writer::<Spread>::new(bus, store, settings, status, pending, stop).run()),
         };
     }
     let (check_store, check_stop) = (store.clone(), inner.clone());

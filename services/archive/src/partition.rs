@@ -128,14 +128,71 @@ impl Partition {
         out
     }
 
+    /// The partition's directory under `base` (the store prefix).
+    pub fn dir(&self, base: &Path, kind: StreamKind) -> Path {
+        self.segments(kind)
+            .into_iter()
+            .fold(base.clone(), |p, segment| p.join(segment))
+    }
+
     /// The object path of a file in this partition under `base` (the store prefix).
     pub fn file_path(&self, base: &Path, kind: StreamKind, file_name: &str) -> Path {
-        let dir = self
-            .segments(kind)
-            .into_iter()
-            .fold(base.clone(), |p, segment| p.join(segment));
-        dir.join(file_name)
+        self.dir(base, kind).join(file_name)
     }
+
+    /// The exchange of a tick or trade partition.
+    pub fn exchange(&self) -> Option<&str> {
+        self.exchange.as_deref()
+    }
+
+    /// The end of the partition's hour (exclusive), in Unix nanoseconds.
+    pub fn hour_end_ns(&self) -> i64 {
+        self.date
+            .and_hms_opt(self.hour, 0, 0)
+            .and_then(|t| t.and_utc().timestamp_nanos_opt())
+            .map_or(i64::MAX, |start| start.saturating_add(HOUR_NS))
+    }
+
+    /// The partition of a file at `relative` (its path under `<prefix>/<stream>/`), from its
+    /// `exchange=`, `date=` and `hour=` segments; `None` when they are not all there.
+    pub fn of_path(kind: StreamKind, relative: &str) -> Option<Self> {
+        let dir = relative.rsplit_once('/')?.0;
+        let (mut exchange, mut date, mut hour) = (None, None, None);
+        for segment in dir.split('/') {
+            if let Some(e) = segment.strip_prefix("exchange=") {
+                exchange = Some(e.to_owned());
+            } else if let Some(d) = segment.strip_prefix("date=") {
+                date = NaiveDate::parse_from_str(d, "%Y-%m-%d").ok();
+            } else if let Some(h) = segment.strip_prefix("hour=") {
+                hour = h.parse::<u32>().ok().filter(|h| *h < 24);
+            }
+        }
+        let needs_exchange = kind != StreamKind::Spreads;
+        if needs_exchange != exchange.is_some() {
+            return None;
+        }
+        Some(Self {
+            exchange,
+            date: date?,
+            hour: hour?,
+        })
+    }
+}
+
+const HOUR_NS: i64 = 3_600_000_000_000;
+
+/// Suffix of a compacted file (several flushes merged); a plain `.parquet` file is one flush.
+pub const COMPACTED_SUFFIX: &str = ".compacted.parquet";
+
+/// `<stream>-<first_stream_seq>-<last_stream_seq>.compacted.parquet`: a file merged from
+/// flushed files by the compactor.
+pub fn compacted_name(kind: StreamKind, first_seq: u64, last_seq: u64) -> String {
+    format!("{}-{first_seq}-{last_seq}{COMPACTED_SUFFIX}", kind.name())
+}
+
+/// Whether `name` is one flush's file (a compaction candidate), not a compacted one.
+pub fn is_flush_file(name: &str) -> bool {
+    name.ends_with(".parquet") && !name.ends_with(COMPACTED_SUFFIX)
 }
 
 /// `<stream>-<first_stream_seq>-<last_stream_seq>.parquet`: a function of the rows in the file
@@ -196,6 +253,32 @@ mod tests {
                 .as_ref(),
             "ticks/exchange=okx/date=2025-01-02/hour=07/ticks-17-4242.parquet"
         );
+    }
+
+    #[test]
+    fn partitions_read_back_from_paths_and_know_their_hour() {
+        let p = Partition::new(Some("okx"), LATE_IN_HOUR_7);
+        let rel = "exchange=okx/date=2025-01-02/hour=07/ticks-1-2.parquet";
+        assert_eq!(Partition::of_path(StreamKind::Ticks, rel), Some(p.clone()));
+        assert_eq!(p.hour_end_ns(), LATE_IN_HOUR_7 + 1);
+        assert_eq!(p.exchange(), Some("okx"));
+        assert_eq!(Partition::of_path(StreamKind::Spreads, rel), None);
+        let spread = "date=2025-01-02/hour=07/spreads-1-2.parquet";
+        assert_eq!(
+            Partition::of_path(StreamKind::Spreads, spread),
+            Some(Partition::new(None, LATE_IN_HOUR_7))
+        );
+        assert_eq!(
+            Partition::of_path(StreamKind::Ticks, "date=x/hour=07/a.parquet"),
+            None
+        );
+        assert_eq!(
+            Partition::of_path(StreamKind::Spreads, "date=2025-01-02/hour=24/a.parquet"),
+            None
+        );
+        assert!(is_flush_file("ticks-1-2.parquet"));
+        assert!(!is_flush_file(&compacted_name(StreamKind::Ticks, 1, 2)));
+        assert!(!is_flush_file("ticks-1-2.parquet#3"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use arrow_array::types::{Float64Type, TimestampNanosecondType, UInt64Type};
 use arrow_array::{Array, RecordBatch};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use spreadagg_model::wire::{Side, Tick, Trade};
+use spreadagg_model::wire::{Side, Spread, Tick, Trade};
 
 use crate::schema::Row;
 
@@ -138,6 +138,82 @@ pub fn trades(bytes: Bytes, exchange: &str) -> Result<Vec<Row<Trade>>, ReadError
     Ok(out)
 }
 
+/// The spreads of one file.
+///
+/// # Errors
+/// When the bytes are not a spread file of this archive.
+pub fn spreads(bytes: Bytes) -> Result<Vec<Row<Spread>>, ReadError> {
+    let mut out = Vec::new();
+    for b in batches(bytes)? {
+        let s = |n| str_col(&b, n);
+        let (symbol, ea, eb, trig) = (
+            s("symbol")?,
+            s("exchange_a")?,
+            s("exchange_b")?,
+            s("triggered_by")?,
+        );
+        let f = |n| f64_col(&b, n);
+        let (bid_a, ask_a, bid_b, ask_b) = (f("bid_a")?, f("ask_a")?, f("bid_b")?, f("ask_b")?);
+        let (ab, ba, bb, stale) = (
+            f("a_to_b_pct")?,
+            f("b_to_a_pct")?,
+            f("bid_bid_pct")?,
+            f("staleness_ms")?,
+        );
+        let (up, low) = (f("upper_band")?, f("lower_band")?);
+        let (ts_a, ts_b, ts) = (
+            ts_col(&b, "ts_a_ns")?,
+            ts_col(&b, "ts_b_ns")?,
+            ts_col(&b, "ts_ns")?,
+        );
+        let stream_seq = u64_col(&b, "stream_seq")?;
+        for i in 0..b.num_rows() {
+            out.push(Row {
+                stream_seq: stream_seq[i],
+                msg: Spread {
+                    symbol: symbol[i].clone().unwrap_or_default(),
+                    exchange_a: ea[i].clone().unwrap_or_default(),
+                    exchange_b: eb[i].clone().unwrap_or_default(),
+                    bid_a: bid_a[i],
+                    ask_a: ask_a[i],
+                    bid_b: bid_b[i],
+                    ask_b: ask_b[i],
+                    ts_a_ns: ts_a[i],
+                    ts_b_ns: ts_b[i],
+                    a_to_b_pct: ab[i],
+                    b_to_a_pct: ba[i],
+                    bid_bid_pct: bb[i],
+                    staleness_ms: stale[i],
+                    triggered_by: trig[i].clone().unwrap_or_default(),
+                    upper_band: up[i],
+                    lower_band: low[i],
+                    ts_ns: ts[i],
+                },
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The key-value metadata of a Parquet file (its footer), without reading its rows.
+///
+/// # Errors
+/// When the bytes are not a Parquet file.
+pub fn metadata(bytes: Bytes) -> Result<Vec<(String, String)>, ReadError> {
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| ReadError(e.to_string()))?;
+    Ok(builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kv| {
+            kv.iter()
+                .filter_map(|e| Some((e.key.clone(), e.value.clone()?)))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +269,37 @@ mod tests {
             schema::to_parquet(&schema::trades_batch(&trades).expect("batch")).expect("parquet");
         assert_eq!(super::trades(bytes, "binance").expect("reads"), trades);
         assert!(super::trades(Bytes::from_static(b"not parquet"), "x").is_err());
+
+        let spreads = vec![Row {
+            stream_seq: 11,
+            msg: Spread {
+                symbol: "BTC-USDT".into(),
+                exchange_a: "binance".into(),
+                exchange_b: "okx".into(),
+                bid_a: 1.0,
+                ask_a: 2.0,
+                bid_b: 3.0,
+                ask_b: 4.0,
+                ts_a_ns: 5,
+                ts_b_ns: 6,
+                a_to_b_pct: 7.0,
+                b_to_a_pct: 8.0,
+                bid_bid_pct: 9.0,
+                staleness_ms: 10.0,
+                triggered_by: "okx".into(),
+                upper_band: 11.0,
+                lower_band: 12.0,
+                ts_ns: 13,
+            },
+        }];
+        let bytes =
+            schema::to_parquet(&schema::spreads_batch(&spreads).expect("batch")).expect("parquet");
+        assert_eq!(super::spreads(bytes.clone()).expect("reads"), spreads);
+        assert!(
+            super::metadata(bytes)
+                .expect("footer")
+                .iter()
+                .all(|(k, _)| k != "spreadagg.compacted_from")
+        );
     }
 }

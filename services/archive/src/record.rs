@@ -11,6 +11,7 @@ use object_store::path::Path;
 use spreadagg_model::wire::{Spread, Tick, Trade};
 
 use crate::partition::{Partition, StreamKind, file_name, valid_exchange};
+use crate::read::{self, ReadError};
 use crate::schema::{self, EncodeError, Row};
 
 /// Why a payload can never be archived.
@@ -47,6 +48,8 @@ pub(crate) trait Record: prost::Message + Default + Send + Sync + 'static {
     /// stream sequence.
     fn sort_key(&self) -> (&str, i64);
     fn batch(rows: &[Row<Self>]) -> Result<RecordBatch, ArrowError>;
+    /// The rows of one of this stream's files (`exchange` from its partition, where it has one).
+    fn read(bytes: Bytes, exchange: Option<&str>) -> Result<Vec<Row<Self>>, ReadError>;
 }
 
 fn symbol_present(symbol: &str) -> Result<(), Rejection> {
@@ -77,6 +80,9 @@ impl Record for Tick {
     fn batch(rows: &[Row<Self>]) -> Result<RecordBatch, ArrowError> {
         schema::ticks_batch(rows)
     }
+    fn read(bytes: Bytes, exchange: Option<&str>) -> Result<Vec<Row<Self>>, ReadError> {
+        read::ticks(bytes, exchange.unwrap_or_default())
+    }
 }
 
 impl Record for Trade {
@@ -91,6 +97,9 @@ impl Record for Trade {
     fn batch(rows: &[Row<Self>]) -> Result<RecordBatch, ArrowError> {
         schema::trades_batch(rows)
     }
+    fn read(bytes: Bytes, exchange: Option<&str>) -> Result<Vec<Row<Self>>, ReadError> {
+        read::trades(bytes, exchange.unwrap_or_default())
+    }
 }
 
 impl Record for Spread {
@@ -104,6 +113,9 @@ impl Record for Spread {
     }
     fn batch(rows: &[Row<Self>]) -> Result<RecordBatch, ArrowError> {
         schema::spreads_batch(rows)
+    }
+    fn read(bytes: Bytes, _exchange: Option<&str>) -> Result<Vec<Row<Self>>, ReadError> {
+        read::spreads(bytes)
     }
 }
 
@@ -130,6 +142,7 @@ pub(crate) fn sort_rows<T: Record>(rows: &mut [Row<T>]) {
 /// One encoded Parquet file, ready to put.
 #[derive(Debug)]
 pub(crate) struct EncodedFile {
+    pub partition: Partition,
     pub path: Path,
     pub bytes: Bytes,
     pub rows: usize,
@@ -192,6 +205,7 @@ pub(crate) fn encode_all<T: Record>(
         match encode_rows(&rows) {
             Ok(bytes) => out.files.push(EncodedFile {
                 path: partition.file_path(base, T::KIND, &file_name(T::KIND, first, last)),
+                partition: partition.clone(),
                 bytes,
                 rows: rows.len(),
             }),
@@ -392,6 +406,9 @@ mod tests {
                 })
                 .collect();
             schema::trades_batch(&trades)
+        }
+        fn read(_: Bytes, _: Option<&str>) -> Result<Vec<Row<Self>>, ReadError> {
+            Ok(Vec::new())
         }
     }
 

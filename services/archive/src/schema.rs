@@ -1,5 +1,5 @@
 //! The Parquet files' columns: one Arrow schema per stream, builders from decoded wire
-//! messages to a `RecordBatch`, and the Parquet encoding (snappy, one row group per file).
+//! messages to a `RecordBatch`, and the Parquet encoding (zstd, row groups for scans).
 //!
 //! Column names are the proto field names (DESIGN.md, "Parquet"); times are
 //! `Timestamp(Nanosecond, "UTC")`, prices and quantities float64, and every file carries
@@ -18,6 +18,7 @@ use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use spreadagg_model::wire::{Side, Spread, Tick, Trade};
 
@@ -225,9 +226,27 @@ pub const ROW_GROUP_ROWS: usize = 256 * 1024;
 /// # Errors
 /// When the Parquet writer fails (a bug, see [`EncodeError`]).
 pub fn to_parquet(batch: &RecordBatch) -> Result<Bytes, EncodeError> {
+    to_parquet_with(batch, Vec::new())
+}
+
+/// As [`to_parquet`], with `metadata` as the file's key-value metadata (in its footer).
+///
+/// # Errors
+/// When the Parquet writer fails (a bug, see [`EncodeError`]).
+pub fn to_parquet_with(
+    batch: &RecordBatch,
+    metadata: Vec<(String, String)>,
+) -> Result<Bytes, EncodeError> {
+    let metadata = (!metadata.is_empty()).then(|| {
+        metadata
+            .into_iter()
+            .map(|(k, v)| KeyValue::new(k, v))
+            .collect()
+    });
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_key_value_metadata(metadata)
         .build();
     let mut buf = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props))?;

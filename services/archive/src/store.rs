@@ -179,6 +179,21 @@ impl ArchiveStore {
             })
     }
 
+    /// The "directories" directly under `prefix` (common prefixes up to the next `/`).
+    ///
+    /// # Errors
+    /// When the store fails to list.
+    pub async fn list_dirs(&self, prefix: &Path) -> Result<Vec<Path>, StoreError> {
+        self.store
+            .list_with_delimiter(Some(prefix))
+            .await
+            .map(|listed| listed.common_prefixes)
+            .map_err(|source| StoreError::Read {
+                path: prefix.to_string(),
+                source,
+            })
+    }
+
     /// Deletes one object; a missing one is not an error.
     ///
     /// # Errors

@@ -32,7 +32,7 @@ use base64::Engine as _;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use object_store::path::Path;
 use spreadagg_bus::{Bus, BusError, Consumer, ConsumerSpec, Delivery};
@@ -41,6 +41,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::ArchiveError;
+use crate::compact::{FlushFile, Pending};
 use crate::partition::Partition;
 use crate::record::{EncodedFile, Record, Rejection, count_rejection, decode, encode_all};
 use crate::schema::Row;
@@ -83,6 +84,8 @@ pub(crate) struct Writer<T: Record> {
     store: ArchiveStore,
     settings: WriterSettings,
     status: Arc<StreamStatus>,
+    /// Where written files go to await compaction (none when compaction is off).
+    compaction: Option<Arc<Pending>>,
     stop: CancellationToken,
     /// Buffered rows by partition.
     rows: BTreeMap<Partition, Vec<Row<T>>>,
@@ -107,6 +110,7 @@ impl<T: Record> Writer<T> {
         store: ArchiveStore,
         settings: WriterSettings,
         status: Arc<StreamStatus>,
+        compaction: Option<Arc<Pending>>,
         stop: CancellationToken,
     ) -> Self {
         // Exported from the start (at zero), so dashboards and alerts see the series before
@@ -118,6 +122,7 @@ impl<T: Record> Writer<T> {
             store,
             settings,
             status,
+            compaction,
             stop,
             rows: BTreeMap::new(),
             deliveries: BTreeMap::new(),
@@ -425,6 +430,19 @@ impl<T: Record> Writer<T> {
                     stream: T::KIND,
                     rows,
                 });
+            }
+            if let Some(pending) = &self.compaction {
+                pending.add(
+                    file.partition.clone(),
+                    FlushFile {
+                        path: file.path.clone(),
+                        rows: file.rows as u64,
+                        bytes: file.bytes.len() as u64,
+                        written_ms: SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+                    },
+                );
             }
         }
         let rows: usize = files.iter().map(|f| f.rows).sum();

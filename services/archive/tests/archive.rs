@@ -178,6 +178,8 @@ fn config(store: &Path, flush_rows: usize, flush_interval_ms: u64) -> ArchiveCon
         flush_interval_ms,
         max_ack_pending: flush_rows * 2,
         ack_wait_s: 30,
+        // These tests check each flush's file; tests/compaction.rs checks the merges.
+        compaction: false,
         ..ArchiveConfig::default()
     }
 }
