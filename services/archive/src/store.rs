@@ -10,9 +10,9 @@
 //! Every write is a whole object: a file is either complete or absent. Small files are one
 //! `PUT`; files from [`MULTIPART_THRESHOLD`] up go as a multipart upload, which the store
 //! makes visible only when it completes (a failed one is aborted). Local writes are fsynced
-//! (file and directory) and land by rename from a staging file (`<name>#<n>`) that a crash
-//! can leave behind; [`ArchiveStore::remove_local_staging`] deletes those at start, so a plain
-//! directory read by pyarrow never trips over one.
+//! (file and directory) and land by rename from a hidden staging file (`.<name>.partial`)
+//! that readers skip even when a crash leaves it; [`ArchiveStore::remove_local_staging`]
+//! deletes those at start.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -129,6 +129,19 @@ impl ArchiveStore {
             path: path.to_string(),
             source,
         };
+        if let Some(root) = &self.local_root {
+            let target = local_path(root, path);
+            return tokio::task::spawn_blocking(move || write_local(&target, &bytes))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|r| r)
+                .map_err(|e| {
+                    write_err(object_store::Error::Generic {
+                        store: "LocalFileSystem",
+                        source: Box::new(e),
+                    })
+                });
+        }
         if bytes.len() < MULTIPART_THRESHOLD {
             return self
                 .store
@@ -273,11 +286,55 @@ impl ArchiveStore {
     }
 }
 
-/// `object_store`'s local staging names: `<name>#<digits>`.
+/// Staging names a crash mid-write can leave: ours (`.<name>.partial`) and
+/// `object_store`'s (`<name>#<digits>`, from archives written by earlier versions).
 fn is_staging_name(name: &str) -> bool {
-    name.rsplit_once('#').is_some_and(|(stem, n)| {
+    let ours = name.starts_with('.') && name.ends_with(PARTIAL_SUFFIX);
+    let object_store = name.rsplit_once('#').is_some_and(|(stem, n)| {
         !stem.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
-    })
+    });
+    ours || object_store
+}
+
+/// The suffix of a local file being written.
+const PARTIAL_SUFFIX: &str = ".partial";
+
+/// Where `path` lives under a local store's root directory.
+fn local_path(root: &std::path::Path, path: &Path) -> PathBuf {
+    let mut out = root.to_path_buf();
+    for part in path.parts() {
+        out.push(part.as_ref());
+    }
+    out
+}
+
+/// Writes `bytes` to `target` whole or not at all: into a hidden staging file beside it
+/// (`.<name>.partial`: a leading dot, so pyarrow and DuckDB never read it even if a crash
+/// leaves it), fsynced, renamed into place, and the directory fsynced. Written here rather
+/// than through `object_store`'s local store, whose staging name (`<name>#<n>`) a pyarrow
+/// directory read takes for data.
+fn write_local(target: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = target
+        .parent()
+        .ok_or_else(|| std::io::Error::other("a file needs a directory"))?;
+    let name = target
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| std::io::Error::other("a file needs a UTF-8 name"))?;
+    std::fs::create_dir_all(dir)?;
+    let staging = dir.join(format!(".{name}{PARTIAL_SUFFIX}"));
+    let result = (|| {
+        let mut file = std::fs::File::create(&staging)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&staging, target)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&staging);
+    }
+    result
 }
 
 /// Retries inside one request stay short: the archiver's own loop retries a failed write
@@ -563,9 +620,10 @@ mod tests {
             .join("p/ticks/exchange=okx/date=2025-01-02/hour=07");
         std::fs::create_dir_all(&dir).expect("dir");
         std::fs::write(dir.join("ticks-1-2.parquet#3"), b"half").expect("staging");
+        std::fs::write(dir.join(".ticks-3-4.parquet.partial"), b"half").expect("staging");
         std::fs::write(dir.join("ticks-1-2.parquet"), b"whole").expect("file");
         std::fs::write(tmp.path().join("outside#1"), b"not ours").expect("outside");
-        assert_eq!(store.remove_local_staging().expect("sweep"), 1);
+        assert_eq!(store.remove_local_staging().expect("sweep"), 2);
         assert!(!dir.join("ticks-1-2.parquet#3").exists());
         assert!(dir.join("ticks-1-2.parquet").exists());
         assert!(tmp.path().join("outside#1").exists(), "outside the prefix");

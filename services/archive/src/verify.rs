@@ -136,7 +136,8 @@ pub struct StreamReport {
     pub unarchived_head: u64,
     /// Sequences in the stream above the highest archived one (not yet archived).
     pub unarchived_tail: u64,
-    /// Files that are not data: crash leftovers (`#` staging) or foreign objects.
+    /// Objects that are not data files: a write in progress or a crash's staging leftover
+    /// (hidden from readers), or foreign objects.
     pub other_objects: Vec<String>,
     pub rows_by_partition: BTreeMap<String, u64>,
     pub complete: bool,
@@ -302,10 +303,8 @@ async fn verify_stream(
             _ => report.unarchived_tail = b.last_seq - b.first_seq + 1,
         }
     }
-    report.complete = report.missing == 0
-        && report.unarchived_head == 0
-        && report.unarchived_tail == 0
-        && !report.other_objects.iter().any(|o| o.contains('#'));
+    report.complete =
+        report.missing == 0 && report.unarchived_head == 0 && report.unarchived_tail == 0;
     Ok(report)
 }
 
