@@ -28,7 +28,7 @@ use object_store::path::Path;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::partition::{Partition, StreamKind, compacted_name, is_flush_file};
+use crate::partition::{Partition, StreamKind, compacted_name, is_flush_file, replica_of};
 use crate::read;
 use crate::record::{Record, sort_rows};
 use crate::schema;
@@ -40,8 +40,10 @@ pub const COMPACTED_FROM: &str = "spreadagg.compacted_from";
 const IO_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// When and how large the compacted files are.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct CompactSettings {
+    /// This replica: it merges and adopts only its own flush files.
+    pub replica: Arc<str>,
     pub file_rows: u64,
     pub file_bytes: u64,
     pub file_age: Duration,
@@ -205,7 +207,8 @@ impl Compactor {
                     }
                 }
                 self.retry_deletes().await;
-                for (partition, files) in self.pending.take_due(&self.settings, now_ms()) {
+                let due = self.pending.take_due(&self.settings, now_ms());
+                for (partition, files) in due {
                     if let Err(error) = self.merge::<T>(&partition, &files).await {
                         metrics::counter!("spreadagg_archive_compaction_errors_total", "stream" => self.label()).increment(1);
                         tracing::warn!(stream = self.label(), %error, files = files.len(), "compaction failed; the files stay and are merged later");
@@ -284,7 +287,7 @@ impl Compactor {
         let path = partition.file_path(
             self.store.base(),
             self.kind,
-            &compacted_name(self.kind, first, last),
+            &compacted_name(self.kind, first, last, &self.settings.replica),
         );
         let size = bytes.len();
         tokio::time::timeout(IO_TIMEOUT, self.store.put(&path, bytes))
@@ -348,6 +351,10 @@ impl Compactor {
                     ) else {
                         continue;
                     };
+                    if replica_of(name) != &*self.settings.replica {
+                        // Another replica's file: that replica merges it.
+                        continue;
+                    }
                     let entry = found.entry(partition).or_default();
                     if is_flush_file(name) {
                         entry.0.push(FlushFile {
@@ -415,6 +422,7 @@ mod tests {
 
     fn settings() -> CompactSettings {
         CompactSettings {
+            replica: "".into(),
             file_rows: 100,
             file_bytes: 1_000_000,
             file_age: Duration::from_secs(60),

@@ -72,6 +72,12 @@ pub struct ArchiveConfig {
     /// The consumers' cap on unacknowledged messages: the backpressure that keeps memory flat
     /// when the store is slow. At least `flush_rows`, or a flush could never fill.
     pub max_ack_pending: usize,
+    /// This replica's name when several archivers share the durable consumers: it tags the
+    /// file names each writes and compacts (`ticks-1-9.<replica>.parquet`), so two replicas
+    /// never write or merge the same file. Empty (the default): a single archiver. Lowercase
+    /// letters, digits and `-`, at most 63 (a StatefulSet pod's name: stable across restarts,
+    /// so a restarted replica merges what it left). `SPREADAGG_REPLICA_ID` sets it.
+    pub replica_id: String,
     /// Merge each partition's flush files into large files (docs/archive.md, Compaction).
     pub compaction: bool,
     /// A compacted file holds about this many rows (a merge's memory: about 250 bytes a row).
@@ -105,6 +111,7 @@ impl Default for ArchiveConfig {
             flush_bytes: 32 * 1024 * 1024,
             flush_interval_ms: 2_000,
             max_ack_pending: 100_000,
+            replica_id: String::new(),
             compaction: true,
             file_rows: 1_000_000,
             file_bytes: 128 * 1024 * 1024,
@@ -130,6 +137,12 @@ impl ArchiveConfig {
         if !store::is_local(&self.store) {
             // Builds the client only (no network): a bad URL or option fails here, at start.
             store::open(&self.store, &self.prefix, self.store_options())?;
+        }
+        if !self.replica_id.is_empty() && !partition::valid_replica(&self.replica_id) {
+            return bad(format!(
+                "replica_id {:?} must be 1 to 63 lowercase letters, digits or '-'",
+                self.replica_id
+            ));
         }
         if self.store_check_interval_s == 0 {
             return bad("store_check_interval_s must be at least 1".into());
@@ -180,6 +193,7 @@ impl ArchiveConfig {
 
     fn compact_settings(&self) -> CompactSettings {
         CompactSettings {
+            replica: self.replica_id.as_str().into(),
             file_rows: self.file_rows,
             file_bytes: self.file_bytes,
             file_age: Duration::from_secs(self.file_age_s),
@@ -191,6 +205,7 @@ impl ArchiveConfig {
 
     fn writer_settings(&self) -> WriterSettings {
         WriterSettings {
+            replica: self.replica_id.as_str().into(),
             flush_rows: self.flush_rows,
             flush_bytes: self.flush_bytes,
             flush_interval: Duration::from_millis(self.flush_interval_ms),
@@ -300,6 +315,7 @@ pub async fn run(
             });
         }
         let (bus, store, stop) = (bus.clone(), store.clone(), inner.clone());
+        let settings = settings.clone();
         match kind {
             StreamKind::Ticks => {
                 tasks.spawn(Writer::<Tick>::new(bus, store, settings, status, pending, stop).run())

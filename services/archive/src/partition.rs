@@ -184,10 +184,14 @@ const HOUR_NS: i64 = 3_600_000_000_000;
 /// Suffix of a compacted file (several flushes merged); a plain `.parquet` file is one flush.
 pub const COMPACTED_SUFFIX: &str = ".compacted.parquet";
 
-/// `<stream>-<first_stream_seq>-<last_stream_seq>.compacted.parquet`: a file merged from
-/// flushed files by the compactor.
-pub fn compacted_name(kind: StreamKind, first_seq: u64, last_seq: u64) -> String {
-    format!("{}-{first_seq}-{last_seq}{COMPACTED_SUFFIX}", kind.name())
+/// `<stream>-<first_stream_seq>-<last_stream_seq>[.<replica>].compacted.parquet`: a file
+/// merged from one replica's flush files by its compactor.
+pub fn compacted_name(kind: StreamKind, first_seq: u64, last_seq: u64, replica: &str) -> String {
+    format!(
+        "{}-{first_seq}-{last_seq}{}{COMPACTED_SUFFIX}",
+        kind.name(),
+        replica_tag(replica)
+    )
 }
 
 /// Whether `name` is one flush's file (a compaction candidate), not a compacted one.
@@ -195,11 +199,42 @@ pub fn is_flush_file(name: &str) -> bool {
     name.ends_with(".parquet") && !name.ends_with(COMPACTED_SUFFIX)
 }
 
-/// `<stream>-<first_stream_seq>-<last_stream_seq>.parquet`: a function of the rows in the file
-/// only, so a retried or repeated flush of the same messages overwrites its own earlier file
-/// instead of adding a second copy.
-pub fn file_name(kind: StreamKind, first_seq: u64, last_seq: u64) -> String {
-    format!("{}-{first_seq}-{last_seq}.parquet", kind.name())
+/// The replica that wrote a file named `name` (empty for a single archiver's files).
+pub fn replica_of(name: &str) -> &str {
+    let stem = name
+        .strip_suffix(COMPACTED_SUFFIX)
+        .or_else(|| name.strip_suffix(".parquet"))
+        .unwrap_or(name);
+    stem.split_once('.').map_or("", |(_, replica)| replica)
+}
+
+fn replica_tag(replica: &str) -> String {
+    if replica.is_empty() {
+        String::new()
+    } else {
+        format!(".{replica}")
+    }
+}
+
+/// Whether `id` can name a replica in file names: 1 to 63 lowercase ASCII letters, digits or
+/// `-` (a Kubernetes pod name fits).
+pub fn valid_replica(id: &str) -> bool {
+    (1..=63).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// `<stream>-<first_stream_seq>-<last_stream_seq>[.<replica>].parquet`: a function of the
+/// rows in the file and the replica that wrote it only, so a retried or repeated flush of the
+/// same messages overwrites its own earlier file instead of adding a second copy, and two
+/// replicas never write the same name.
+pub fn file_name(kind: StreamKind, first_seq: u64, last_seq: u64, replica: &str) -> String {
+    format!(
+        "{}-{first_seq}-{last_seq}{}.parquet",
+        kind.name(),
+        replica_tag(replica)
+    )
 }
 
 #[cfg(test)]
@@ -241,7 +276,7 @@ mod tests {
     #[test]
     fn file_paths_join_prefix_partition_and_name() {
         let p = Partition::new(Some("okx"), LATE_IN_HOUR_7);
-        let name = file_name(StreamKind::Ticks, 17, 4242);
+        let name = file_name(StreamKind::Ticks, 17, 4242, "");
         assert_eq!(name, "ticks-17-4242.parquet");
         assert_eq!(
             p.file_path(&Path::from("archive/v1"), StreamKind::Ticks, &name)
@@ -277,19 +312,29 @@ mod tests {
             None
         );
         assert!(is_flush_file("ticks-1-2.parquet"));
-        assert!(!is_flush_file(&compacted_name(StreamKind::Ticks, 1, 2)));
+        assert!(!is_flush_file(&compacted_name(StreamKind::Ticks, 1, 2, "")));
+        let tagged = file_name(StreamKind::Ticks, 1, 2, "archive-1");
+        assert_eq!(tagged, "ticks-1-2.archive-1.parquet");
+        assert_eq!(replica_of(&tagged), "archive-1");
+        assert_eq!(replica_of("ticks-1-2.parquet"), "");
+        let compacted = compacted_name(StreamKind::Ticks, 1, 2, "archive-1");
+        assert_eq!(compacted, "ticks-1-2.archive-1.compacted.parquet");
+        assert_eq!(replica_of(&compacted), "archive-1");
+        assert_eq!(replica_of(&compacted_name(StreamKind::Ticks, 1, 2, "")), "");
+        assert!(valid_replica("archive-0") && !valid_replica("") && !valid_replica("a.b"));
+        assert!(!valid_replica("Archive") && !valid_replica(&"a".repeat(64)));
         assert!(!is_flush_file("ticks-1-2.parquet#3"));
     }
 
     #[test]
     fn file_names_are_deterministic() {
         assert_eq!(
-            file_name(StreamKind::Spreads, 1, 9),
-            file_name(StreamKind::Spreads, 1, 9)
+            file_name(StreamKind::Spreads, 1, 9, ""),
+            file_name(StreamKind::Spreads, 1, 9, "")
         );
         assert_ne!(
-            file_name(StreamKind::Spreads, 1, 9),
-            file_name(StreamKind::Trades, 1, 9)
+            file_name(StreamKind::Spreads, 1, 9, ""),
+            file_name(StreamKind::Trades, 1, 9, "")
         );
     }
 

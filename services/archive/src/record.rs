@@ -181,6 +181,7 @@ impl RejectedRow {
 /// column's 2 GiB string offsets, not an expected path.)
 pub(crate) fn encode_all<T: Record>(
     base: &Path,
+    replica: &str,
     groups: BTreeMap<Partition, Vec<Row<T>>>,
 ) -> Encoded {
     let mut out = Encoded::default();
@@ -204,7 +205,7 @@ pub(crate) fn encode_all<T: Record>(
         };
         match encode_rows(&rows) {
             Ok(bytes) => out.files.push(EncodedFile {
-                path: partition.file_path(base, T::KIND, &file_name(T::KIND, first, last)),
+                path: partition.file_path(base, T::KIND, &file_name(T::KIND, first, last, replica)),
                 partition: partition.clone(),
                 bytes,
                 rows: rows.len(),
@@ -326,7 +327,7 @@ mod tests {
             });
         }
         let again = groups.clone();
-        let encoded = encode_all::<Tick>(&Path::from("pre"), groups);
+        let encoded = encode_all::<Tick>(&Path::from("pre"), "", groups);
         assert!(encoded.rejected.is_empty());
         let files = encoded.files;
         let names: Vec<(&str, usize)> = files.iter().map(|f| (f.path.as_ref(), f.rows)).collect();
@@ -348,7 +349,7 @@ mod tests {
             ]
         );
         // The same rows give the same names and the same bytes: a retried flush overwrites.
-        let repeat = encode_all::<Tick>(&Path::from("pre"), again).files;
+        let repeat = encode_all::<Tick>(&Path::from("pre"), "", again).files;
         for (a, b) in files.iter().zip(&repeat) {
             assert_eq!((&a.path, &a.bytes), (&b.path, &b.bytes));
         }
@@ -425,7 +426,7 @@ mod tests {
             })
             .collect();
         let groups = BTreeMap::from([(Partition::new(Some("okx"), 0), rows)]);
-        let encoded = encode_all::<Probe>(&Path::from(""), groups);
+        let encoded = encode_all::<Probe>(&Path::from(""), "", groups);
         let mut rejected: Vec<u64> = encoded.rejected.iter().map(|r| r.stream_seq).collect();
         rejected.sort_unstable();
         assert_eq!(rejected, [2, 4]);

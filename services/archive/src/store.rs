@@ -222,7 +222,7 @@ impl ArchiveStore {
     }
 
     /// Checks that the store takes writes and serves reads: puts, reads back and deletes a
-    /// small object named `_archive_probe` under the prefix (the leading underscore keeps
+    /// small object named `_archive_probe-<pid>-<time>-<n>` under the prefix (the leading underscore keeps
     /// pyarrow and DuckDB from ever reading it as data). Run at start and, while the
     /// archiver runs, often enough that readiness follows the store's state.
     ///
@@ -230,7 +230,17 @@ impl ArchiveStore {
     /// When the store cannot be written or read.
     pub async fn probe(&self) -> Result<(), StoreError> {
         const BODY: &[u8] = b"spreadagg archive probe\n";
-        let path = self.base.clone().join("_archive_probe");
+        // A name of its own per probe: replicas (and the probes of one process) sharing a
+        // store must never write, read or delete each other's probe.
+        static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nonce = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = self.base.clone().join(format!(
+            "_archive_probe-{}-{started:x}-{nonce}",
+            std::process::id()
+        ));
         self.put(&path, Bytes::from_static(BODY)).await?;
         let back = self.get(&path).await?;
         if back.as_ref() != BODY {
@@ -577,7 +587,11 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let store = local(tmp.path(), "p");
         store.probe().await.expect("writable");
-        assert!(!tmp.path().join("p/_archive_probe").exists());
+        assert_eq!(
+            std::fs::read_dir(tmp.path().join("p")).expect("dir").count(),
+            0,
+            "the probe leaves nothing behind"
+        );
         let path = store.base().clone().join("ticks").join("x.parquet");
         store
             .put(&path, Bytes::from_static(b"abc"))

@@ -448,7 +448,7 @@ fn to_delivery(m: js::Message, needs_ack: bool) -> Result<Delivery, String> {
         stream_seq,
         redelivered,
         acker: if needs_ack {
-            Acker::JetStream(acker)
+            Acker::JetStream(Box::new(acker))
         } else {
             Acker::None
         },

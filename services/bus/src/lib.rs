@@ -136,7 +136,9 @@ pub struct Delivery {
 
 enum Acker {
     InProc(inproc::AckHandle),
-    JetStream(async_nats::jetstream::message::Acker),
+    /// Boxed: the client's acker is about 256 bytes, and deliveries are moved often (a
+    /// buffer of them per archived stream).
+    JetStream(Box<async_nats::jetstream::message::Acker>),
     /// Live subscriptions need no acknowledgement.
     None,
 }

@@ -154,6 +154,9 @@ impl Settings {
                 .limits()
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
+        if let Ok(id) = std::env::var("SPREADAGG_REPLICA_ID") {
+            s.archive.replica_id = id;
+        }
         if matches!(cli.role, Role::Archive(_) | Role::All(_) | Role::Replay(_)) {
             // Archive limits, the store URL and its options fail at start, before any port
             // is bound (building a cloud client needs no network; the store is probed later).
