@@ -588,7 +588,9 @@ mod tests {
         let store = local(tmp.path(), "p");
         store.probe().await.expect("writable");
         assert_eq!(
-            std::fs::read_dir(tmp.path().join("p")).expect("dir").count(),
+            std::fs::read_dir(tmp.path().join("p"))
+                .expect("dir")
+                .count(),
             0,
             "the probe leaves nothing behind"
         );

@@ -3,8 +3,12 @@
 //! server), the archive still complete by `verify`; and the crash between writing a compacted
 //! file and deleting its sources repaired at the next start.
 
+mod common;
+
+use common::files_under;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -236,21 +240,6 @@ async fn flush_files_are_merged_on_s3() {
     wait_compacted(&store).await;
     archiver.stop().await;
     assert_eq!(check_files(&store).await, expected());
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

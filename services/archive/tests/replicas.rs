@@ -3,6 +3,10 @@
 //! replica that wrote it; each replica merges only its own files; `verify` finds the stream
 //! complete with no duplicates.
 
+mod common;
+
+use common::files_under;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -24,21 +28,6 @@ fn start_ns() -> i64 {
     const HOUR_NS: i64 = 3_600_000_000_000;
     let now = chrono::Utc::now().timestamp_nanos_opt().expect("in range");
     now - now.rem_euclid(HOUR_NS) - HOUR_NS
-}
-
-fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out
 }
 
 fn name(p: &std::path::Path) -> String {
@@ -95,12 +84,9 @@ async fn two_replicas_share_the_consumers_and_never_write_a_message_twice() {
             .consumer_state("MD_TICKS", "archiver-ticks")
             .await
             .is_ok_and(|s| s.ack_floor >= TICKS as u64);
-        let all = files(&tmp.path().join("ticks"));
-        merged = acked
-            && !all.is_empty()
-            && all
-                .iter()
-                .all(|p| name(p).ends_with(".compacted.parquet"));
+        let all = files_under(&tmp.path().join("ticks"));
+        merged =
+            acked && !all.is_empty() && all.iter().all(|p| name(p).ends_with(".compacted.parquet"));
         if merged {
             break;
         }
@@ -109,16 +95,20 @@ async fn two_replicas_share_the_consumers_and_never_write_a_message_twice() {
     stop.cancel();
     a.await.expect("joins").expect("a stops cleanly");
     b.await.expect("joins").expect("b stops cleanly");
-    assert!(merged, "not merged: {:?}", files(&tmp.path().join("ticks")));
+    assert!(
+        merged,
+        "not merged: {:?}",
+        files_under(&tmp.path().join("ticks"))
+    );
 
     // Each replica wrote a share, and merged only its own files.
     let mut by_replica: BTreeMap<String, usize> = BTreeMap::new();
-    for path in files(&tmp.path().join("ticks")) {
+    for path in files_under(&tmp.path().join("ticks")) {
         let n = name(&path);
         let owner = replica_of(&n).to_owned();
         assert!(owner == "a" || owner == "b", "{n} names its replica");
-        let footer = read::metadata(Bytes::from(std::fs::read(&path).expect("read")))
-            .expect("footer");
+        let footer =
+            read::metadata(Bytes::from(std::fs::read(&path).expect("read"))).expect("footer");
         let sources = footer
             .iter()
             .find(|(k, _)| k == "spreadagg.compacted_from")
@@ -130,7 +120,11 @@ async fn two_replicas_share_the_consumers_and_never_write_a_message_twice() {
         );
         *by_replica.entry(owner).or_default() += 1;
     }
-    assert_eq!(by_replica.len(), 2, "both replicas archived: {by_replica:?}");
+    assert_eq!(
+        by_replica.len(),
+        2,
+        "both replicas archived: {by_replica:?}"
+    );
 
     let store = store::open(&dir, "", StoreOptions::default()).expect("opens");
     let report = verify::verify(&store, None, &BTreeMap::new())

@@ -4,8 +4,11 @@
 //! then replayed into a fresh `nats-server`, where the replayed messages equal the archived
 //! ones, in time order, and the original pacing is kept at a given speed.
 
+mod common;
+
+use common::files_under;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -139,22 +142,6 @@ fn local(dir: &std::path::Path) -> ArchiveStore {
     store::open(dir.to_str().expect("utf8"), "", StoreOptions::default()).expect("opens")
 }
 
-fn tick_files(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.join("ticks")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("dir").flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_finds_complete_archives_gaps_and_duplicates() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -176,7 +163,7 @@ async fn verify_finds_complete_archives_gaps_and_duplicates() {
     assert_eq!(ticks.rows_by_partition.values().sum::<u64>(), TICKS as u64);
 
     // A copied file: duplicates, still complete.
-    let files = tick_files(tmp.path());
+    let files = files_under(&tmp.path().join("ticks"));
     let copy_of = files[files.len() / 2].clone();
     let copy = copy_of.with_file_name("ticks-copy.parquet");
     std::fs::copy(&copy_of, &copy).expect("copy");
@@ -221,7 +208,7 @@ async fn replay_publishes_the_archive_back_in_time_order_and_pace() {
 
     // What the archive holds, by content, in time order.
     let mut archived: Vec<(i64, Vec<u8>)> = Vec::new();
-    for path in tick_files(tmp.path()) {
+    for path in files_under(&tmp.path().join("ticks")) {
         let exchange = path
             .to_str()
             .and_then(|p| p.split('/').find_map(|s| s.strip_prefix("exchange=")))

@@ -348,17 +348,7 @@ impl InProcBus {
     }
 
     pub(crate) fn live(&self, stream_name: &str, filter: &str) -> Result<InProcConsumer, BusError> {
-        let mut stream = self.stream(stream_name)?;
-        let notify = stream.register(filter, None);
-        Ok(InProcConsumer {
-            bus: self.clone(),
-            stream: stream_name.into(),
-            mode: Mode::Live {
-                filter: filter.to_owned(),
-                next_seq: stream.last_seq + 1,
-            },
-            notify,
-        })
+        self.follow(stream_name, filter, |s| s.last_seq + 1)
     }
 
     pub(crate) fn history(
@@ -367,20 +357,31 @@ impl InProcBus {
         filter: &str,
         since: Duration,
     ) -> Result<InProcConsumer, BusError> {
-        let mut stream = self.stream(stream_name)?;
         let horizon = Instant::now().checked_sub(since);
-        let start = stream
-            .msgs
-            .iter()
-            .find(|m| horizon.is_none_or(|h| m.at >= h))
-            .map_or(stream.last_seq + 1, |m| m.seq);
+        self.follow(stream_name, filter, |s| {
+            s.msgs
+                .iter()
+                .find(|m| horizon.is_none_or(|h| m.at >= h))
+                .map_or(s.last_seq + 1, |m| m.seq)
+        })
+    }
+
+    /// An unacknowledged consumer of `filter` from the sequence `start` picks.
+    fn follow(
+        &self,
+        stream_name: &str,
+        filter: &str,
+        start: impl FnOnce(&MemStream) -> u64,
+    ) -> Result<InProcConsumer, BusError> {
+        let mut stream = self.stream(stream_name)?;
+        let next_seq = start(&stream);
         let notify = stream.register(filter, None);
         Ok(InProcConsumer {
             bus: self.clone(),
             stream: stream_name.into(),
             mode: Mode::Live {
                 filter: filter.to_owned(),
-                next_seq: start,
+                next_seq,
             },
             notify,
         })
