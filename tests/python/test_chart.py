@@ -470,6 +470,8 @@ def test_config_file_holds_only_keys_the_binary_knows_with_every_schema_key_set(
             return prop["enum"][-1]
         if prop["type"] == "integer":
             return min(max(prop.get("minimum", 1), 1) * 2, prop.get("maximum", 1 << 30))
+        if prop["type"] == "object":
+            return {"aws_region": "x"}
         return {"number": 0.5, "string": "x", "boolean": True}[prop["type"]]
 
     config = {}
@@ -488,6 +490,7 @@ def test_config_file_holds_only_keys_the_binary_knows_with_every_schema_key_set(
     check_toml_keys(doc)
     for section in ("streams", "ingest", "engine", "archive", "gateway"):
         assert set(doc[section]) == set(config[section]), section
+    assert doc["archive"]["store_options"] == {"aws_region": "x"}, "a map renders as a TOML table"
     assert doc["simulate"]["host"] == "0.0.0.0"
     assert doc["simulate"]["exchanges"] == sorted(WITH_ADAPTERS)
     # The stream Job reads the same file from its own hook ConfigMap.

@@ -150,7 +150,12 @@ the URL with any credentials (user:password@ or token@) replaced by ***@.
 
 {{/* A TOML value: strings, numbers, booleans and arrays of them are valid TOML as JSON. */}}
 {{- define "spreadagg.tomlValue" -}}
+{{- if kindIs "map" . -}}
+{{- /* An inline table (archive.store_options): { "key" = "value", ... } */ -}}
+{ {{- range $i, $k := keys . | sortAlpha }}{{ if $i }},{{ end }} {{ toJson $k }} = {{ toJson (get $ $k) }}{{ end }} }
+{{- else -}}
 {{- toJson . }}
+{{- end }}
 {{- end }}
 
 {{/* A TOML table body from a flat map; null values are left out (the binary's default). */}}
