@@ -28,7 +28,7 @@ use object_store::path::Path;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::partition::{Partition, StreamKind, compacted_name, is_flush_file, replica_of};
+use crate::partition::{Partition, StreamKind, compacted_name, parse_name};
 use crate::read;
 use crate::record::{Record, sort_rows};
 use crate::schema;
@@ -38,6 +38,13 @@ use crate::store::ArchiveStore;
 pub const COMPACTED_FROM: &str = "spreadagg.compacted_from";
 /// A write or read during compaction that takes longer fails the merge (retried next round).
 const IO_TIMEOUT: Duration = Duration::from_secs(120);
+/// Sources whose delete failed, kept for another try; past this they are counted
+/// (`spreadagg_archive_compaction_undeleted_total`) and left to the next start's adoption.
+const MAX_TO_DELETE: usize = 10_000;
+/// Bytes read from a compacted file's end to find its footer in one request, usually.
+const FOOTER_GUESS: u64 = 64 * 1024;
+/// An adopted flush file's rows, estimated from its size as if each took this many bytes.
+const ADOPTED_BYTES_PER_ROW: u64 = 16;
 
 /// When and how large the compacted files are.
 #[derive(Debug, Clone)]
@@ -102,15 +109,19 @@ impl Pending {
         let mut map = self.lock();
         for (partition, files) in map.iter_mut() {
             files.retain(|f| f.rows < s.file_rows && f.bytes < s.file_bytes);
+            let hour_closed_ms = (partition.hour_end_ns() / 1_000_000)
+                .saturating_add(i64::try_from(s.hour_grace.as_millis()).unwrap_or(i64::MAX));
             if files.len() < 2 {
+                if now_ms >= hour_closed_ms {
+                    // The hour is over and one file is all it has: nothing left to merge.
+                    files.clear();
+                }
                 continue;
             }
             files.sort_by_key(|f| f.written_ms);
             let rows: u64 = files.iter().map(|f| f.rows).sum();
             let bytes: u64 = files.iter().map(|f| f.bytes).sum();
             let age_ms = now_ms.saturating_sub(files[0].written_ms);
-            let hour_closed_ms = partition.hour_end_ns() / 1_000_000
-                + i64::try_from(s.hour_grace.as_millis()).unwrap_or(i64::MAX);
             let ripe = rows >= s.file_rows
                 || bytes >= s.file_bytes
                 || u128::try_from(age_ms).unwrap_or(0) >= s.file_age.as_millis()
@@ -209,11 +220,7 @@ impl Compactor {
                 self.retry_deletes().await;
                 let due = self.pending.take_due(&self.settings, now_ms());
                 for (partition, files) in due {
-                    if let Err(error) = self.merge::<T>(&partition, &files).await {
-                        metrics::counter!("spreadagg_archive_compaction_errors_total", "stream" => self.label()).increment(1);
-                        tracing::warn!(stream = self.label(), %error, files = files.len(), "compaction failed; the files stay and are merged later");
-                        self.pending.put_back(partition, files);
-                    }
+                    self.merge::<T>(&partition, files).await;
                 }
                 metrics::gauge!("spreadagg_archive_files_pending_compaction", "stream" => self.label())
                     .set(self.pending.len() as f64);
@@ -236,47 +243,110 @@ impl Compactor {
         self.to_delete = failed;
     }
 
-    /// Merges `files` (one partition's) into one compacted file, then deletes them.
-    async fn merge<T: Record>(
-        &mut self,
-        partition: &Partition,
-        files: &[FlushFile],
-    ) -> Result<(), String> {
-        let _permit = self
-            .permit
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| e.to_string())?;
+    /// Merges `files` (one partition's) into one compacted file, then deletes them. A source
+    /// that is gone is dropped from the group; one that cannot be read is left as it is
+    /// (counted): neither holds the others back. On a failed write the readable sources go
+    /// back to the candidates.
+    async fn merge<T: Record>(&mut self, partition: &Partition, files: Vec<FlushFile>) {
+        let Ok(_permit) = self.permit.clone().acquire_owned().await else {
+            return;
+        };
         let started = std::time::Instant::now();
         let mut rows = Vec::new();
+        let mut sources = Vec::with_capacity(files.len());
         for file in files {
-            let bytes = tokio::time::timeout(IO_TIMEOUT, self.store.get(&file.path))
-                .await
-                .map_err(|_| format!("reading {} timed out", file.path))?
-                .map_err(|e| e.to_string())?;
-            let exchange = partition.exchange().map(str::to_owned);
-            let read = tokio::task::spawn_blocking(move || T::read(bytes, exchange.as_deref()))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("{}: {e}", file.path))?;
-            rows.extend(read);
+            match self.read_source::<T>(partition, &file).await {
+                Ok(read) => {
+                    rows.extend(read);
+                    sources.push(file);
+                }
+                Err(reason) => {
+                    metrics::counter!("spreadagg_archive_compaction_skipped_files_total", "stream" => self.label()).increment(1);
+                    tracing::warn!(stream = self.label(), path = %file.path, %reason, "a flush file is left out of compaction (it stays as it is)");
+                }
+            }
         }
-        let names: Vec<String> = files
+        if sources.len() < 2 {
+            self.pending.put_back(partition.clone(), sources);
+            return;
+        }
+        match self.write_merged::<T>(partition, rows, &sources).await {
+            Ok((path, count, repeated, size)) => {
+                for file in &sources {
+                    if let Err(error) = self.store.delete(&file.path).await {
+                        tracing::warn!(stream = self.label(), path = %file.path, %error, "cannot delete a compacted file's source yet; its rows are there twice until it is");
+                        if self.to_delete.len() < MAX_TO_DELETE {
+                            self.to_delete.push(file.path.clone());
+                        } else {
+                            metrics::counter!("spreadagg_archive_compaction_undeleted_total", "stream" => self.label()).increment(1);
+                        }
+                    }
+                }
+                let label = self.label();
+                metrics::counter!("spreadagg_archive_compactions_total", "stream" => label)
+                    .increment(1);
+                metrics::counter!("spreadagg_archive_compacted_sources_total", "stream" => label)
+                    .increment(sources.len() as u64);
+                metrics::histogram!("spreadagg_archive_compaction_seconds", "stream" => label)
+                    .record(started.elapsed().as_secs_f64());
+                tracing::info!(
+                    stream = label,
+                    path = %path,
+                    sources = sources.len(),
+                    rows = count,
+                    repeated,
+                    bytes = size,
+                    "compacted"
+                );
+            }
+            Err(error) => {
+                metrics::counter!("spreadagg_archive_compaction_errors_total", "stream" => self.label()).increment(1);
+                tracing::warn!(stream = self.label(), %error, files = sources.len(), "compaction failed; the files stay and are merged later");
+                self.pending.put_back(partition.clone(), sources);
+            }
+        }
+    }
+
+    async fn read_source<T: Record>(
+        &self,
+        partition: &Partition,
+        file: &FlushFile,
+    ) -> Result<Vec<crate::schema::Row<T>>, String> {
+        let bytes = tokio::time::timeout(IO_TIMEOUT, self.store.get(&file.path))
+            .await
+            .map_err(|_| "reading timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let exchange = partition.exchange().map(str::to_owned);
+        tokio::task::spawn_blocking(move || T::read(bytes, exchange.as_deref()))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// Sorts, deduplicates, encodes and writes the merged rows; the path, rows, repeats
+    /// dropped and bytes.
+    async fn write_merged<T: Record>(
+        &self,
+        partition: &Partition,
+        mut rows: Vec<crate::schema::Row<T>>,
+        sources: &[FlushFile],
+    ) -> Result<(Path, usize, usize, usize), String> {
+        let names: Vec<String> = sources
             .iter()
             .filter_map(|f| f.path.filename().map(str::to_owned))
             .collect();
+        let listed = names.join(",");
         let encoded = tokio::task::spawn_blocking(move || {
             sort_rows(&mut rows);
             let before = rows.len();
+            // Equal sequences are the same message, so the same sort key: adjacent.
             rows.dedup_by_key(|r| r.stream_seq);
             let repeated = before - rows.len();
             let first = rows.iter().map(|r| r.stream_seq).min();
             let last = rows.iter().map(|r| r.stream_seq).max();
             let batch = T::batch(&rows).map_err(|e| e.to_string())?;
-            let bytes =
-                schema::to_parquet_with(&batch, vec![(COMPACTED_FROM.into(), names.join(","))])
-                    .map_err(|e| e.to_string())?;
+            let bytes = schema::to_parquet_with(&batch, vec![(COMPACTED_FROM.into(), listed)])
+                .map_err(|e| e.to_string())?;
             Ok::<_, String>((bytes, rows.len(), repeated, first, last))
         })
         .await
@@ -287,35 +357,42 @@ impl Compactor {
         let path = partition.file_path(
             self.store.base(),
             self.kind,
-            &compacted_name(self.kind, first, last, &self.settings.replica),
+            &compacted_name(self.kind, first, last, &names, &self.settings.replica),
         );
         let size = bytes.len();
         tokio::time::timeout(IO_TIMEOUT, self.store.put(&path, bytes))
             .await
             .map_err(|_| format!("writing {path} timed out"))?
             .map_err(|e| e.to_string())?;
-        for file in files {
-            if let Err(error) = self.store.delete(&file.path).await {
-                tracing::warn!(stream = self.label(), path = %file.path, %error, "cannot delete a compacted file's source yet; its rows are there twice until it is");
-                self.to_delete.push(file.path.clone());
+        Ok((path, count, repeated, size))
+    }
+
+    /// The flush files a compacted file's footer lists, reading only the footer (a ranged
+    /// read of the file's tail, a second one when the footer is longer).
+    async fn sources_of(&self, path: &Path, size: u64) -> Result<Vec<String>, String> {
+        let tail_len = size.min(FOOTER_GUESS);
+        let read = |len: u64| async move {
+            tokio::time::timeout(IO_TIMEOUT, self.store.get_range(path, size - len..size))
+                .await
+                .map_err(|_| "reading timed out".to_owned())?
+                .map_err(|e| e.to_string())
+        };
+        let tail = read(tail_len).await?;
+        let metadata = match read::footer_metadata(&tail).map_err(|e| e.to_string())? {
+            Ok(metadata) => metadata,
+            Err(needed) if (needed as u64) <= size => {
+                let tail = read(needed as u64).await?;
+                read::footer_metadata(&tail)
+                    .map_err(|e| e.to_string())?
+                    .map_err(|_| "the footer is longer than it says".to_owned())?
             }
-        }
-        let label = self.label();
-        metrics::counter!("spreadagg_archive_compactions_total", "stream" => label).increment(1);
-        metrics::counter!("spreadagg_archive_compacted_sources_total", "stream" => label)
-            .increment(files.len() as u64);
-        metrics::histogram!("spreadagg_archive_compaction_seconds", "stream" => label)
-            .record(started.elapsed().as_secs_f64());
-        tracing::info!(
-            stream = label,
-            path = %path,
-            sources = files.len(),
-            rows = count,
-            repeated,
-            bytes = size,
-            "compacted"
-        );
-        Ok(())
+            Err(_) => return Err("the footer is longer than the file".into()),
+        };
+        Ok(metadata
+            .into_iter()
+            .filter(|(k, _)| k == COMPACTED_FROM)
+            .flat_map(|(_, v)| v.split(',').map(str::to_owned).collect::<Vec<_>>())
+            .collect())
     }
 
     /// What an earlier run left in the last `lookback` hours: flush files become candidates;
@@ -336,7 +413,7 @@ impl Compactor {
             .filter_map(|back| today.checked_sub_days(chrono::Days::new(back as u64)))
             .collect();
         let skip = root.as_ref().len() + 1;
-        let mut found: BTreeMap<Partition, (Vec<FlushFile>, Vec<Path>)> = BTreeMap::new();
+        let mut found: BTreeMap<Partition, (Vec<FlushFile>, Vec<(Path, u64)>)> = BTreeMap::new();
         for dir in roots {
             for date in &dates {
                 let prefix = dir
@@ -351,20 +428,26 @@ impl Compactor {
                     ) else {
                         continue;
                     };
-                    if replica_of(name) != &*self.settings.replica {
-                        // Another replica's file: that replica merges it.
+                    // Only this replica's files: not another replica's (it merges them), not
+                    // anything else someone put under the dataset's paths.
+                    let Some(parsed) = parse_name(self.kind, name) else {
+                        continue;
+                    };
+                    if parsed.replica != &*self.settings.replica {
                         continue;
                     }
                     let entry = found.entry(partition).or_default();
-                    if is_flush_file(name) {
+                    if !parsed.compacted {
                         entry.0.push(FlushFile {
                             path: object.location.clone(),
-                            rows: 0,
+                            // Not in the name: estimated high from the size (a tick row
+                            // takes 20-40 bytes), so merges of adopted files stay small.
+                            rows: object.size.div_ceil(ADOPTED_BYTES_PER_ROW),
                             bytes: object.size,
                             written_ms: object.last_modified.timestamp_millis(),
                         });
-                    } else if name.ends_with(".parquet") {
-                        entry.1.push(object.location.clone());
+                    } else {
+                        entry.1.push((object.location.clone(), object.size));
                     }
                 }
             }
@@ -374,14 +457,17 @@ impl Compactor {
             if flushes.is_empty() {
                 continue;
             }
-            for path in compacted {
-                let bytes = self.store.get(&path).await.map_err(|e| e.to_string())?;
-                let listed: Vec<String> = read::metadata(bytes)
-                    .map_err(|e| format!("{path}: {e}"))?
-                    .into_iter()
-                    .filter(|(k, _)| k == COMPACTED_FROM)
-                    .flat_map(|(_, v)| v.split(',').map(str::to_owned).collect::<Vec<_>>())
-                    .collect();
+            for (path, size) in compacted {
+                let listed = match self.sources_of(&path, size).await {
+                    Ok(listed) => listed,
+                    Err(reason) => {
+                        // Its sources (if any are listed) stay: at worst their rows are
+                        // there twice, which readers drop; never lost.
+                        metrics::counter!("spreadagg_archive_compaction_errors_total", "stream" => self.label()).increment(1);
+                        tracing::warn!(stream = self.label(), path = %path, %reason, "cannot read a compacted file's footer; its sources are kept");
+                        continue;
+                    }
+                };
                 let (merged, kept): (Vec<FlushFile>, Vec<FlushFile>) =
                     flushes.into_iter().partition(|f| {
                         f.path
@@ -481,10 +567,15 @@ mod tests {
         let pending = Pending::default();
         pending.add(p.clone(), file("big", 100, 0));
         pending.add(p.clone(), file("small", 1, 0));
-        assert!(pending.take_due(&s, i64::MAX / 2).is_empty());
+        assert!(pending.take_due(&s, 0).is_empty());
         assert_eq!(pending.len(), 1, "the big one is no candidate");
         pending.add(p.clone(), file("small", 1, 0));
         assert_eq!(pending.len(), 1, "a file is added once");
+        let closed = (HOUR_7 + 3_600_000_000_000) / 1_000_000 + 300_000;
+        assert!(pending.take_due(&s, closed - 1).is_empty());
+        assert_eq!(pending.len(), 1, "the hour may still bring another file");
+        assert!(pending.take_due(&s, closed).is_empty());
+        assert_eq!(pending.len(), 0, "a closed hour's lone file is forgotten");
     }
 
     #[test]

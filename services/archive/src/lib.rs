@@ -203,9 +203,10 @@ impl ArchiveConfig {
         }
     }
 
-    fn writer_settings(&self) -> WriterSettings {
+    fn writer_settings(&self, run: &str) -> WriterSettings {
         WriterSettings {
             replica: self.replica_id.as_str().into(),
+            run: run.into(),
             flush_rows: self.flush_rows,
             flush_bytes: self.flush_bytes,
             flush_interval: Duration::from_millis(self.flush_interval_ms),
@@ -287,7 +288,8 @@ pub async fn run(
 
     // A failing stream stops its siblings too; they still flush what they hold.
     let inner = stop.child_token();
-    let settings = config.writer_settings();
+    let run = partition::run_token();
+    let settings = config.writer_settings(&run);
     let mut tasks = JoinSet::new();
     let mut statuses = Vec::with_capacity(StreamKind::ALL.len());
     // One merge at a time in the process: its memory is the compaction's bound.

@@ -184,28 +184,105 @@ const HOUR_NS: i64 = 3_600_000_000_000;
 /// Suffix of a compacted file (several flushes merged); a plain `.parquet` file is one flush.
 pub const COMPACTED_SUFFIX: &str = ".compacted.parquet";
 
-/// `<stream>-<first_stream_seq>-<last_stream_seq>[.<replica>].compacted.parquet`: a file
-/// merged from one replica's flush files by its compactor.
-pub fn compacted_name(kind: StreamKind, first_seq: u64, last_seq: u64, replica: &str) -> String {
+/// `<stream>-<first_stream_seq>-<last_stream_seq>-<run>[.<replica>].parquet`: one flush's
+/// file. `run` is a token of this archiver run, so a run never reuses a name an earlier run
+/// wrote (stream sequences start again at 1 after the in-process bus restarts, or after a
+/// stream is recreated); within a run the name is a function of the rows only, so a retried
+/// flush overwrites its own earlier attempt instead of adding a copy; `replica` keeps
+/// replicas apart.
+pub fn file_name(
+    kind: StreamKind,
+    first_seq: u64,
+    last_seq: u64,
+    run: &str,
+    replica: &str,
+) -> String {
     format!(
-        "{}-{first_seq}-{last_seq}{}{COMPACTED_SUFFIX}",
+        "{}-{first_seq}-{last_seq}-{run}{}.parquet",
         kind.name(),
         replica_tag(replica)
     )
 }
 
-/// Whether `name` is one flush's file (a compaction candidate), not a compacted one.
-pub fn is_flush_file(name: &str) -> bool {
-    name.ends_with(".parquet") && !name.ends_with(COMPACTED_SUFFIX)
+/// `<stream>-<first_stream_seq>-<last_stream_seq>-<sources>[.<replica>].compacted.parquet`:
+/// a file merged from one replica's flush files, `sources` a hash of their names, so two
+/// merges of different files never share a name (and never overwrite each other).
+pub fn compacted_name(
+    kind: StreamKind,
+    first_seq: u64,
+    last_seq: u64,
+    sources: &[String],
+    replica: &str,
+) -> String {
+    let mut sorted: Vec<&str> = sources.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    format!(
+        "{}-{first_seq}-{last_seq}-{:016x}{}{COMPACTED_SUFFIX}",
+        kind.name(),
+        fnv1a(sorted.join(",").as_bytes()),
+        replica_tag(replica)
+    )
 }
 
-/// The replica that wrote a file named `name` (empty for a single archiver's files).
+/// FNV-1a, 64 bits: a stable hash for names (the standard library's may change between
+/// releases).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// What a data file's name says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileName<'a> {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// The replica that wrote it (empty: a single archiver).
+    pub replica: &'a str,
+    pub compacted: bool,
+}
+
+/// Parses a data file's name as the archiver writes it for `kind` (also the untagged
+/// `<stream>-<first>-<last>.parquet` of earlier versions); `None` for anything else, which
+/// the archiver leaves alone.
+pub fn parse_name(kind: StreamKind, name: &str) -> Option<FileName<'_>> {
+    let (stem, compacted) = match name.strip_suffix(COMPACTED_SUFFIX) {
+        Some(stem) => (stem, true),
+        None => (name.strip_suffix(".parquet")?, false),
+    };
+    let (base, replica) = stem.split_once('.').unwrap_or((stem, ""));
+    if !replica.is_empty() && !valid_replica(replica) {
+        return None;
+    }
+    let mut parts = base
+        .strip_prefix(kind.name())?
+        .strip_prefix('-')?
+        .split('-');
+    let first_seq = parts.next()?.parse().ok()?;
+    let last_seq = parts.next()?.parse().ok()?;
+    match parts.next() {
+        None if !compacted => {}
+        Some(tag) if !tag.is_empty() && tag.bytes().all(|b| b.is_ascii_hexdigit()) => {}
+        _ => return None,
+    }
+    if parts.next().is_some() || first_seq > last_seq {
+        return None;
+    }
+    Some(FileName {
+        first_seq,
+        last_seq,
+        replica,
+        compacted,
+    })
+}
+
+/// The replica that wrote a file named `name` (empty for a single archiver's files, or for a
+/// name that is not one of the archiver's).
 pub fn replica_of(name: &str) -> &str {
-    let stem = name
-        .strip_suffix(COMPACTED_SUFFIX)
-        .or_else(|| name.strip_suffix(".parquet"))
-        .unwrap_or(name);
-    stem.split_once('.').map_or("", |(_, replica)| replica)
+    StreamKind::ALL
+        .iter()
+        .find_map(|kind| parse_name(*kind, name))
+        .map_or("", |n| n.replica)
 }
 
 fn replica_tag(replica: &str) -> String {
@@ -225,16 +302,14 @@ pub fn valid_replica(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-/// `<stream>-<first_stream_seq>-<last_stream_seq>[.<replica>].parquet`: a function of the
-/// rows in the file and the replica that wrote it only, so a retried or repeated flush of the
-/// same messages overwrites its own earlier file instead of adding a second copy, and two
-/// replicas never write the same name.
-pub fn file_name(kind: StreamKind, first_seq: u64, last_seq: u64, replica: &str) -> String {
-    format!(
-        "{}-{first_seq}-{last_seq}{}.parquet",
-        kind.name(),
-        replica_tag(replica)
-    )
+/// A token for this archiver run's file names: 8 hex digits from the start time and the
+/// process id.
+pub fn run_token() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let seed = format!("{nanos}-{}", std::process::id());
+    format!("{:08x}", fnv1a(seed.as_bytes()) as u32)
 }
 
 #[cfg(test)]
@@ -276,17 +351,17 @@ mod tests {
     #[test]
     fn file_paths_join_prefix_partition_and_name() {
         let p = Partition::new(Some("okx"), LATE_IN_HOUR_7);
-        let name = file_name(StreamKind::Ticks, 17, 4242, "");
-        assert_eq!(name, "ticks-17-4242.parquet");
+        let name = file_name(StreamKind::Ticks, 17, 4242, "0a1b", "");
+        assert_eq!(name, "ticks-17-4242-0a1b.parquet");
         assert_eq!(
             p.file_path(&Path::from("archive/v1"), StreamKind::Ticks, &name)
                 .as_ref(),
-            "archive/v1/ticks/exchange=okx/date=2025-01-02/hour=07/ticks-17-4242.parquet"
+            "archive/v1/ticks/exchange=okx/date=2025-01-02/hour=07/ticks-17-4242-0a1b.parquet"
         );
         assert_eq!(
             p.file_path(&Path::default(), StreamKind::Ticks, &name)
                 .as_ref(),
-            "ticks/exchange=okx/date=2025-01-02/hour=07/ticks-17-4242.parquet"
+            "ticks/exchange=okx/date=2025-01-02/hour=07/ticks-17-4242-0a1b.parquet"
         );
     }
 
@@ -311,30 +386,72 @@ mod tests {
             Partition::of_path(StreamKind::Spreads, "date=2025-01-02/hour=24/a.parquet"),
             None
         );
-        assert!(is_flush_file("ticks-1-2.parquet"));
-        assert!(!is_flush_file(&compacted_name(StreamKind::Ticks, 1, 2, "")));
-        let tagged = file_name(StreamKind::Ticks, 1, 2, "archive-1");
-        assert_eq!(tagged, "ticks-1-2.archive-1.parquet");
+        let k = StreamKind::Ticks;
+        let flush = |name| parse_name(k, name).filter(|n| !n.compacted);
+        assert!(
+            flush("ticks-1-2.parquet").is_some(),
+            "earlier versions' names"
+        );
+        let tagged = file_name(k, 1, 2, "00ff", "archive-1");
+        assert_eq!(tagged, "ticks-1-2-00ff.archive-1.parquet");
+        assert_eq!(
+            parse_name(k, &tagged),
+            Some(FileName {
+                first_seq: 1,
+                last_seq: 2,
+                replica: "archive-1",
+                compacted: false
+            })
+        );
         assert_eq!(replica_of(&tagged), "archive-1");
         assert_eq!(replica_of("ticks-1-2.parquet"), "");
-        let compacted = compacted_name(StreamKind::Ticks, 1, 2, "archive-1");
-        assert_eq!(compacted, "ticks-1-2.archive-1.compacted.parquet");
-        assert_eq!(replica_of(&compacted), "archive-1");
-        assert_eq!(replica_of(&compacted_name(StreamKind::Ticks, 1, 2, "")), "");
+        let sources = vec![
+            "ticks-1-1-00ff.parquet".to_owned(),
+            "ticks-2-2-00ff.parquet".to_owned(),
+        ];
+        let compacted = compacted_name(k, 1, 2, &sources, "archive-1");
+        assert!(
+            compacted.ends_with(".archive-1.compacted.parquet"),
+            "{compacted}"
+        );
+        assert!(parse_name(k, &compacted).is_some_and(|n| n.compacted && n.replica == "archive-1"));
+        let other = compacted_name(k, 1, 2, &sources[..1], "archive-1");
+        assert_ne!(compacted, other, "other sources, another name");
+        let reordered = vec![sources[1].clone(), sources[0].clone()];
+        assert_eq!(compacted, compacted_name(k, 1, 2, &reordered, "archive-1"));
+        for foreign in [
+            "part-0.parquet",
+            "ticks-1-2.parquet#3",
+            "trades-1-2.parquet",
+            "ticks-2-1.parquet",
+            "ticks-1-2-xyz.parquet",
+            "ticks-1-2-00ff.Archive.parquet",
+            "ticks-1-2-00ff-7.parquet",
+            "ticks-1.parquet",
+            "ticks-1-2.compacted.parquet",
+        ] {
+            assert_eq!(parse_name(k, foreign), None, "{foreign}");
+        }
         assert!(valid_replica("archive-0") && !valid_replica("") && !valid_replica("a.b"));
         assert!(!valid_replica("Archive") && !valid_replica(&"a".repeat(64)));
-        assert!(!is_flush_file("ticks-1-2.parquet#3"));
+        let (a, b) = (run_token(), run_token());
+        assert_eq!((a.len(), b.len()), (8, 8));
     }
 
     #[test]
     fn file_names_are_deterministic() {
         assert_eq!(
-            file_name(StreamKind::Spreads, 1, 9, ""),
-            file_name(StreamKind::Spreads, 1, 9, "")
+            file_name(StreamKind::Spreads, 1, 9, "ab", ""),
+            file_name(StreamKind::Spreads, 1, 9, "ab", "")
         );
         assert_ne!(
-            file_name(StreamKind::Spreads, 1, 9, ""),
-            file_name(StreamKind::Trades, 1, 9, "")
+            file_name(StreamKind::Spreads, 1, 9, "ab", ""),
+            file_name(StreamKind::Trades, 1, 9, "ab", "")
+        );
+        assert_ne!(
+            file_name(StreamKind::Spreads, 1, 9, "ab", ""),
+            file_name(StreamKind::Spreads, 1, 9, "cd", ""),
+            "another run, another name"
         );
     }
 

@@ -195,6 +195,38 @@ pub fn spreads(bytes: Bytes) -> Result<Vec<Row<Spread>>, ReadError> {
     Ok(out)
 }
 
+/// The key-value metadata from a Parquet file's footer alone: `tail` is the file's last
+/// bytes, at least the footer (its metadata, 4 length bytes and `PAR1`). `Ok(None)` when the
+/// tail is too short for the footer, whose full length is then `needed`.
+///
+/// # Errors
+/// When the tail is not a Parquet footer.
+pub fn footer_metadata(tail: &[u8]) -> Result<Result<Vec<(String, String)>, usize>, ReadError> {
+    let n = tail.len();
+    if n < 8 || &tail[n - 4..] != b"PAR1" {
+        return Err(ReadError("not a Parquet file (no PAR1 trailer)".into()));
+    }
+    let len_bytes: [u8; 4] = tail[n - 8..n - 4]
+        .try_into()
+        .map_err(|_| ReadError("truncated footer".into()))?;
+    let len = u32::from_le_bytes(len_bytes) as usize;
+    if len + 8 > n {
+        return Ok(Err(len + 8));
+    }
+    let meta =
+        parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&tail[n - 8 - len..n - 8])
+            .map_err(|e| ReadError(e.to_string()))?;
+    Ok(Ok(meta
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kv| {
+            kv.iter()
+                .filter_map(|e| Some((e.key.clone(), e.value.clone()?)))
+                .collect()
+        })
+        .unwrap_or_default()))
+}
+
 /// The key-value metadata of a Parquet file (its footer), without reading its rows.
 ///
 /// # Errors

@@ -181,6 +181,7 @@ impl RejectedRow {
 /// column's 2 GiB string offsets, not an expected path.)
 pub(crate) fn encode_all<T: Record>(
     base: &Path,
+    run: &str,
     replica: &str,
     groups: BTreeMap<Partition, Vec<Row<T>>>,
 ) -> Encoded {
@@ -205,7 +206,11 @@ pub(crate) fn encode_all<T: Record>(
         };
         match encode_rows(&rows) {
             Ok(bytes) => out.files.push(EncodedFile {
-                path: partition.file_path(base, T::KIND, &file_name(T::KIND, first, last, replica)),
+                path: partition.file_path(
+                    base,
+                    T::KIND,
+                    &file_name(T::KIND, first, last, run, replica),
+                ),
                 partition: partition.clone(),
                 bytes,
                 rows: rows.len(),
@@ -327,7 +332,7 @@ mod tests {
             });
         }
         let again = groups.clone();
-        let encoded = encode_all::<Tick>(&Path::from("pre"), "", groups);
+        let encoded = encode_all::<Tick>(&Path::from("pre"), "0a1b", "", groups);
         assert!(encoded.rejected.is_empty());
         let files = encoded.files;
         let names: Vec<(&str, usize)> = files.iter().map(|f| (f.path.as_ref(), f.rows)).collect();
@@ -335,21 +340,21 @@ mod tests {
             names,
             [
                 (
-                    "pre/ticks/exchange=binance/date=1970-01-01/hour=00/ticks-6-6.parquet",
+                    "pre/ticks/exchange=binance/date=1970-01-01/hour=00/ticks-6-6-0a1b.parquet",
                     1
                 ),
                 (
-                    "pre/ticks/exchange=okx/date=1970-01-01/hour=00/ticks-5-7.parquet",
+                    "pre/ticks/exchange=okx/date=1970-01-01/hour=00/ticks-5-7-0a1b.parquet",
                     2
                 ),
                 (
-                    "pre/ticks/exchange=okx/date=1970-01-01/hour=01/ticks-9-9.parquet",
+                    "pre/ticks/exchange=okx/date=1970-01-01/hour=01/ticks-9-9-0a1b.parquet",
                     1
                 ),
             ]
         );
         // The same rows give the same names and the same bytes: a retried flush overwrites.
-        let repeat = encode_all::<Tick>(&Path::from("pre"), "", again).files;
+        let repeat = encode_all::<Tick>(&Path::from("pre"), "0a1b", "", again).files;
         for (a, b) in files.iter().zip(&repeat) {
             assert_eq!((&a.path, &a.bytes), (&b.path, &b.bytes));
         }
@@ -426,7 +431,7 @@ mod tests {
             })
             .collect();
         let groups = BTreeMap::from([(Partition::new(Some("okx"), 0), rows)]);
-        let encoded = encode_all::<Probe>(&Path::from(""), "", groups);
+        let encoded = encode_all::<Probe>(&Path::from(""), "0a1b", "", groups);
         let mut rejected: Vec<u64> = encoded.rejected.iter().map(|r| r.stream_seq).collect();
         rejected.sort_unstable();
         assert_eq!(rejected, [2, 4]);
@@ -444,7 +449,7 @@ mod tests {
             encoded.files[0]
                 .path
                 .as_ref()
-                .ends_with("trades-1-3.parquet")
+                .ends_with("trades-1-3-0a1b.parquet")
         );
     }
 }

@@ -177,6 +177,24 @@ impl ArchiveStore {
         got.bytes().await.map_err(read_err)
     }
 
+    /// Bytes `range` of one object.
+    ///
+    /// # Errors
+    /// When it is missing, shorter, or the store fails.
+    pub async fn get_range(
+        &self,
+        path: &Path,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, StoreError> {
+        self.store
+            .get_range(path, range)
+            .await
+            .map_err(|source| StoreError::Read {
+                path: path.to_string(),
+                source,
+            })
+    }
+
     /// Every object under `prefix` (recursively), in no particular order.
     ///
     /// # Errors
@@ -306,6 +324,30 @@ fn is_staging_name(name: &str) -> bool {
     ours || object_store
 }
 
+/// Creates `dir` and any missing parents, fsyncing each new directory's parent so the new
+/// entries survive a power loss (the file's own directory is fsynced after its rename).
+fn create_dirs_durably(dir: &std::path::Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.is_dir() {
+        missing.push(at.to_path_buf());
+        match at.parent() {
+            Some(parent) => at = parent,
+            None => break,
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        if let Some(parent) = created.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+    }
+    Ok(())
+}
+
 /// The suffix of a local file being written.
 const PARTIAL_SUFFIX: &str = ".partial";
 
@@ -332,8 +374,15 @@ fn write_local(target: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| std::io::Error::other("a file needs a UTF-8 name"))?;
-    std::fs::create_dir_all(dir)?;
-    let staging = dir.join(format!(".{name}{PARTIAL_SUFFIX}"));
+    create_dirs_durably(dir)?;
+    // A name of its own per attempt: a timed-out attempt still running on its thread must
+    // never share (and truncate, or rename away) a retry's staging file.
+    static ATTEMPTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let attempt = ATTEMPTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let staging = dir.join(format!(
+        ".{name}.{}-{attempt}{PARTIAL_SUFFIX}",
+        std::process::id()
+    ));
     let result = (|| {
         let mut file = std::fs::File::create(&staging)?;
         file.write_all(bytes)?;

@@ -74,6 +74,8 @@ const CONSUMER_ERROR_PAUSE: Duration = Duration::from_millis(200);
 pub(crate) struct WriterSettings {
     /// Tags this replica's file names (empty: a single archiver).
     pub replica: Arc<str>,
+    /// This run's token in file names (`partition::run_token`).
+    pub run: Arc<str>,
     pub flush_rows: usize,
     pub flush_bytes: usize,
     pub flush_interval: Duration,
@@ -426,9 +428,9 @@ impl<T: Record> Writer<T> {
         let _stage = tracing::debug_span!(target: HOT, "archive.flush", stream = self.label(), messages = i64::try_from(self.deliveries.len()).unwrap_or(i64::MAX));
         let groups = std::mem::take(&mut self.rows);
         let base = self.store.base().clone();
-        let replica = self.settings.replica.clone();
+        let (run, replica) = (self.settings.run.clone(), self.settings.replica.clone());
         let encoding =
-            tokio::task::spawn_blocking(move || encode_all::<T>(&base, &replica, groups));
+            tokio::task::spawn_blocking(move || encode_all::<T>(&base, &run, &replica, groups));
         let encoded = match self.keeping_alive(encoding).await {
             Ok(encoded) => encoded,
             // Nothing was written or acknowledged: the buffer's messages come back after

@@ -334,7 +334,14 @@ fn check_file_name(rel: &Path, stream: &str, seqs: &[u64]) {
         seqs.iter().min().expect("rows"),
         seqs.iter().max().expect("rows"),
     );
-    assert_eq!(name, format!("{stream}-{min}-{max}.parquet"));
+    let tag = name
+        .strip_prefix(&format!("{stream}-{min}-{max}-"))
+        .and_then(|rest| rest.strip_suffix(".parquet"))
+        .unwrap_or_else(|| panic!("{name} is <stream>-<first>-<last>-<run>.parquet"));
+    assert!(
+        tag.len() == 8 && tag.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{name}: the run token"
+    );
 }
 
 fn tick_files(root: &Path) -> Vec<FileRows<Tick>> {
