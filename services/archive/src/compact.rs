@@ -152,6 +152,10 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// What adoption finds in a partition: this replica's flush files, and its compacted files
+/// with their sizes.
+type Found = (Vec<FlushFile>, Vec<(Path, u64)>);
+
 /// Compacts one stream's partitions until stop.
 pub(crate) struct Compactor {
     kind: StreamKind,
@@ -413,7 +417,7 @@ impl Compactor {
             .filter_map(|back| today.checked_sub_days(chrono::Days::new(back as u64)))
             .collect();
         let skip = root.as_ref().len() + 1;
-        let mut found: BTreeMap<Partition, (Vec<FlushFile>, Vec<(Path, u64)>)> = BTreeMap::new();
+        let mut found: BTreeMap<Partition, Found> = BTreeMap::new();
         for dir in roots {
             for date in &dates {
                 let prefix = dir
