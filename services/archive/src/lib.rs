@@ -3,10 +3,12 @@
 //! holds it is durably written.
 //!
 //! [`run`] opens one durable pull consumer per stream (`archiver-ticks`, `archiver-trades`,
-//! `archiver-spreads`), each driven by its own task (the `writer` module), plus one task that measures
-//! the lag (messages not yet archived). All are joined before [`run`] returns. Layout and
-//! columns: [`partition`] and [`schema`]; where the files go: [`store`]; the crash behaviour
-//! and what a reader must do about duplicates: `docs/archive.md`.
+//! `archiver-spreads`), each driven by its own task (the `writer` module), a compactor per
+//! stream (merging each partition's flush files, `compact`), one task that measures the lag
+//! (messages not yet archived) and one that probes the store. All are joined before [`run`]
+//! returns. Layout and columns: [`partition`] and [`schema`]; where the files go: [`store`];
+//! reading back: [`read`], [`verify`], [`replay`]; the crash behaviour and what a reader must
+//! do about duplicates: `docs/archive.md`.
 
 mod compact;
 pub mod partition;
@@ -132,7 +134,7 @@ impl ArchiveConfig {
     pub fn validate(&self) -> Result<(), ArchiveError> {
         let bad = |msg: String| Err(ArchiveError::Config(msg));
         if self.store.trim().is_empty() {
-            return bad("store must name a directory or a file:// URL".into());
+            return bad("store must be a directory or a store URL".into());
         }
         if !store::is_local(&self.store) {
             // Builds the client only (no network): a bad URL or option fails here, at start.
@@ -140,27 +142,40 @@ impl ArchiveConfig {
         }
         if !self.replica_id.is_empty() && !partition::valid_replica(&self.replica_id) {
             return bad(format!(
-                "replica_id {:?} must be 1 to 63 lowercase letters, digits or '-'",
+                "replica_id '{}' must be 1 to 63 lowercase letters, digits or '-'",
                 self.replica_id
             ));
-        }
-        if self.store_check_interval_s == 0 {
-            return bad("store_check_interval_s must be at least 1".into());
         }
         if self.flush_rows == 0 {
             return bad("flush_rows must be at least 1".into());
         }
-        if self.file_rows == 0 || self.file_bytes == 0 || self.file_age_s == 0 {
-            return bad("file_rows, file_bytes and file_age_s must be at least 1".into());
-        }
-        if self.compaction_check_s == 0 || self.compaction_lookback_h == 0 {
-            return bad("compaction_check_s and compaction_lookback_h must be at least 1".into());
-        }
-        if self.flush_bytes == 0 {
-            return bad("flush_bytes must be at least 1".into());
-        }
-        if self.flush_interval_ms == 0 {
-            return bad("flush_interval_ms must be at least 1".into());
+        // Each in range, named: out-of-range durations would overflow the clock's arithmetic.
+        let ranges: [(&str, u64, u64, u64); 10] = [
+            ("file_rows", self.file_rows, 1, u64::MAX),
+            ("file_bytes", self.file_bytes, 1, u64::MAX),
+            ("file_age_s", self.file_age_s, 1, 7 * 86_400),
+            ("hour_grace_s", self.hour_grace_s, 0, 7 * 86_400),
+            ("compaction_check_s", self.compaction_check_s, 1, 86_400),
+            (
+                "compaction_lookback_h",
+                u64::from(self.compaction_lookback_h),
+                1,
+                31 * 24,
+            ),
+            (
+                "store_check_interval_s",
+                self.store_check_interval_s,
+                1,
+                86_400,
+            ),
+            ("flush_interval_ms", self.flush_interval_ms, 1, 3_600_000),
+            ("ack_wait_s", self.ack_wait_s, 1, 86_400),
+            ("flush_bytes", self.flush_bytes as u64, 1, 1 << 34),
+        ];
+        for (name, value, low, high) in ranges {
+            if !(low..=high).contains(&value) {
+                return bad(format!("{name} ({value}) must be between {low} and {high}"));
+            }
         }
         if self.max_ack_pending < self.flush_rows {
             return bad(format!(
@@ -394,6 +409,18 @@ mod tests {
             },
             ArchiveConfig {
                 ack_wait_s: 0,
+                ..base.clone()
+            },
+            ArchiveConfig {
+                ack_wait_s: u64::MAX,
+                ..base.clone()
+            },
+            ArchiveConfig {
+                compaction_lookback_h: u32::MAX,
+                ..base.clone()
+            },
+            ArchiveConfig {
+                replica_id: "Archive.0".into(),
                 ..base.clone()
             },
             ArchiveConfig {

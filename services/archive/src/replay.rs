@@ -37,6 +37,8 @@ use crate::verify::Window;
 const READ_CONCURRENCY: usize = 8;
 /// Publishes awaiting their acknowledgement at once.
 const MAX_IN_FLIGHT: usize = 1024;
+const MIN_SPEED: f64 = 1e-3;
+const MAX_SPEED: f64 = 1e6;
 /// A message due less than this far ahead is published at once (timers are not finer).
 const PACING_SLACK: Duration = Duration::from_millis(1);
 
@@ -61,7 +63,7 @@ pub enum ReplayError {
         "publishing {subject} failed: {reason} (does a stream take these subjects? with --subject-prefix, create one for them)"
     )]
     Publish { subject: String, reason: String },
-    #[error("--speed must be a finite number >= 0, not {0}")]
+    #[error("--speed must be 0 (as fast as possible) or between 0.001 and 1000000, not {0}")]
     Speed(f64),
     #[error("--subject-prefix {0:?} must be a non-empty NATS subject prefix without wildcards")]
     Prefix(String),
@@ -75,6 +77,9 @@ pub struct ReplayReport {
     /// Rows read more than once (the same stream sequence in two files), published once.
     pub duplicates_skipped: u64,
     pub hours: u64,
+    /// Rows whose exchange or symbol cannot be a subject token (empty, `.`, `*`, `>` or
+    /// whitespace): counted and left out, never a broken publish.
+    pub skipped_bad_subject: u64,
     pub first_recv_ts_ns: Option<i64>,
     pub last_recv_ts_ns: Option<i64>,
     /// Whether it stopped before the end (a signal).
@@ -98,7 +103,9 @@ struct Timed {
 /// # Errors
 /// A bad speed or prefix.
 pub fn check(spec: &ReplaySpec) -> Result<(), ReplayError> {
-    if !spec.speed.is_finite() || spec.speed < 0.0 {
+    // 0 (as fast as possible) or a pace between a thousandth and a million times the
+    // market's: slower would wait for years, faster is as fast as possible anyway.
+    if !(spec.speed == 0.0 || (MIN_SPEED..=MAX_SPEED).contains(&spec.speed)) {
         return Err(ReplayError::Speed(spec.speed));
     }
     let p = &spec.subject_prefix;
@@ -138,8 +145,9 @@ pub async fn replay(
         for timed in batch {
             if spec.speed > 0.0 {
                 let (t0, w0) = *origin.get_or_insert((timed.recv_ts_ns, Instant::now()));
-                let offset = (timed.recv_ts_ns - t0).max(0) as f64 / 1e9 / spec.speed;
-                let due = w0 + Duration::from_secs_f64(offset);
+                let offset = timed.recv_ts_ns.saturating_sub(t0).max(0) as f64 / 1e9 / spec.speed;
+                // At most a day ahead: a hostile timestamp cannot overflow the clock.
+                let due = w0 + Duration::from_secs_f64(offset.min(86_400.0));
                 if due > Instant::now() + PACING_SLACK {
                     tokio::select! {
                         () = stop.cancelled() => {}
@@ -153,6 +161,17 @@ pub async fn replay(
             }
             report.first_recv_ts_ns.get_or_insert(timed.recv_ts_ns);
             report.last_recv_ts_ns = Some(timed.recv_ts_ns);
+            let (exchange, symbol) = match &timed.item {
+                Item::Tick(t) => (&t.exchange, &t.symbol),
+                Item::Trade(t) => (&t.exchange, &t.symbol),
+            };
+            if !subject_token(exchange) || !subject_token(symbol) {
+                if report.skipped_bad_subject == 0 {
+                    tracing::warn!(exchange = %exchange, symbol = %symbol, "a row's exchange or symbol cannot be a subject token; such rows are left out");
+                }
+                report.skipped_bad_subject += 1;
+                continue;
+            }
             let (subject, payload) = match &timed.item {
                 Item::Tick(t) => {
                     report.ticks += 1;
@@ -191,6 +210,14 @@ pub async fn replay(
         reason: f.error.to_string(),
     })?;
     Ok(report)
+}
+
+/// Whether `s` can be one token of a NATS subject.
+fn subject_token(s: &str) -> bool {
+    !s.is_empty()
+        && !s
+            .chars()
+            .any(|c| c == '.' || c == '*' || c == '>' || c.is_whitespace())
 }
 
 /// Tick and trade files per partition hour (in time order) that overlap the window, each
@@ -304,7 +331,7 @@ mod tests {
     fn speed_and_prefix_are_checked() {
         assert!(check(&spec(1.0, "md")).is_ok());
         assert!(check(&spec(0.0, "backtest.run1")).is_ok());
-        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+        for bad in [-1.0, f64::NAN, f64::INFINITY, 1e-300, 1e-4, 1e7] {
             assert!(matches!(
                 check(&spec(bad, "md")),
                 Err(ReplayError::Speed(_))

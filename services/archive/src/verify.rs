@@ -102,7 +102,10 @@ pub fn parse_time(value: &str, end: bool) -> Result<i64, String> {
     } else if let Ok(d) = NaiveDate::parse_from_str(value, "%Y-%m-%d") {
         let start = d.and_hms_opt(0, 0, 0).ok_or_else(bad)?.and_utc();
         if end {
-            start + chrono::Duration::days(1) - chrono::Duration::nanoseconds(1)
+            start
+                .checked_add_signed(chrono::Duration::days(1))
+                .and_then(|t| t.checked_sub_signed(chrono::Duration::nanoseconds(1)))
+                .ok_or_else(bad)?
         } else {
             start
         }
@@ -148,6 +151,9 @@ pub struct StreamReport {
 pub struct Report {
     pub store: String,
     pub complete: bool,
+    /// No data file in any stream (a wrong store or prefix, or nothing archived yet).
+    pub found_nothing: bool,
+    /// Every stream's bounds were read from NATS and applied (whole-archive runs only).
     pub checked_against_nats: bool,
     pub streams: BTreeMap<&'static str, StreamReport>,
 }
@@ -167,10 +173,20 @@ pub async fn verify(
         let report = verify_stream(store, kind, window, bounds.get(&kind).copied()).await?;
         streams.insert(kind.name(), report);
     }
+    // An archive with no data file at all is not "complete" unless the streams say they are
+    // empty too: a mistyped store or prefix must not pass.
+    let found_nothing = streams.values().all(|s| s.files == 0 && s.rejected == 0);
+    let streams_empty = StreamKind::ALL.iter().all(|k| {
+        bounds
+            .get(k)
+            .is_some_and(|b| b.last_seq == 0 || b.last_seq < b.first_seq)
+    });
     Ok(Report {
         store: store.location().to_owned(),
-        complete: streams.values().all(|s| s.complete),
-        checked_against_nats: !bounds.is_empty(),
+        complete: streams.values().all(|s| s.complete) && (!found_nothing || streams_empty),
+        found_nothing,
+        checked_against_nats: window.is_none()
+            && StreamKind::ALL.iter().all(|k| bounds.contains_key(k)),
         streams,
     })
 }
@@ -360,8 +376,37 @@ mod tests {
             "and ends at its last nanosecond"
         );
         assert!(parse_time("yesterday", false).is_err());
+        assert!(
+            parse_time("+262143-12-31", true).is_err(),
+            "no overflow past chrono's range"
+        );
         assert!(Window::parse(Some("2025-01-03"), Some("2025-01-02")).is_err());
         assert!(Window::parse(None, None).expect("ok").is_none());
+    }
+
+    #[tokio::test]
+    async fn an_archive_with_nothing_in_it_is_not_complete() {
+        let store = crate::store::open("memory://", "", crate::StoreOptions::default())
+            .expect("memory store");
+        let report = verify(&store, None, &BTreeMap::new())
+            .await
+            .expect("verifies");
+        assert!(report.found_nothing && !report.complete);
+        // ... unless the streams say they are empty too.
+        let empty: BTreeMap<StreamKind, StreamBounds> = StreamKind::ALL
+            .iter()
+            .map(|k| {
+                (
+                    *k,
+                    StreamBounds {
+                        first_seq: 0,
+                        last_seq: 0,
+                    },
+                )
+            })
+            .collect();
+        let report = verify(&store, None, &empty).await.expect("verifies");
+        assert!(report.complete && report.checked_against_nats);
     }
 
     #[test]

@@ -65,7 +65,7 @@ const SHUTDOWN_BUDGET: Duration = Duration::from_secs(3);
 /// Acks and the bus flush get at least this long even when the budget is spent.
 const MIN_ACK_TIME: Duration = Duration::from_millis(500);
 /// How long keeping a rejected message aside may take before it is left for redelivery.
-const REJECT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+const REJECT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause after a consumer error before pulling again.
 const CONSUMER_ERROR_PAUSE: Duration = Duration::from_millis(200);
 
@@ -315,7 +315,17 @@ impl<T: Record> Writer<T> {
             "payload_base64": base64::engine::general_purpose::STANDARD.encode(&delivery.payload),
         });
         let body = bytes::Bytes::from(record.to_string());
-        match tokio::time::timeout(REJECT_WRITE_TIMEOUT, self.store.put(&path, body)).await {
+        // Stopping: leave it for redelivery rather than spend the drain's time on it.
+        if self.stop.is_cancelled() {
+            return;
+        }
+        let write = tokio::time::timeout(REJECT_WRITE_TIMEOUT, self.store.put(&path, body));
+        let written = tokio::select! {
+            biased;
+            () = self.stop.cancelled() => return,
+            written = write => written,
+        };
+        match written {
             Ok(Ok(())) => {
                 if let Err(error) = delivery.term().await {
                     metrics::counter!("spreadagg_archive_ack_errors_total", "stream" => self.label())

@@ -16,7 +16,7 @@ use spreadagg_simulate::SimConfig;
 use spreadagg_runtime::admin::AdminToken;
 use spreadagg_runtime::config::ConfigError;
 
-use crate::cli::{ArchiveAction, Cli, Role};
+use crate::cli::{ArchiveAction, ArchiveArgs, Cli, Role};
 use crate::lease::LeaseSettings;
 
 /// Everything configurable, as the file spells it.
@@ -164,7 +164,7 @@ impl Settings {
                 .validate()
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
-        if matches!(cli.role, Role::Archive(_))
+        if matches!(cli.role, Role::Archive(ArchiveArgs { action: None, .. }))
             && let Some(lease) = s.lease.resolve()?
         {
             // Bad election settings fail at start, before any port is bound. A holder that

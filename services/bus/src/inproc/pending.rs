@@ -5,7 +5,7 @@ use std::time::Instant;
 
 /// A durable consumer's outstanding deliveries, indexed both ways so that every operation a
 /// poll or an acknowledgement makes is O(log n) in the number outstanding (up to
-/// `max_ack_pending`, 50,000 for the archiver): by stream sequence (acknowledgements, the ack
+/// `max_ack_pending`, 100,000 for the archiver): by stream sequence (acknowledgements, the ack
 /// floor, messages the limits removed) and by redelivery deadline (the next one due).
 #[derive(Debug, Default)]
 pub(super) struct Pending {
