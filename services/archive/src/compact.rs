@@ -146,7 +146,8 @@ impl Pending {
     }
 }
 
-fn now_ms() -> i64 {
+/// The wall clock in Unix milliseconds (file ages are compared with the store's times).
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -145,6 +145,11 @@ impl Partition {
         self.exchange.as_deref()
     }
 
+    /// The start of the partition's hour, in Unix nanoseconds.
+    pub fn hour_start_ns(&self) -> i64 {
+        self.hour_end_ns().saturating_sub(HOUR_NS)
+    }
+
     /// The end of the partition's hour (exclusive), in Unix nanoseconds.
     pub fn hour_end_ns(&self) -> i64 {
         self.date

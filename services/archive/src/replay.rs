@@ -28,7 +28,7 @@ use spreadagg_model::wire::{Tick, Trade};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::partition::StreamKind;
+use crate::partition::{Partition, StreamKind};
 use crate::read;
 use crate::store::{ArchiveStore, StoreError};
 use crate::verify::Window;
@@ -236,14 +236,11 @@ async fn files_by_hour(
             if !relative.ends_with(".parquet") {
                 continue;
             }
-            let Some((hour_ns, _)) = crate::verify::partition_of(relative) else {
+            let Some(partition) = Partition::of_path(kind, relative) else {
                 continue;
             };
-            let exchange = relative
-                .split('/')
-                .find_map(|s| s.strip_prefix("exchange="))
-                .map(str::to_owned);
-            if let Some(exchange) = exchange
+            let hour_ns = partition.hour_start_ns();
+            if let Some(exchange) = partition.exchange().map(str::to_owned)
                 && window.holds_hour(hour_ns)
             {
                 hours

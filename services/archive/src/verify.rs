@@ -27,7 +27,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 
-use crate::partition::StreamKind;
+use crate::partition::{Partition, StreamKind};
 use crate::store::{ArchiveStore, StoreError};
 
 /// Files read at once.
@@ -191,21 +191,6 @@ pub async fn verify(
     })
 }
 
-/// One data file's partition hour (from its `date=` and `hour=` path segments) and label.
-pub(crate) fn partition_of(relative: &str) -> Option<(i64, String)> {
-    let dir = relative.rsplit_once('/')?.0;
-    let (mut date, mut hour) = (None, None);
-    for segment in dir.split('/') {
-        if let Some(d) = segment.strip_prefix("date=") {
-            date = NaiveDate::parse_from_str(d, "%Y-%m-%d").ok();
-        } else if let Some(h) = segment.strip_prefix("hour=") {
-            hour = h.parse::<u32>().ok();
-        }
-    }
-    let start = date?.and_hms_opt(hour?, 0, 0)?.and_utc();
-    Some((start.timestamp_nanos_opt()?, dir.to_owned()))
-}
-
 async fn verify_stream(
     store: &ArchiveStore,
     kind: StreamKind,
@@ -224,9 +209,13 @@ async fn verify_stream(
     for object in store.list(&root).await? {
         let relative =
             object.location.as_ref()[prefix_len.min(object.location.as_ref().len())..].to_owned();
-        let partition = partition_of(&relative);
+        let partition = Partition::of_path(kind, &relative);
         match partition {
-            Some((hour_ns, label)) if relative.ends_with(".parquet") => {
+            Some(p) if relative.ends_with(".parquet") => {
+                let hour_ns = p.hour_start_ns();
+                let label = relative
+                    .rsplit_once('/')
+                    .map_or(String::new(), |(dir, _)| dir.to_owned());
                 if read_window.is_none_or(|w| w.holds_hour(hour_ns)) {
                     let core = window.is_none_or(|w| w.holds_hour(hour_ns));
                     data.push((object.location, label, core));
@@ -407,16 +396,6 @@ mod tests {
             .collect();
         let report = verify(&store, None, &empty).await.expect("verifies");
         assert!(report.complete && report.checked_against_nats);
-    }
-
-    #[test]
-    fn partitions_come_from_the_path() {
-        let (hour, label) =
-            partition_of("exchange=okx/date=2025-01-02/hour=07/ticks-1-2.parquet").expect("p");
-        assert_eq!(hour, 1_735_801_200_000_000_000);
-        assert_eq!(label, "exchange=okx/date=2025-01-02/hour=07");
-        assert!(partition_of("ticks-1-2.parquet").is_none());
-        assert!(partition_of("date=2025-13-02/hour=07/x.parquet").is_none());
     }
 
     #[test]

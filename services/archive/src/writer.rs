@@ -33,7 +33,7 @@ use futures_util::FutureExt as _;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use object_store::path::Path;
 use spreadagg_bus::{Bus, BusError, Consumer, ConsumerSpec, Delivery};
@@ -42,7 +42,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::ArchiveError;
-use crate::compact::{FlushFile, Pending};
+use crate::compact::{FlushFile, Pending, now_ms};
 use crate::partition::Partition;
 use crate::record::{EncodedFile, Record, Rejection, count_rejection, decode, encode_all};
 use crate::schema::Row;
@@ -477,9 +477,7 @@ impl<T: Record> Writer<T> {
                         path: file.path.clone(),
                         rows: file.rows as u64,
                         bytes: file.bytes.len() as u64,
-                        written_ms: SystemTime::now()
-                            .duration_since(UNIX_EPOCH)
-                            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+                        written_ms: now_ms(),
                     },
                 );
             }
