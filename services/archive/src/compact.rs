@@ -6,7 +6,7 @@
 //! reach `file_rows`, their bytes `file_bytes`, the oldest is `file_age` old, or the
 //! partition's hour ended `hour_grace` ago (late rows after that make a new, later file).
 //! The merge reads the files back, sorts the rows by symbol, time and stream sequence, drops
-//! repeated sequences, writes `<stream>-<first>-<last>.compacted.parquet` (its footer lists
+//! repeated sequences, writes `<stream>-<first>-<last>-<sources>.compacted.parquet` (its footer lists
 //! the files it replaces under `spreadagg.compacted_from`), and only then deletes the sources.
 //! Between that write and those deletes a reader can see a row twice (readers deduplicate by
 //! `stream_seq`, see docs/archive.md); the messages themselves were acknowledged when their

@@ -75,7 +75,7 @@ pub struct ArchiveConfig {
     /// when the store is slow. At least `flush_rows`, or a flush could never fill.
     pub max_ack_pending: usize,
     /// This replica's name when several archivers share the durable consumers: it tags the
-    /// file names each writes and compacts (`ticks-1-9.<replica>.parquet`), so two replicas
+    /// file names each writes and compacts (`ticks-1-9-<flush>.<replica>.parquet`), so two replicas
     /// never write or merge the same file. Empty (the default): a single archiver. Lowercase
     /// letters, digits and `-`, at most 63 (a StatefulSet pod's name: stable across restarts,
     /// so a restarted replica merges what it left). `SPREADAGG_REPLICA_ID` sets it.

@@ -189,12 +189,12 @@ const HOUR_NS: i64 = 3_600_000_000_000;
 /// Suffix of a compacted file (several flushes merged); a plain `.parquet` file is one flush.
 pub const COMPACTED_SUFFIX: &str = ".compacted.parquet";
 
-/// `<stream>-<first_stream_seq>-<last_stream_seq>-<run>[.<replica>].parquet`: one flush's
-/// file. `run` is a token of this archiver run, so a run never reuses a name an earlier run
-/// wrote (stream sequences start again at 1 after the in-process bus restarts, or after a
-/// stream is recreated); within a run the name is a function of the rows only, so a retried
-/// flush overwrites its own earlier attempt instead of adding a copy; `replica` keeps
-/// replicas apart.
+/// `<stream>-<first_stream_seq>-<last_stream_seq>-<flush>[.<replica>].parquet`: one flush's
+/// file. `flush` (hex) names this archiver run and the flush within it, so no two flushes ever
+/// share a name (stream sequences start again at 1 after the in-process bus restarts, or after
+/// a stream is recreated, and two flushes can span the same first and last sequence with other
+/// rows between); a retried write of one flush keeps its name, so it overwrites its own earlier
+/// attempt instead of adding a copy; `replica` keeps replicas apart.
 pub fn file_name(
     kind: StreamKind,
     first_seq: u64,
@@ -301,7 +301,9 @@ fn replica_tag(replica: &str) -> String {
 /// Whether `id` can name a replica in file names: 1 to 63 lowercase ASCII letters, digits or
 /// `-` (a Kubernetes pod name fits).
 pub fn valid_replica(id: &str) -> bool {
-    (1..=63).contains(&id.len())
+    // `compacted` would read as the suffix of a compacted file's name.
+    id != "compacted"
+        && (1..=63).contains(&id.len())
         && id
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -438,6 +440,7 @@ mod tests {
             assert_eq!(parse_name(k, foreign), None, "{foreign}");
         }
         assert!(valid_replica("archive-0") && !valid_replica("") && !valid_replica("a.b"));
+        assert!(!valid_replica("compacted"));
         assert!(!valid_replica("Archive") && !valid_replica(&"a".repeat(64)));
         let (a, b) = (run_token(), run_token());
         assert_eq!((a.len(), b.len()), (8, 8));

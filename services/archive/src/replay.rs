@@ -146,8 +146,12 @@ pub async fn replay(
             if spec.speed > 0.0 {
                 let (t0, w0) = *origin.get_or_insert((timed.recv_ts_ns, Instant::now()));
                 let offset = timed.recv_ts_ns.saturating_sub(t0).max(0) as f64 / 1e9 / spec.speed;
-                // At most a day ahead: a hostile timestamp cannot overflow the clock.
-                let due = w0 + Duration::from_secs_f64(offset.min(86_400.0));
+                // A timestamp too far ahead to be a clock reading waits a century, never
+                // overflows.
+                let due = Duration::try_from_secs_f64(offset)
+                    .ok()
+                    .and_then(|d| w0.checked_add(d))
+                    .unwrap_or_else(|| w0 + Duration::from_secs(100 * 365 * 86_400));
                 if due > Instant::now() + PACING_SLACK {
                     tokio::select! {
                         () = stop.cancelled() => {}

@@ -10,7 +10,8 @@
 //! Every write is a whole object: a file is either complete or absent. Small files are one
 //! `PUT`; files from [`MULTIPART_THRESHOLD`] up go as a multipart upload, which the store
 //! makes visible only when it completes (a failed one is aborted). Local writes are fsynced
-//! (file and directory) and land by rename from a hidden staging file (`.<name>.partial`)
+//! (file and directory) and land by rename from a hidden staging file
+//! (`.<name>.<pid>-<attempt>.partial`)
 //! that readers skip even when a crash leaves it; [`ArchiveStore::remove_local_staging`]
 //! deletes those at start.
 
@@ -130,8 +131,8 @@ impl ArchiveStore {
             source,
         };
         if let Some(root) = &self.local_root {
-            let target = local_path(root, path);
-            return tokio::task::spawn_blocking(move || write_local(&target, &bytes))
+            let (root, target) = (root.clone(), local_path(root, path));
+            return tokio::task::spawn_blocking(move || write_local(&root, &target, &bytes))
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))
                 .and_then(|r| r)
@@ -324,27 +325,45 @@ fn is_staging_name(name: &str) -> bool {
     ours || object_store
 }
 
-/// Creates `dir` and any missing parents, fsyncing each new directory's parent so the new
-/// entries survive a power loss (the file's own directory is fsynced after its rename).
-fn create_dirs_durably(dir: &std::path::Path) -> std::io::Result<()> {
-    if dir.is_dir() {
+/// Directories known to be durable (created and their ancestors fsynced), so a write into an
+/// existing partition costs no extra fsync. Forgotten when large (then re-synced once each).
+static DURABLE_DIRS: std::sync::Mutex<Option<std::collections::HashSet<PathBuf>>> =
+    std::sync::Mutex::new(None);
+const DURABLE_DIRS_MAX: usize = 100_000;
+
+/// Creates `dir` and any missing parents under `root` and makes their entries durable: every
+/// directory from `dir` up to `root`'s parent is fsynced, once per process, and remembered
+/// only after that succeeded (a failed or interrupted attempt is redone by the next write).
+/// The file's own directory is fsynced again after its rename.
+fn create_dirs_durably(root: &std::path::Path, dir: &std::path::Path) -> std::io::Result<()> {
+    let known = |d: &std::path::Path| {
+        DURABLE_DIRS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|set| set.contains(d))
+    };
+    if known(dir) {
         return Ok(());
     }
-    let mut missing = Vec::new();
-    let mut at = dir;
-    while !at.is_dir() {
-        missing.push(at.to_path_buf());
-        match at.parent() {
-            Some(parent) => at = parent,
-            None => break,
-        }
-    }
     std::fs::create_dir_all(dir)?;
-    for created in missing.iter().rev() {
-        if let Some(parent) = created.parent() {
-            std::fs::File::open(parent)?.sync_all()?;
+    let stop = root.parent().unwrap_or(root);
+    let mut at = Some(dir);
+    while let Some(d) = at {
+        std::fs::File::open(d)?.sync_all()?;
+        if d == stop || !d.starts_with(stop) {
+            break;
         }
+        at = d.parent();
     }
+    let mut guard = DURABLE_DIRS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let set = guard.get_or_insert_with(Default::default);
+    if set.len() >= DURABLE_DIRS_MAX {
+        set.clear();
+    }
+    set.insert(dir.to_path_buf());
     Ok(())
 }
 
@@ -361,11 +380,15 @@ fn local_path(root: &std::path::Path, path: &Path) -> PathBuf {
 }
 
 /// Writes `bytes` to `target` whole or not at all: into a hidden staging file beside it
-/// (`.<name>.partial`: a leading dot, so pyarrow and DuckDB never read it even if a crash
+/// (`.<name>.<pid>-<attempt>.partial`: a leading dot, so pyarrow and DuckDB never read it even if a crash
 /// leaves it), fsynced, renamed into place, and the directory fsynced. Written here rather
 /// than through `object_store`'s local store, whose staging name (`<name>#<n>`) a pyarrow
 /// directory read takes for data.
-fn write_local(target: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+fn write_local(
+    root: &std::path::Path,
+    target: &std::path::Path,
+    bytes: &[u8],
+) -> std::io::Result<()> {
     use std::io::Write as _;
     let dir = target
         .parent()
@@ -374,7 +397,7 @@ fn write_local(target: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| std::io::Error::other("a file needs a UTF-8 name"))?;
-    create_dirs_durably(dir)?;
+    create_dirs_durably(root, dir)?;
     // A name of its own per attempt: a timed-out attempt still running on its thread must
     // never share (and truncate, or rename away) a retry's staging file.
     static ATTEMPTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -562,7 +585,7 @@ fn open_local(
         source,
     };
     let dir = std::path::absolute(dir).map_err(dir_err)?;
-    std::fs::create_dir_all(&dir).map_err(dir_err)?;
+    create_dirs_durably(&dir, &dir).map_err(dir_err)?;
     let store = LocalFileSystem::new_with_prefix(&dir)
         .map_err(|source| StoreError::Open {
             url: location.to_owned(),

@@ -177,9 +177,8 @@ pub async fn verify(
     // empty too: a mistyped store or prefix must not pass.
     let found_nothing = streams.values().all(|s| s.files == 0 && s.rejected == 0);
     let streams_empty = StreamKind::ALL.iter().all(|k| {
-        bounds
-            .get(k)
-            .is_some_and(|b| b.last_seq == 0 || b.last_seq < b.first_seq)
+        // Only a stream that never held a message: one whose messages all expired did.
+        bounds.get(k).is_some_and(|b| b.last_seq == 0)
     });
     Ok(Report {
         store: store.location().to_owned(),
@@ -297,7 +296,6 @@ async fn verify_stream(
     }
     if window.is_none()
         && let Some(b) = bounds
-        && b.last_seq >= b.first_seq
         && b.last_seq > 0
     {
         match (all.first().copied(), all.last().copied()) {
@@ -305,7 +303,13 @@ async fn verify_stream(
                 report.unarchived_head = lowest.min(b.last_seq + 1).saturating_sub(b.first_seq);
                 report.unarchived_tail = b.last_seq.saturating_sub(highest);
             }
-            _ => report.unarchived_tail = b.last_seq - b.first_seq + 1,
+            // Nothing archived: what the stream still holds is the tail (if it expired
+            // everything, `found_nothing` keeps the archive from passing).
+            _ => {
+                report.unarchived_tail = b
+                    .last_seq
+                    .saturating_sub(b.first_seq.saturating_sub(1).min(b.last_seq));
+            }
         }
     }
     report.complete =

@@ -100,6 +100,8 @@ pub(crate) struct Writer<T: Record> {
     last_acked: HashSet<u64>,
     /// Message bytes of the buffered rows.
     buffered_bytes: usize,
+    /// Flushes started in this run (part of each file's name).
+    flushes: u64,
     /// When the oldest buffered row must be flushed.
     flush_at: Option<Instant>,
     /// When the held messages next need an in-progress acknowledgement (half `ack_wait`
@@ -133,6 +135,7 @@ impl<T: Record> Writer<T> {
             deliveries: BTreeMap::new(),
             last_acked: HashSet::new(),
             buffered_bytes: 0,
+            flushes: 0,
             flush_at: None,
             progress_at: None,
             shutdown_deadline: None,
@@ -438,9 +441,11 @@ impl<T: Record> Writer<T> {
         let _stage = tracing::debug_span!(target: HOT, "archive.flush", stream = self.label(), messages = i64::try_from(self.deliveries.len()).unwrap_or(i64::MAX));
         let groups = std::mem::take(&mut self.rows);
         let base = self.store.base().clone();
-        let (run, replica) = (self.settings.run.clone(), self.settings.replica.clone());
+        self.flushes += 1;
+        let flush = format!("{}{:x}", self.settings.run, self.flushes);
+        let replica = self.settings.replica.clone();
         let encoding =
-            tokio::task::spawn_blocking(move || encode_all::<T>(&base, &run, &replica, groups));
+            tokio::task::spawn_blocking(move || encode_all::<T>(&base, &flush, &replica, groups));
         let encoded = match self.keeping_alive(encoding).await {
             Ok(encoded) => encoded,
             // Nothing was written or acknowledged: the buffer's messages come back after
