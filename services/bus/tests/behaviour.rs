@@ -497,8 +497,11 @@ async fn jetstream_recovers_from_a_server_restart() {
         .expect("publish after restart");
     }
     p.flush().await.expect("acks after restart");
+    // Everything after the ack floor comes. An acknowledged message may come again: the
+    // server writes a consumer's ack state asynchronously, so a restart can lose the last
+    // acks (at least once, as JetStream documents).
     let mut seen = Vec::new();
-    while seen.len() < 8 {
+    while !(3..=10).all(|s| seen.contains(&s)) {
         let d = tokio::time::timeout(Duration::from_secs(30), c.next())
             .await
             .expect("deliveries resume after restart");
@@ -514,5 +517,6 @@ async fn jetstream_recovers_from_a_server_restart() {
         }
     }
     seen.sort_unstable();
-    assert_eq!(seen, (3..=10).collect::<Vec<u64>>());
+    let after_floor: Vec<u64> = seen.iter().copied().filter(|&s| s > 2).collect();
+    assert_eq!(after_floor, (3..=10).collect::<Vec<u64>>(), "{seen:?}");
 }
