@@ -1,16 +1,10 @@
-//! The dashboard: `GET /` serves one self-contained HTML page (inline script and style, no
-//! CDN, no external assets) that opens `/ws`, subscribes to every symbol the gateway has seen
-//! and shows a live table per symbol and exchange pair; `GET /api/symbols` lists those
-//! symbols.
+//! The pages: `GET /` serves the dashboard, one self-contained HTML page (inline script and
+//! style, no CDN, no external assets) that opens `/ws`, subscribes to every symbol the gateway
+//! has seen and shows a live table per symbol and exchange pair; `GET /docs` serves a
+//! browsable reader of `/openapi.json`.
 
-use axum::Json;
-use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use serde_json::{Value, json};
-
-use crate::AppState;
-use crate::fanout::MAX_SEEN_SYMBOLS;
 
 /// The page, compiled into the binary.
 pub const INDEX_HTML: &str = include_str!("dashboard.html");
@@ -32,13 +26,19 @@ pub(crate) async fn index() -> impl IntoResponse {
     )
 }
 
-/// `GET /api/symbols`: `{"symbols": ["BTC-USDT", ...], "limit": 10000}`, sorted; the symbols
-/// seen on the feed since the gateway started, at most `limit`.
-pub(crate) async fn symbols(State(app): State<AppState>) -> Json<Value> {
-    Json(json!({
-        "symbols": app.registry.symbols(),
-        "limit": MAX_SEEN_SYMBOLS,
-    }))
+/// The browsable page of the OpenAPI document, compiled into the binary.
+pub const DOCS_HTML: &str = include_str!("docs.html");
+
+/// `GET /docs`.
+pub(crate) async fn docs() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        ],
+        DOCS_HTML,
+    )
 }
 
 #[cfg(test)]
@@ -46,11 +46,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_page_is_self_contained() {
+    fn the_pages_are_self_contained() {
         assert!(INDEX_HTML.contains("/ws"));
         assert!(INDEX_HTML.contains("/api/symbols"));
-        for external in ["http://", "https://", "<link", "src=\"", "@import"] {
-            assert!(!INDEX_HTML.contains(external), "page references {external}");
+        assert!(DOCS_HTML.contains("/openapi.json"));
+        for page in [INDEX_HTML, DOCS_HTML] {
+            for external in ["http://", "https://", "<link", "src=\"", "@import"] {
+                assert!(!page.contains(external), "page references {external}");
+            }
         }
     }
 }

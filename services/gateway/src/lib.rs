@@ -1,104 +1,60 @@
-//! The gateway role: live cross-exchange spreads to people and programs over HTTP.
+//! The gateway role: live market data to people and programs.
 //!
-//! One feed task reads `MD_SPREADS` (`md.spread.>`) from the bus and offers every point to the
-//! WebSocket clients whose subscriptions select it (`fanout`). Each client has its own
-//! bounded drop-oldest queue, so a slow client loses its own oldest points (counted) and is
-//! disconnected past a limit, and never slows anyone else (`ws`). `GET /` serves a small
-//! self-contained dashboard ([`dashboard`]). The protocol is in [`protocol`] and
-//! `docs/gateway-websocket.md`.
+//! Four feed tasks read `MD_SPREADS`, `MD_TICKS`, `MD_TRADES` and `MD_SIGNALS` from the bus
+//! into the [`hub`], which keeps the latest values and offers every event to the clients whose
+//! subscriptions select it, each through its own bounded drop-oldest queue: a slow client
+//! loses its own oldest events (counted) and is disconnected past a limit, and never slows
+//! anyone else. Surfaces: `GET /ws` ([`ws::protocol`], docs/gateway-websocket.md), the
+//! prototype's `GET /ws/realtime` and `GET /ws/realtime_charts` ([`ws::legacy`]), `GET /`
+//! (the dashboard), the REST API under `/api` ([`rest`]) with `GET /openapi.json` and its
+//! browsable page `GET /docs`.
 //!
-//! Routes: `GET /` (dashboard), `GET /ws` (WebSocket), `GET /api/symbols` (symbols seen).
 //! Metrics: `spreadagg_gateway_clients`, `spreadagg_gateway_client_queue_depth_max`,
 //! `spreadagg_gateway_dropped_total`, `spreadagg_gateway_slow_disconnects_total`,
-//! `spreadagg_gateway_rejected_total{reason}`, `spreadagg_gateway_points_total`,
-//! `spreadagg_gateway_feed_rejected_total{reason}`, `spreadagg_gateway_feed_errors_total`.
+//! `spreadagg_gateway_rejected_total{reason}`, `spreadagg_gateway_points_total` (spreads),
+//! `spreadagg_gateway_messages_total{channel}`,
+//! `spreadagg_gateway_feed_rejected_total{channel,reason}`,
+//! `spreadagg_gateway_feed_errors_total{channel}`,
+//! `spreadagg_gateway_chart_requests_total{outcome}`.
 
+mod charts;
+mod config;
 pub mod dashboard;
-mod fanout;
-pub mod protocol;
-mod queue;
+mod hub;
+mod json;
+mod legacy;
+mod limits;
+mod pair;
+mod rest;
 mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
+use serde_json::json;
 use spreadagg_bus::Bus;
 use spreadagg_runtime::Health;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::fanout::{CloseCause, Registry};
+pub use crate::config::GatewayConfig;
+pub use crate::pair::Pair;
+
+use crate::charts::Charts;
+use crate::hub::event::Channel;
+use crate::hub::queue::{CloseCause, QueueLimits};
+use crate::hub::{Hub, HubLimits};
+use crate::limits::Admission;
 
 /// How long `run` lets in-flight plain HTTP requests finish after `stop` before it stops
 /// waiting for them (WebSocket sessions are closed separately, within about a second).
 const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The gateway's configuration; each field's comment is its user documentation.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GatewayConfig {
-    /// Address of the dashboard, WebSocket and REST endpoints (port 0 picks a free one).
-    pub listen: SocketAddr,
-    /// Spread points queued per client before its oldest are dropped. 1024 points (about
-    /// 450 KB) absorb a burst of a second or more for a client that is briefly behind.
-    pub client_queue: usize,
-    /// A client that loses this many points without its queue ever running empty in
-    /// between is disconnected (Close 1008 "too slow"). The count starts over whenever the
-    /// client catches up, so only a client persistently slower than the feed is dropped,
-    /// not one with an occasional hiccup.
-    pub slow_client_drop_limit: u64,
-    /// Concurrent WebSocket clients; further upgrades get HTTP 503.
-    pub max_clients: usize,
-    /// Distinct subscriptions one client may hold; more get a `too_many_subscriptions` error.
-    pub max_subscriptions_per_client: usize,
-    /// Largest client-to-server message, in bytes; larger ones close the connection (1009).
-    pub max_frame_bytes: usize,
-}
-
-impl Default for GatewayConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            client_queue: 1024,
-            slow_client_drop_limit: 10_000,
-            max_clients: 1000,
-            max_subscriptions_per_client: 256,
-            max_frame_bytes: 4096,
-        }
-    }
-}
-
-impl GatewayConfig {
-    /// Checks every limit is usable.
-    ///
-    /// # Errors
-    /// [`GatewayError::Config`] naming the first bad field.
-    pub fn validate(&self) -> Result<(), GatewayError> {
-        let bad = |field: &str, rule: &str| Err(GatewayError::Config(format!("{field} {rule}")));
-        if self.client_queue == 0 {
-            return bad("client_queue", "must be at least 1");
-        }
-        if self.slow_client_drop_limit == 0 {
-            return bad("slow_client_drop_limit", "must be at least 1");
-        }
-        if self.max_clients == 0 || self.max_clients > Semaphore::MAX_PERMITS {
-            return bad("max_clients", "must be at least 1 (and below 2^61)");
-        }
-        if self.max_subscriptions_per_client == 0 {
-            return bad("max_subscriptions_per_client", "must be at least 1");
-        }
-        if self.max_frame_bytes < 128 {
-            return bad("max_frame_bytes", "must be at least 128");
-        }
-        Ok(())
-    }
-}
+/// How often the clients' gauges are refreshed.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// What can stop the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -118,15 +74,17 @@ pub enum GatewayError {
 /// State shared by every request handler.
 #[derive(Clone)]
 pub(crate) struct AppState {
-    pub(crate) registry: Arc<Registry>,
+    pub(crate) hub: Arc<Hub>,
     pub(crate) config: Arc<GatewayConfig>,
-    /// One permit per connected WebSocket client (`max_clients`).
-    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) admission: Arc<Admission>,
+    pub(crate) charts: Charts,
+    pub(crate) queue_limits: QueueLimits,
     /// Owns every session: `run` waits for all of them.
     pub(crate) tracker: TaskTracker,
     /// Cancelled when the gateway stops.
     pub(crate) stop: CancellationToken,
-    pub(crate) next_client: Arc<AtomicU64>,
+    pub(crate) started: Instant,
+    pub(crate) symbol_warmup: Duration,
 }
 
 /// The gateway, bound and ready to serve.
@@ -163,7 +121,7 @@ impl Gateway {
     }
 
     /// Serves until `stop` is cancelled: then stops accepting, closes every client with
-    /// Close 1001, joins all tasks and returns (within about two seconds).
+    /// Close 1012 (reconnect), joins all tasks and returns (within about two seconds).
     ///
     /// # Errors
     /// When the HTTP server fails; clients are closed and tasks joined first.
@@ -176,26 +134,60 @@ impl Gateway {
         // Our own token, so that a server failure stops the feed and sessions too.
         let stop = stop.child_token();
         let tracker = TaskTracker::new();
-        let registry = Arc::new(Registry::new(self.config.max_subscriptions_per_client));
+        let config = self.config;
+        let hub = Arc::new(Hub::new(&HubLimits {
+            max_subscriptions: config.max_subscriptions_per_client,
+            max_symbols: config.max_symbols,
+        }));
         metrics::gauge!("spreadagg_gateway_clients").set(0.0);
-        tracker.spawn(fanout::run_feed(
-            bus,
-            Arc::clone(&registry),
-            health.register("gateway.feed"),
-            stop.clone(),
-        ));
+        for channel in Channel::ALL {
+            tracker.spawn(hub::feed::run_feed(
+                bus.clone(),
+                Arc::clone(&hub),
+                channel,
+                health.register(format!("gateway.feed.{}", channel.as_str())),
+                stop.clone(),
+            ));
+        }
         let state = AppState {
-            registry: Arc::clone(&registry),
-            slots: Arc::new(Semaphore::new(self.config.max_clients)),
-            config: Arc::new(self.config),
+            hub: Arc::clone(&hub),
+            admission: Admission::new(config.max_clients, config.max_connections_per_ip),
+            charts: Charts::new(bus, Duration::from_millis(config.chart_timeout_ms)),
+            queue_limits: QueueLimits {
+                capacity: config.client_queue,
+                drop_limit: config.slow_client_drop_limit,
+                max_lag: Duration::from_millis(config.max_client_lag_ms),
+            },
             tracker: tracker.clone(),
             stop: stop.clone(),
-            next_client: Arc::new(AtomicU64::new(1)),
+            started: Instant::now(),
+            symbol_warmup: Duration::from_secs(config.symbol_warmup_s),
+            config: Arc::new(config),
         };
+        tracker.spawn(report_clients(
+            state.clone(),
+            health.register("gateway.clients"),
+        ));
+        let (api, openapi) = rest::router().split_for_parts();
+        let openapi = rest::describe(openapi)
+            .to_json()
+            .map_err(|e| GatewayError::Config(format!("cannot write the OpenAPI document: {e}")))?;
         let router = Router::new()
             .route("/", get(dashboard::index))
-            .route("/api/symbols", get(dashboard::symbols))
-            .route("/ws", get(ws::upgrade))
+            .route("/docs", get(dashboard::docs))
+            .route(
+                "/openapi.json",
+                get(move || async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        openapi,
+                    )
+                }),
+            )
+            .merge(api)
+            .route("/ws", get(ws::session::upgrade))
+            .route("/ws/realtime", get(ws::legacy::realtime))
+            .route("/ws/realtime_charts", get(ws::legacy::realtime_charts))
             .with_state(state);
         tracing::info!(addr = %self.local_addr, "gateway listening");
 
@@ -222,7 +214,7 @@ impl Gateway {
         // Sessions are closed as soon as stop fires, while plain HTTP requests drain.
         let close_sessions = async {
             stop.cancelled().await;
-            registry.close_all(CloseCause::Shutdown);
+            hub.registry.close_all(CloseCause::Drain);
         };
         let (served, ()) = tokio::join!(serve, close_sessions);
         tracker.close();
@@ -230,4 +222,33 @@ impl Gateway {
         tracing::info!("gateway stopped");
         served
     }
+}
+
+/// Refreshes the clients' gauges and the `gateway.clients` health detail (always ready: the
+/// clients never make the gateway unready).
+async fn report_clients(app: AppState, component: spreadagg_runtime::Component) {
+    let mut every = tokio::time::interval(REPORT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = app.stop.cancelled() => break,
+            _ = every.tick() => {}
+        }
+        let depth = app.hub.registry.max_queue_depth();
+        metrics::gauge!("spreadagg_gateway_client_queue_depth_max").set(depth as f64);
+        let stats = &app.hub.registry.stats;
+        component.set(
+            true,
+            json!({
+                "clients": app.hub.registry.client_count(),
+                "connected": app.admission.connected(),
+                "queue_depth_max": depth,
+                "dropped": stats.dropped.load(std::sync::atomic::Ordering::Relaxed),
+                "slow_disconnects": stats.slow_disconnects.load(std::sync::atomic::Ordering::Relaxed),
+                "symbols": app.hub.latest.symbol_count(),
+                "symbols_not_kept": app.hub.latest.not_kept.load(std::sync::atomic::Ordering::Relaxed),
+            }),
+        );
+    }
+    component.set(false, json!({"state": "stopped"}));
 }
