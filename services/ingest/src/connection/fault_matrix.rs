@@ -162,7 +162,10 @@ macro_rules! fault_matrix {
                     super::garbage($faulted, $steady).await;
                 }
 
-                #[tokio::test]
+                // Two workers, as the ingest binary has: on one thread, reading Coinbase's
+                // 64 MiB frame would stall the steady feed's task in this test process, which
+                // says nothing of production (an ingestor process per exchange).
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn an_oversized_frame_ends_the_session_which_reconnects() {
                     super::oversized($faulted, $steady).await;
                 }
