@@ -472,6 +472,8 @@ def test_config_file_holds_only_keys_the_binary_knows_with_every_schema_key_set(
             return min(max(prop.get("minimum", 1), 1) * 2, prop.get("maximum", 1 << 30))
         if prop["type"] == "object":
             return {"aws_region": "x"}
+        if prop["type"] == "array":
+            return ["https://desk.example.com"]
         return {"number": 0.5, "string": "x", "boolean": True}[prop["type"]]
 
     config = {}

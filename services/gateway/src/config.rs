@@ -11,6 +11,14 @@ use crate::GatewayError;
 pub struct GatewayConfig {
     /// Address of the dashboard, WebSocket and REST endpoints (port 0 picks a free one).
     pub listen: SocketAddr,
+    /// Address of the gRPC API (`--grpc-listen`); none: no gRPC port.
+    pub grpc_listen: Option<SocketAddr>,
+    /// A file of bearer tokens, one per line (a mounted Secret); when set, every WebSocket,
+    /// REST and gRPC call needs one of them. None: no authentication.
+    pub auth_tokens_file: Option<std::path::PathBuf>,
+    /// Browser origins (`https://desk.example.com`, or `*`) besides the gateway's own that may
+    /// open its WebSockets and read its REST answers.
+    pub allowed_origins: Vec<String>,
     /// Events queued per client before its oldest are dropped. 1024 (about 450 KB) absorb a
     /// burst of a second or more for a client that is briefly behind.
     pub client_queue: usize,
@@ -53,6 +61,9 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            grpc_listen: None,
+            auth_tokens_file: None,
+            allowed_origins: Vec::new(),
             client_queue: 1024,
             slow_client_drop_limit: 10_000,
             max_client_lag_ms: 10_000,
@@ -112,17 +123,58 @@ impl GatewayConfig {
                 return bad(field, "must be at most an hour");
             }
         }
-        if self.max_clients > 1_000_000 {
-            return bad("max_clients", "must be at most 1000000");
+        for (field, value, max) in [
+            ("max_clients", self.max_clients, 1_000_000),
+            ("client_queue", self.client_queue, 1_000_000),
+            (
+                "max_subscriptions_per_client",
+                self.max_subscriptions_per_client,
+                100_000,
+            ),
+            ("max_snapshot_items", self.max_snapshot_items, 100_000),
+            ("max_symbols", self.max_symbols, 1_000_000),
+        ] {
+            if value > max {
+                return bad(field, &format!("must be at most {max}"));
+            }
+        }
+        if self.chart_timeout_ms > 10_000 {
+            return bad("chart_timeout_ms", "must be at most 10000");
         }
         if self.max_frame_bytes < 128 || self.max_frame_bytes > 1 << 20 {
             return bad("max_frame_bytes", "must be between 128 and 1048576");
         }
-        if !(self.requests_per_s.is_finite() && self.requests_per_s > 0.0) {
-            return bad("requests_per_s", "must be a number above 0");
+        if !(self.requests_per_s.is_finite() && (0.01..=1_000_000.0).contains(&self.requests_per_s))
+        {
+            return bad("requests_per_s", "must be a number from 0.01 to 1000000");
         }
         if self.heartbeat_s >= self.idle_timeout_s {
             return bad("heartbeat_s", "must be below idle_timeout_s");
+        }
+        for origin in &self.allowed_origins {
+            let ok = origin == "*"
+                || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                    && !origin.ends_with('/')
+                    && origin.len() <= 256
+                    && axum::http::HeaderValue::from_str(origin).is_ok());
+            if !ok {
+                return bad(
+                    "allowed_origins",
+                    &format!("{origin:?} is not an origin (scheme://host[:port], no path) or *"),
+                );
+            }
+        }
+        if self
+            .grpc_listen
+            .is_some_and(|g| g == self.listen && g.port() != 0)
+        {
+            return bad("grpc_listen", "must differ from listen");
+        }
+        if self.idle_timeout_s < 3 {
+            return bad(
+                "idle_timeout_s",
+                "must be at least 3 (pings go at a third of it)",
+            );
         }
         Ok(())
     }

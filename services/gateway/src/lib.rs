@@ -17,23 +17,24 @@
 //! `spreadagg_gateway_feed_errors_total{channel}`,
 //! `spreadagg_gateway_chart_requests_total{outcome}`.
 
+mod auth;
 mod charts;
 mod config;
 pub mod dashboard;
+mod grpc;
 mod hub;
 mod json;
 mod legacy;
 mod limits;
 mod pair;
 mod rest;
+mod routes;
 mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::routing::get;
 use serde_json::json;
 use spreadagg_bus::Bus;
 use spreadagg_runtime::Health;
@@ -42,8 +43,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use crate::config::GatewayConfig;
+/// The gRPC API's generated types and client (`proto/spreadagg/gateway/v1/gateway.proto`).
+pub use crate::grpc::pb as grpc_api;
 pub use crate::pair::Pair;
 
+use crate::auth::{Origins, Tokens};
 use crate::charts::Charts;
 use crate::hub::event::Channel;
 use crate::hub::queue::{CloseCause, QueueLimits};
@@ -53,6 +57,8 @@ use crate::limits::Admission;
 /// How long `run` lets in-flight plain HTTP requests finish after `stop` before it stops
 /// waiting for them (WebSocket sessions are closed separately, within about a second).
 const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest `run` waits for sessions and feeds after stop.
+const TASKS_JOIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often the clients' gauges are refreshed.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
@@ -85,6 +91,8 @@ pub(crate) struct AppState {
     pub(crate) stop: CancellationToken,
     pub(crate) started: Instant,
     pub(crate) symbol_warmup: Duration,
+    /// The prototype's `AllSymbolInfo` greeting, reused for a second (`ws::legacy`).
+    pub(crate) legacy_hello: Arc<std::sync::Mutex<Option<(Instant, axum::extract::ws::Utf8Bytes)>>>,
 }
 
 /// The gateway, bound and ready to serve.
@@ -92,25 +100,45 @@ pub(crate) struct AppState {
 pub struct Gateway {
     listener: TcpListener,
     local_addr: SocketAddr,
+    grpc: Option<TcpListener>,
+    grpc_addr: Option<SocketAddr>,
+    tokens: Tokens,
     config: GatewayConfig,
 }
 
 impl Gateway {
-    /// Validates the configuration and binds `config.listen`.
+    /// Validates the configuration, reads the tokens file, then binds `config.listen` (and
+    /// `config.grpc_listen`).
     ///
     /// # Errors
-    /// On an invalid configuration or when the address cannot be bound.
+    /// On an invalid configuration or tokens file (before any port is bound), or when an
+    /// address cannot be bound.
     pub async fn bind(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         config.validate()?;
-        let bind_err = |source| GatewayError::Bind {
-            addr: config.listen,
-            source,
+        let tokens = match &config.auth_tokens_file {
+            Some(path) => Tokens::load(path)?,
+            None => Tokens::default(),
         };
-        let listener = TcpListener::bind(config.listen).await.map_err(bind_err)?;
-        let local_addr = listener.local_addr().map_err(bind_err)?;
+        let bind = |addr: SocketAddr| async move {
+            let bind_err = |source| GatewayError::Bind { addr, source };
+            let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+            let local = listener.local_addr().map_err(bind_err)?;
+            Ok::<_, GatewayError>((listener, local))
+        };
+        let (listener, local_addr) = bind(config.listen).await?;
+        let (grpc, grpc_addr) = match config.grpc_listen {
+            Some(addr) => {
+                let (l, a) = bind(addr).await?;
+                (Some(l), Some(a))
+            }
+            None => (None, None),
+        };
         Ok(Gateway {
             listener,
             local_addr,
+            grpc,
+            grpc_addr,
+            tokens,
             config,
         })
     }
@@ -118,6 +146,11 @@ impl Gateway {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The gRPC address actually bound, when one was configured.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_addr
     }
 
     /// Serves until `stop` is cancelled: then stops accepting, closes every client with
@@ -149,6 +182,7 @@ impl Gateway {
                 stop.clone(),
             ));
         }
+        let origins = Origins::new(&config.allowed_origins);
         let state = AppState {
             hub: Arc::clone(&hub),
             admission: Admission::new(config.max_clients, config.max_connections_per_ip),
@@ -162,33 +196,17 @@ impl Gateway {
             stop: stop.clone(),
             started: Instant::now(),
             symbol_warmup: Duration::from_secs(config.symbol_warmup_s),
+            legacy_hello: Arc::default(),
             config: Arc::new(config),
         };
         tracker.spawn(report_clients(
             state.clone(),
             health.register("gateway.clients"),
         ));
-        let (api, openapi) = rest::router().split_for_parts();
-        let openapi = rest::describe(openapi)
-            .to_json()
-            .map_err(|e| GatewayError::Config(format!("cannot write the OpenAPI document: {e}")))?;
-        let router = Router::new()
-            .route("/", get(dashboard::index))
-            .route("/docs", get(dashboard::docs))
-            .route(
-                "/openapi.json",
-                get(move || async move {
-                    (
-                        [(axum::http::header::CONTENT_TYPE, "application/json")],
-                        openapi,
-                    )
-                }),
-            )
-            .merge(api)
-            .route("/ws", get(ws::session::upgrade))
-            .route("/ws/realtime", get(ws::legacy::realtime))
-            .route("/ws/realtime_charts", get(ws::legacy::realtime_charts))
-            .with_state(state);
+        let router = routes::router(state.clone(), self.tokens.clone(), origins)?;
+        let grpc = self.grpc.map(|listener| {
+            grpc::serve(listener, state.clone(), self.tokens.clone(), stop.clone())
+        });
         tracing::info!(addr = %self.local_addr, "gateway listening");
 
         let graceful = stop.clone();
@@ -216,9 +234,26 @@ impl Gateway {
             stop.cancelled().await;
             hub.registry.close_all(CloseCause::Drain);
         };
-        let (served, ()) = tokio::join!(serve, close_sessions);
+        let grpc = async {
+            match grpc {
+                Some(serving) => serving.await,
+                None => Ok(()),
+            }
+        };
+        let (served, (), grpc_served) = tokio::join!(serve, close_sessions, grpc);
+        let served = served.and(grpc_served);
         tracker.close();
-        tracker.wait().await;
+        // Every session ends within about a second of the closes above (bounded sends and
+        // closes); should one not, say so rather than hang the drain.
+        if tokio::time::timeout(TASKS_JOIN_TIMEOUT, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                tasks = tracker.len(),
+                "gateway tasks still running after the drain; returning without them"
+            );
+        }
         tracing::info!("gateway stopped");
         served
     }

@@ -138,25 +138,33 @@ impl RateLimit {
         }
     }
 
-    /// Takes a token if there is one.
-    pub(crate) fn allow(&mut self, now: Instant) -> bool {
+    /// Takes `n` tokens if there are so many (a cost above the burst is capped to it).
+    pub(crate) fn allow_n(&mut self, n: u32, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.at = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let n = f64::from(n).min(self.burst);
+        if self.tokens >= n {
+            self.tokens -= n;
             true
         } else {
             false
         }
     }
 
-    /// How long until the next token (for tests and messages).
-    pub(crate) fn wait(&self) -> Duration {
-        if self.tokens >= 1.0 || self.rate <= 0.0 {
+    /// Takes a token if there is one.
+    #[cfg(test)]
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
+        self.allow_n(1, now)
+    }
+
+    /// How long until `n` tokens are there (for messages).
+    pub(crate) fn wait(&self, n: u32) -> Duration {
+        let n = f64::from(n).min(self.burst);
+        if self.tokens >= n || self.rate <= 0.0 {
             return Duration::ZERO;
         }
-        Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+        Duration::try_from_secs_f64((n - self.tokens) / self.rate).unwrap_or(Duration::MAX)
     }
 }
 
@@ -203,7 +211,8 @@ mod tests {
         let t0 = Instant::now();
         let mut r = RateLimit::new(10.0, 5, t0);
         assert_eq!((0..8).filter(|_| r.allow(t0)).count(), 5, "the burst");
-        assert!(r.wait() > Duration::ZERO);
+        assert!(r.wait(1) > Duration::ZERO);
+        assert!(r.wait(5) > r.wait(1));
         let later = t0 + Duration::from_millis(300);
         assert_eq!((0..8).filter(|_| r.allow(later)).count(), 3, "10 a second");
         let much_later = later + Duration::from_secs(60);

@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::hub::event::{Channel, Payload};
 use crate::hub::filter::{Filter, SymbolPattern, VenuePattern};
-use crate::hub::latest::ExchangeHealth;
+use crate::hub::latest::{ExchangeHealth, WIDEST_MAX};
 use crate::json::{ChartJson, SignalJson, SpreadJson, TickJson};
 use crate::pair::Pair;
 
@@ -38,6 +38,13 @@ fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> 
         }),
     )
         .into_response()
+}
+
+/// A query string, or why it does not parse (answered as an [`ApiError`], not axum's text).
+type QueryOf<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+fn bad_query(e: &axum::extract::rejection::QueryRejection) -> Response {
+    error(StatusCode::BAD_REQUEST, "bad_request", e.body_text())
 }
 
 /// Serialises an answer that borrows from the hub's events (axum's `Json` needs owned data).
@@ -90,10 +97,10 @@ impl LatestQuery {
             .map_err(|e| e.to_string())?;
         let venue = match self.exchange.as_deref() {
             None | Some("*") => VenuePattern::Any,
-            Some(x) => VenuePattern::Exchange(
-                x.parse()
-                    .map_err(|e: spreadagg_model::exchange::UnknownExchange| e.to_string())?,
-            ),
+            Some(x) => VenuePattern::Exchange(x.parse().map_err(|_| {
+                let shown: String = x.chars().take(32).collect();
+                format!("unknown exchange {shown:?}")
+            })?),
         };
         Ok(Filter {
             channel,
@@ -118,7 +125,11 @@ pub(crate) struct SpreadList<'a> {
     responses(
         (status = 200, description = "The latest point of every pair the query selects", body = SpreadList),
         (status = 400, description = "Bad symbol pattern or exchange", body = ApiError)))]
-pub(crate) async fn spreads(State(app): State<AppState>, Query(q): Query<LatestQuery>) -> Response {
+pub(crate) async fn spreads(State(app): State<AppState>, q: QueryOf<LatestQuery>) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_query(&e),
+    };
     match q.filter(Channel::Spreads) {
         Ok(f) => spread_list(&app, &f),
         Err(e) => error(StatusCode::BAD_REQUEST, "bad_request", e),
@@ -172,6 +183,47 @@ fn spread_list(app: &AppState, f: &Filter) -> Response {
     })
 }
 
+/// How many of the widest spreads.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct WidestQuery {
+    /// 1 to 500; 25 when left out.
+    limit: Option<usize>,
+}
+
+/// `GET /api/spreads/widest`.
+#[utoipa::path(get, path = "/api/spreads/widest", tag = "market", params(WidestQuery),
+    responses(
+        (status = 200, description = "The latest points with the widest tradeable spread (the larger of a_to_b_pct and b_to_a_pct), widest first; refreshed at most twice a second", body = SpreadList),
+        (status = 400, description = "limit out of range", body = ApiError)))]
+pub(crate) async fn widest(State(app): State<AppState>, q: QueryOf<WidestQuery>) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_query(&e),
+    };
+    let limit = q.limit.unwrap_or(25);
+    if !(1..=WIDEST_MAX).contains(&limit) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("limit must be 1 to {WIDEST_MAX}"),
+        );
+    }
+    let list = app.hub.latest.widest(std::time::Instant::now());
+    let items = list
+        .iter()
+        .take(limit)
+        .filter_map(|e| match &e.payload {
+            Payload::Spread(s) => Some(SpreadJson::from(s)),
+            _ => None,
+        })
+        .collect();
+    json_body(&SpreadList {
+        items,
+        truncated: false,
+    })
+}
+
 /// Latest best bid and ask per exchange.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct TickList<'a> {
@@ -185,7 +237,11 @@ pub(crate) struct TickList<'a> {
     responses(
         (status = 200, description = "The latest tick of every exchange and symbol the query selects", body = TickList),
         (status = 400, description = "Bad symbol pattern or exchange", body = ApiError)))]
-pub(crate) async fn ticks(State(app): State<AppState>, Query(q): Query<LatestQuery>) -> Response {
+pub(crate) async fn ticks(State(app): State<AppState>, q: QueryOf<LatestQuery>) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_query(&e),
+    };
     let f = match q.filter(Channel::Ticks) {
         Ok(f) => f,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e),
@@ -290,16 +346,12 @@ pub(crate) async fn chart(
         );
     };
     match app.charts.fetch(&symbol, pair).await {
-        Ok(c) => json_body(&ChartJson::from(&c)),
-        Err(e) => {
-            metrics::counter!("spreadagg_gateway_chart_requests_total", "outcome" => "failed")
-                .increment(1);
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "chart_unavailable",
-                e.to_string(),
-            )
-        }
+        Ok(c) => json_body(&ChartJson::from(&*c)),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "chart_unavailable",
+            e.to_string(),
+        ),
     }
 }
 
@@ -308,6 +360,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(symbols))
         .routes(routes!(spreads))
+        .routes(routes!(widest))
         .routes(routes!(symbol_spreads))
         .routes(routes!(ticks))
         .routes(routes!(signals))

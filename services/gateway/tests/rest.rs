@@ -80,6 +80,19 @@ async fn every_get_answers_with_the_latest_values() {
     let (status, _) = get_json(gw.addr, "/api/spreads?exchange=ftx").await;
     assert_eq!(status, 400);
 
+    let (status, v) = get_json(gw.addr, "/api/spreads/widest?limit=2").await;
+    assert_eq!(status, 200);
+    // Every point here has a_to_b 0.5 > b_to_a -1.25: ties, so only the count is checked.
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(2));
+    let (status, v) = get_json(gw.addr, "/api/spreads/widest?limit=0").await;
+    assert_eq!((status, &v["code"]), (400, &json!("bad_request")));
+    let (status, v) = get_json(gw.addr, "/api/spreads/widest?limit=abc").await;
+    assert_eq!(
+        (status, &v["code"]),
+        (400, &json!("bad_request")),
+        "a JSON error, not text"
+    );
+
     let (_, v) = get_json(gw.addr, "/api/ticks?exchange=okx").await;
     assert_eq!(v["items"][0]["seq"], 4);
 
@@ -156,6 +169,7 @@ async fn the_openapi_document_describes_every_route_and_the_docs_page_reads_it()
         "/api/symbols",
         "/api/spreads",
         "/api/spreads/{symbol}",
+        "/api/spreads/widest",
         "/api/ticks",
         "/api/signals",
         "/api/exchanges",

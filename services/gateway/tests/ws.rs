@@ -486,6 +486,56 @@ async fn heartbeats_arrive_on_a_quiet_connection() {
 }
 
 #[tokio::test]
+async fn heartbeats_and_pings_keep_their_pace_while_frames_flow() {
+    let gw = start(GatewayConfig {
+        heartbeat_s: 1,
+        idle_timeout_s: 3,
+        ..config()
+    })
+    .await;
+    let mut ws = connect(gw.addr).await;
+    subscribe(&mut ws, "BTC-USDT", None).await;
+    let publisher = {
+        let bus = gw.bus.clone();
+        tokio::spawn(async move {
+            for n in 0.. {
+                publish(&bus, &point("BTC-USDT", "binance", "okx", n)).await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    // A passive client (it only answers pings, as tungstenite does while reading) outlives
+    // the 3 s idle timeout, and heartbeats arrive amid the points.
+    let (mut beats, mut points) = (0, 0);
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < until {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a frame")
+        {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(&t).expect("json");
+                if v["type"] == "heartbeat" {
+                    beats += 1;
+                } else {
+                    points += 1;
+                }
+            }
+            Some(Ok(Message::Close(c))) => panic!("closed while passive: {c:?}"),
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    publisher.abort();
+    assert!(points > 100, "points flowed: {points}");
+    assert!(
+        beats >= 3,
+        "heartbeats every second amid {points} points: {beats}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn an_oversized_frame_closes_with_1009() {
     let gw = start(config()).await;
     let mut ws = connect(gw.addr).await;
@@ -553,14 +603,21 @@ async fn one_address_gets_at_most_its_share_of_connections() {
 }
 
 /// A client with a tiny TCP receive buffer, so that not reading fills the path quickly.
-async fn connect_small_buffer(addr: std::net::SocketAddr) -> WebSocketStream<TcpStream> {
+async fn connect_small_buffer_to(
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> WebSocketStream<TcpStream> {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("rcvbuf");
     let stream = socket.connect(addr).await.expect("tcp connects");
-    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream)
+    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}{path}"), stream)
         .await
         .expect("websocket handshake");
     ws
+}
+
+async fn connect_small_buffer(addr: std::net::SocketAddr) -> WebSocketStream<TcpStream> {
+    connect_small_buffer_to(addr, "/ws").await
 }
 
 #[tokio::test]
@@ -661,15 +718,34 @@ async fn a_client_whose_oldest_event_waits_past_the_lag_limit_is_dropped() {
 
 #[tokio::test]
 async fn stopping_closes_every_client_with_1012_and_run_returns() {
-    let gw = start(config()).await;
+    let gw = start(GatewayConfig {
+        chart_timeout_ms: 10_000,
+        ..config()
+    })
+    .await;
     let mut a = connect(gw.addr).await;
     let mut b = connect_to(gw.addr, "/ws/realtime").await;
     subscribe(&mut a, "BTC-USDT", None).await;
     assert_eq!(recv(&mut b).await["MessageType"], "AllSymbolInfo");
+    // Beside them: a /ws/realtime client that never reads while points flood it, and a chart
+    // request no engine will answer (10 s timeout): neither may hold the stop back.
+    let stuck = connect_small_buffer_to(gw.addr, "/ws/realtime").await;
+    let mut waiting = connect(gw.addr).await;
+    send(
+        &mut waiting,
+        json!({"op":"subscribe","channel":"charts","symbol":"BTC-USDT","exchanges":["binance","okx"]}),
+    )
+    .await;
+    assert_eq!(recv(&mut waiting).await["type"], "subscribed");
+    for n in 0..3000 {
+        publish(&gw.bus, &point("BTC-USDT", "binance", "okx", n)).await;
+    }
     let addr = gw.addr;
     let started = tokio::time::Instant::now();
     gw.stop().await;
-    assert!(started.elapsed() < Duration::from_secs(5));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "stopped in {took:?}");
+    drop(stuck);
     for ws in [&mut a, &mut b] {
         let (close, _) = recv_close(ws).await;
         assert_eq!(close, Some((1012, "draining; reconnect".to_owned())));
@@ -689,7 +765,18 @@ async fn the_dashboard_and_the_symbol_list_are_served() {
         head.to_ascii_lowercase()
             .contains("content-type: text/html")
     );
-    assert!(body.contains("/ws") && body.contains("/api/symbols"));
+    assert!(body.contains("/assets/dashboard.js") && body.contains("/assets/uPlot.iife.min.js"));
+    for asset in [
+        "/assets/dashboard.js",
+        "/assets/uPlot.iife.min.js",
+        "/assets/uPlot.min.css",
+    ] {
+        let (head, body) = http_get(gw.addr, asset).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{asset}: {head}");
+        assert!(body.len() > 1000, "{asset}");
+    }
+    let (head, _) = http_get(gw.addr, "/assets/nothing.js").await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 
     // Symbols appear once points for them have passed, whether anyone subscribed or not.
     publish(&gw.bus, &point("ETH-USDT", "binance", "okx", 1)).await;

@@ -183,7 +183,7 @@ pub struct GatewayArgs {
     /// HTTP/WebSocket listen address.
     #[arg(long, env = "SPREADAGG_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// gRPC listen address (not built yet: refused if set).
+    /// gRPC listen address (the gRPC API, reflection and health); none: no gRPC port.
     #[arg(long, env = "SPREADAGG_GRPC_LISTEN")]
     pub grpc_listen: Option<SocketAddr>,
 }

@@ -87,13 +87,6 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), RoleError> {
     let stop = shutdown.token();
-    if let Role::Gateway(args) = &role
-        && args.grpc_listen.is_some()
-    {
-        return Err(fail("gateway")(
-            &"--grpc-listen: the gRPC API is not built yet",
-        ));
-    }
     if matches!(role, Role::Simulate(_)) {
         let sim = Simulator::start(settings.simulate.clone(), stop.clone())
             .await
@@ -259,6 +252,9 @@ async fn spawn_gateway(
         .await
         .map_err(|e| fail("gateway")(&e))?;
     announce(&format!("listening gateway {}", gateway.local_addr()));
+    if let Some(grpc) = gateway.grpc_addr() {
+        announce(&format!("listening gateway-grpc {grpc}"));
+    }
     spawn_role(
         roles,
         "gateway",

@@ -127,6 +127,9 @@ impl Settings {
                 if let Some(v) = a.listen {
                     s.gateway.listen = v;
                 }
+                if let Some(v) = a.grpc_listen {
+                    s.gateway.grpc_listen = Some(v);
+                }
             }
             Role::Simulate(a) => {
                 for (ex, port) in &a.ports {

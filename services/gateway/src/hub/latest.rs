@@ -2,9 +2,13 @@
 //! exchange's health as the gateway sees it (when its last tick arrived).
 //!
 //! Bounded: at most `max_symbols` symbols (later ones are still delivered live, only not
-//! kept; counted), and per symbol one entry per exchange or pair. Sharded by symbol so that a
-//! request walking many symbols holds each shard's lock only for that shard's part, and the
-//! feed's one-entry update rarely meets it.
+//! kept; counted), and per symbol one entry per exchange or pair.
+//!
+//! The feed updates one entry per message under one shard's lock. Readers (snapshots, REST)
+//! never walk entries under that lock: each symbol's values are an `Arc<PerSymbol>`, copied on
+//! write; a reader takes only the `Arc`s of the symbols it wants (a pointer copy each) and
+//! walks them after letting go. Should the feed then update a symbol a reader still holds,
+//! it copies that symbol's few dozen entries first (`Arc::make_mut`) rather than wait.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
@@ -19,12 +23,17 @@ use super::filter::{Filter, SymbolPattern};
 use super::queue::lock;
 use crate::pair::Pair;
 
-const SHARDS: usize = 32;
+const SHARDS: usize = 64;
+
+/// The widest spreads are worked out at most this often and shared by every caller.
+const WIDEST_TTL: Duration = Duration::from_millis(500);
+/// ... and this many of them are kept.
+pub(crate) const WIDEST_MAX: usize = 500;
 
 /// An exchange whose last tick arrived longer ago than this is `stale`.
 pub(crate) const STALE_AFTER: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct PerSymbol {
     spreads: BTreeMap<Pair, Arc<Event>>,
     ticks: BTreeMap<ExchangeId, Arc<Event>>,
@@ -33,10 +42,11 @@ struct PerSymbol {
 }
 
 impl PerSymbol {
-    /// Calls `f` on every entry of `filter`'s channel its venue pattern selects.
-    fn each(&self, filter: &Filter, now_ns: i64, f: &mut impl FnMut(&Arc<Event>) -> bool) {
+    /// Calls `f` on every entry of `filter`'s channel its venue pattern selects, until `f`
+    /// says stop; whether it never did.
+    fn each(&self, filter: &Filter, now_ns: i64, f: &mut impl FnMut(&Arc<Event>) -> bool) -> bool {
         let selected = |e: &&Arc<Event>| filter.venue.matches(e.venue);
-        let keep_going = match filter.channel {
+        match filter.channel {
             Channel::Spreads => self.spreads.values().filter(selected).all(&mut *f),
             Channel::Ticks => self.ticks.values().filter(selected).all(&mut *f),
             Channel::Trades => self.trades.values().filter(selected).all(&mut *f),
@@ -45,10 +55,14 @@ impl PerSymbol {
                 .iter()
                 .filter(|e| e.is_active_signal(now_ns))
                 .all(f),
-        };
-        let _ = keep_going;
+        }
     }
 }
+
+/// Symbols and their values, one lock per shard.
+type Shard = Mutex<HashMap<Symbol, Arc<PerSymbol>>>;
+/// The widest spreads, widest first.
+type Widest = Arc<[Arc<Event>]>;
 
 #[derive(Debug, Default)]
 struct ExchangeSeen {
@@ -106,7 +120,7 @@ struct Rates {
 /// The latest values.
 #[derive(Debug)]
 pub(crate) struct Latest {
-    shards: Box<[Mutex<HashMap<Symbol, PerSymbol>>]>,
+    shards: Box<[Shard]>,
     symbols: AtomicUsize,
     max_symbols: usize,
     /// The sorted symbol list, rebuilt by the next reader after a new symbol arrives.
@@ -114,6 +128,8 @@ pub(crate) struct Latest {
     exchanges: [ExchangeSeen; ExchangeId::ALL.len()],
     rates: Mutex<Rates>,
     started: Instant,
+    /// The last widest-spreads list and when it was made.
+    widest: Mutex<Option<(Instant, Widest)>>,
     /// Events of symbols not kept because `max_symbols` was reached.
     pub(crate) not_kept: AtomicU64,
 }
@@ -137,11 +153,12 @@ impl Latest {
                 per_s: [0.0; ExchangeId::ALL.len()],
             }),
             started: now,
+            widest: Mutex::new(None),
             not_kept: AtomicU64::new(0),
         }
     }
 
-    fn shard(&self, symbol: &str) -> &Mutex<HashMap<Symbol, PerSymbol>> {
+    fn shard(&self, symbol: &str) -> &Shard {
         let h = foldhash::fast::FixedState::with_seed(0x1a7e).hash_one(symbol);
         &self.shards[(h as usize) % SHARDS]
     }
@@ -166,7 +183,7 @@ impl Latest {
         }
         let mut shard = lock(self.shard(event.symbol.as_str()));
         let per = match shard.get_mut(&event.symbol) {
-            Some(per) => per,
+            Some(per) => Arc::make_mut(per),
             None => {
                 if self.symbols.load(Ordering::Relaxed) >= self.max_symbols {
                     self.not_kept.fetch_add(1, Ordering::Relaxed);
@@ -174,7 +191,7 @@ impl Latest {
                 }
                 self.symbols.fetch_add(1, Ordering::Relaxed);
                 *lock(&self.list) = None;
-                shard.entry(event.symbol.clone()).or_default()
+                Arc::make_mut(shard.entry(event.symbol.clone()).or_default())
             }
         };
         let e = Arc::clone(event);
@@ -204,29 +221,33 @@ impl Latest {
         lock(self.shard(symbol.as_str())).contains_key(symbol)
     }
 
+    /// The values of the symbols `pattern` selects: under each shard's lock only the `Arc`s
+    /// are taken.
+    fn select(&self, pattern: &SymbolPattern) -> Vec<(Symbol, Arc<PerSymbol>)> {
+        if let SymbolPattern::Exact(s) = pattern {
+            let per = lock(self.shard(s.as_str())).get(s).cloned();
+            return per.map(|p| (s.clone(), p)).into_iter().collect();
+        }
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            let shard = lock(shard);
+            out.extend(
+                shard
+                    .iter()
+                    .filter(|(symbol, _)| pattern.matches(symbol))
+                    .map(|(symbol, per)| (symbol.clone(), Arc::clone(per))),
+            );
+        }
+        out
+    }
+
     /// The latest values `filter` selects, at most `max`, sorted by symbol then venue.
     /// Signals: the active ones (entries not yet expired nor followed by an exit).
     pub(crate) fn snapshot(&self, filter: &Filter, max: usize, now_ns: i64) -> Snapshot {
         let mut out = Snapshot::default();
-        match &filter.symbol {
-            SymbolPattern::Exact(s) => {
-                if let Some(per) = lock(self.shard(s.as_str())).get(s) {
-                    per.each(filter, now_ns, &mut |e| out.take(e, max));
-                }
-            }
-            pattern => {
-                for shard in &self.shards {
-                    let shard = lock(shard);
-                    for (symbol, per) in shard.iter() {
-                        if pattern.matches(symbol) {
-                            per.each(filter, now_ns, &mut |e| out.take(e, max));
-                        }
-                    }
-                    drop(shard);
-                    if out.truncated {
-                        break;
-                    }
-                }
+        for (_, per) in &self.select(&filter.symbol) {
+            if !per.each(filter, now_ns, &mut |e| out.take(e, max)) {
+                break;
             }
         }
         out.events.sort_by(|x, y| {
@@ -256,17 +277,43 @@ impl Latest {
         list
     }
 
+    /// The spread points with the widest tradeable spread (the larger of `a_to_b_pct` and
+    /// `b_to_a_pct`), widest first, at most [`WIDEST_MAX`]. Worked out at most every
+    /// [`WIDEST_TTL`] under a lock of its own (callers wait for one walk; the feed never
+    /// does, see the module documentation).
+    pub(crate) fn widest(&self, now: Instant) -> Widest {
+        let mut cache = lock(&self.widest);
+        if let Some((at, list)) = cache.as_ref()
+            && now.saturating_duration_since(*at) < WIDEST_TTL
+        {
+            return Arc::clone(list);
+        }
+        let mut top: Vec<(f64, Arc<Event>)> = Vec::with_capacity(WIDEST_MAX + 1);
+        for (_, per) in self.select(&SymbolPattern::Any) {
+            for e in per.spreads.values() {
+                let Some(width) = tradeable_width(e) else {
+                    continue;
+                };
+                if top.len() == WIDEST_MAX && top.last().is_some_and(|(w, _)| *w >= width) {
+                    continue;
+                }
+                let at = top.partition_point(|(w, _)| *w >= width);
+                top.insert(at, (width, Arc::clone(e)));
+                top.truncate(WIDEST_MAX);
+            }
+        }
+        let list: Widest = top.into_iter().map(|(_, e)| e).collect();
+        *cache = Some((now, Arc::clone(&list)));
+        list
+    }
+
     /// Every symbol kept, sorted, with the exchanges that sent ticks of it.
     pub(crate) fn symbol_exchanges(&self) -> Vec<(Symbol, Vec<ExchangeId>)> {
-        let mut all = Vec::with_capacity(self.symbols.load(Ordering::Relaxed));
-        for shard in &self.shards {
-            let shard = lock(shard);
-            all.extend(
-                shard
-                    .iter()
-                    .map(|(s, per)| (s.clone(), per.ticks.keys().copied().collect())),
-            );
-        }
+        let mut all: Vec<(Symbol, Vec<ExchangeId>)> = self
+            .select(&SymbolPattern::Any)
+            .into_iter()
+            .map(|(s, per)| (s, per.ticks.keys().copied().collect()))
+            .collect();
         all.sort();
         all
     }
@@ -319,6 +366,17 @@ impl Latest {
     /// Symbols kept.
     pub(crate) fn symbol_count(&self) -> usize {
         self.symbols.load(Ordering::Relaxed)
+    }
+}
+
+/// The larger of a point's two directions; `None` unless it is a spread with finite values.
+fn tradeable_width(e: &Event) -> Option<f64> {
+    match &e.payload {
+        super::event::Payload::Spread(s) => {
+            let w = s.a_to_b_pct.max(s.b_to_a_pct);
+            w.is_finite().then_some(w)
+        }
+        _ => None,
     }
 }
 
@@ -400,6 +458,39 @@ mod tests {
             l.symbols().iter().map(Symbol::as_str).collect::<Vec<_>>(),
             ["BTC-USDT", "ETH-USDC", "ETH-USDT"]
         );
+    }
+
+    #[test]
+    fn the_widest_spreads_come_first_and_are_cached_briefly() {
+        let l = Latest::new(100);
+        let now = Instant::now();
+        let wide = |seq: u64, symbol: &str, a: &str, b: &str, ab: f64, ba: f64| {
+            let s = Spread {
+                symbol: symbol.into(),
+                exchange_a: a.into(),
+                exchange_b: b.into(),
+                a_to_b_pct: ab,
+                b_to_a_pct: ba,
+                ..Spread::default()
+            };
+            Arc::new(Event::new(seq, Payload::Spread(s)).expect("routable"))
+        };
+        l.record(&wide(1, "BTC-USDT", "binance", "okx", 0.1, -0.2), now);
+        l.record(&wide(2, "ETH-USDT", "binance", "okx", -0.5, 0.4), now);
+        l.record(
+            &wide(3, "SOL-USDT", "bybit", "okx", f64::NAN, f64::NAN),
+            now,
+        );
+        l.record(&wide(4, "XRP-USDT", "bybit", "okx", -0.3, -0.05), now);
+        let seqs = |list: &[Arc<Event>]| list.iter().map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(
+            seqs(&l.widest(now)),
+            [2, 1, 4],
+            "by the better direction; NaN left out"
+        );
+        l.record(&wide(5, "BTC-USDT", "binance", "okx", 0.9, 0.0), now);
+        assert_eq!(seqs(&l.widest(now)), [2, 1, 4], "cached for a moment");
+        assert_eq!(seqs(&l.widest(now + WIDEST_TTL)), [5, 2, 4]);
     }
 
     #[test]

@@ -131,13 +131,15 @@ struct QueueState {
     control_bytes: usize,
     data: VecDeque<Queued>,
     offered: u64,
-    /// The last event seq offered, so an event matched twice is queued once.
-    last_seq: Option<u64>,
+    /// Per channel, the last event seq offered, so an event matched by several of the
+    /// client's subscriptions is queued once. Per channel because each channel is fed by one
+    /// task, in order, while the four feeds interleave.
+    last_seq: [Option<u64>; 4],
     /// Events queued before the last unsubscribe (`n` below this) are checked against
     /// `filters` before they are written: an unsubscribe costs the client's own queue nothing
     /// up front, and the feed never waits for a purge.
     recheck_below: u64,
-    filters: Vec<Filter>,
+    filters: Arc<[Filter]>,
     dropped_total: u64,
     dropped_since_empty: u64,
     close: Option<CloseCause>,
@@ -191,10 +193,11 @@ impl ClientQueue {
         if s.close.is_some() {
             return Offered::Closed;
         }
-        if s.last_seq == Some(event.seq) {
+        let last = &mut s.last_seq[event.channel as usize];
+        if *last == Some(event.seq) {
             return Offered::Repeat;
         }
-        s.last_seq = Some(event.seq);
+        *last = Some(event.seq);
         let lagging = s
             .data
             .front()
@@ -232,7 +235,7 @@ impl ClientQueue {
     /// waits for [`Self::wait_control_space`] first, so full does not happen in practice).
     pub(crate) fn push_control(&self, text: Utf8Bytes) -> bool {
         let mut s = lock(&self.state);
-        if s.close.is_some() || !control_fits(&s) {
+        if s.close.is_some() || !control_fits(&s, 1) {
             return false;
         }
         s.control_bytes += text.len();
@@ -242,11 +245,11 @@ impl ClientQueue {
         true
     }
 
-    /// Queues several replies at once, so that no event is written between them (a
-    /// confirmation and its snapshot). Same bounds as [`Self::push_control`], counted as one.
+    /// Queues two replies at once, so that no event is written between them (a confirmation
+    /// and its snapshot). Same bounds as [`Self::push_control`], for both.
     pub(crate) fn push_controls(&self, texts: [Utf8Bytes; 2]) -> bool {
         let mut s = lock(&self.state);
-        if s.close.is_some() || !control_fits(&s) {
+        if s.close.is_some() || !control_fits(&s, 2) {
             return false;
         }
         for text in texts {
@@ -266,7 +269,7 @@ impl ClientQueue {
                 if s.close.is_some() {
                     return false;
                 }
-                if control_fits(&s) {
+                if control_fits(&s, 2) {
                     return true;
                 }
             }
@@ -280,7 +283,7 @@ impl ClientQueue {
     /// Events queued from now on are not checked against `filters`; those queued before are,
     /// when they come to be written (call after the index no longer selects the removed
     /// subscription for this client).
-    pub(crate) fn unsubscribed(&self, filters: Vec<Filter>) {
+    pub(crate) fn unsubscribed(&self, filters: Arc<[Filter]>) {
         let mut s = lock(&self.state);
         s.recheck_below = s.offered;
         s.filters = filters;
@@ -288,26 +291,30 @@ impl ClientQueue {
 
     /// The next thing to write, replies first; `None` when empty or closed.
     pub(crate) fn try_pop(&self) -> Option<Outgoing> {
-        let mut s = lock(&self.state);
-        if s.close.is_some() {
-            return None;
-        }
-        if let Some(reply) = s.control.pop_front() {
-            s.control_bytes -= reply.len();
-            drop(s);
-            self.control_space.notify_one();
-            return Some(Outgoing::Reply(reply));
-        }
         loop {
+            let mut s = lock(&self.state);
+            if s.close.is_some() {
+                return None;
+            }
+            if let Some(reply) = s.control.pop_front() {
+                s.control_bytes -= reply.len();
+                drop(s);
+                self.control_space.notify_one();
+                return Some(Outgoing::Reply(reply));
+            }
             let q = s.data.pop_front()?;
             if s.data.is_empty() {
                 // Fully drained: the client has caught up, so its slow-drop count starts over.
                 s.dropped_since_empty = 0;
             }
-            if q.n < s.recheck_below && !s.filters.iter().any(|f| f.matches(&q.event)) {
-                continue; // only an unsubscribed filter selected it
+            // Events queued before an unsubscribe are matched against what remains, one per
+            // lock hold and outside it, so the feed's offers never wait for the check.
+            let recheck = (q.n < s.recheck_below).then(|| Arc::clone(&s.filters));
+            drop(s);
+            match recheck {
+                Some(filters) if !filters.iter().any(|f| f.matches(&q.event)) => {}
+                _ => return Some(Outgoing::Event(q.event)),
             }
-            return Some(Outgoing::Event(q.event));
         }
     }
 
@@ -372,8 +379,11 @@ impl ClientQueue {
     }
 }
 
-fn control_fits(s: &QueueState) -> bool {
-    s.control.is_empty() || (s.control.len() < CONTROL_CAPACITY && s.control_bytes < CONTROL_BYTES)
+/// Room for `n` more replies: the queue is empty (one large snapshot may go through), or
+/// they fit under both bounds (a reply's bytes are counted once queued).
+fn control_fits(s: &QueueState, n: usize) -> bool {
+    s.control.is_empty()
+        || (s.control.len() + n <= CONTROL_CAPACITY && s.control_bytes < CONTROL_BYTES)
 }
 
 #[cfg(test)]
@@ -432,6 +442,41 @@ mod tests {
         assert_eq!(q.offer(&e, Instant::now()), Offered::Queued);
         assert_eq!(q.offer(&e, Instant::now()), Offered::Repeat);
         assert_eq!(seqs(&q), [7]);
+    }
+
+    #[test]
+    fn an_event_offered_twice_is_queued_once_while_another_channel_interleaves() {
+        let q = ClientQueue::new(limits(8, 100));
+        let now = Instant::now();
+        let spread = Arc::new(
+            Event::new(
+                10,
+                Payload::Spread(spreadagg_model::wire::Spread {
+                    symbol: "A-B".into(),
+                    exchange_a: "binance".into(),
+                    exchange_b: "okx".into(),
+                    ..Default::default()
+                }),
+            )
+            .expect("routable"),
+        );
+        let tick = event(11, "A-B");
+        assert_eq!(
+            q.offer(&spread, now),
+            Offered::Queued,
+            "through the exact bucket"
+        );
+        assert_eq!(
+            q.offer(&tick, now),
+            Offered::Queued,
+            "the ticks feed, meanwhile"
+        );
+        assert_eq!(
+            q.offer(&spread, now),
+            Offered::Repeat,
+            "through the `*` bucket"
+        );
+        assert_eq!(seqs(&q), [10, 11]);
     }
 
     #[test]
@@ -524,7 +569,7 @@ mod tests {
             venue: VenuePattern::Any,
             chart: false,
         };
-        q.unsubscribed(vec![keep]);
+        q.unsubscribed(vec![keep].into());
         q.offer(&event(3, "BTC-USDT"), now);
         assert_eq!(
             seqs(&q),
@@ -551,8 +596,11 @@ mod tests {
         tokio::task::yield_now().await;
         q.offer(&event(9, "A-B"), Instant::now());
         q.close(CloseCause::Drain);
-        let (_first, second_is_none) = waiter.await.expect("joined");
-        // Either the item was taken before the close, or the close came first; never a hang.
+        let (_first, second_is_none) = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("pop returns once closed, never hangs")
+            .expect("joined");
+        // The item may or may not be taken before the close; after it, pop yields nothing.
         assert!(second_is_none);
     }
 }

@@ -110,11 +110,26 @@ impl ChannelIndex {
     }
 }
 
+/// What one offer came to.
+enum Delivered {
+    Queued,
+    No,
+    TooSlow,
+}
+
 /// Counters shown in the feed's health detail (the metrics carry the same).
 #[derive(Debug, Default)]
 pub(crate) struct DeliveryStats {
     pub(crate) dropped: AtomicU64,
     pub(crate) slow_disconnects: AtomicU64,
+}
+
+impl DeliveryStats {
+    /// Counts a client closed as too slow (by the feed, or by its writer's send deadline).
+    pub(crate) fn too_slow(&self) {
+        self.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("spreadagg_gateway_slow_disconnects_total").increment(1);
+    }
 }
 
 /// The registry refused a subscription.
@@ -256,10 +271,18 @@ impl Registry {
         let index = self.index(event.channel);
         let symbol = event.symbol.as_str();
         let mut queued = 0;
+        // Clients this event disconnected, logged once the index locks are released.
+        let mut too_slow: Vec<(ClientId, u64)> = Vec::new();
         let mut offer_all = |bucket: &Bucket| {
             for (id, interest) in bucket {
                 if interest.venues.iter().any(|v| v.matches(event.venue)) {
-                    queued += usize::from(self.offer(*id, &interest.queue, event, now));
+                    match self.offer(&interest.queue, event, now) {
+                        Delivered::Queued => queued += 1,
+                        Delivered::No => {}
+                        Delivered::TooSlow => {
+                            too_slow.push((*id, interest.queue.dropped_total()));
+                        }
+                    }
                 }
             }
         };
@@ -279,29 +302,30 @@ impl Registry {
             }
         }
         offer_all(&read(&index.any));
+        for (client, dropped) in too_slow {
+            tracing::warn!(
+                client = %client,
+                dropped,
+                "disconnecting a client that does not keep up (too slow)"
+            );
+        }
         queued
     }
 
-    fn offer(&self, id: ClientId, queue: &ClientQueue, event: &Arc<Event>, now: Instant) -> bool {
+    fn offer(&self, queue: &ClientQueue, event: &Arc<Event>, now: Instant) -> Delivered {
         match queue.offer(event, now) {
-            Offered::Queued => true,
-            Offered::Repeat | Offered::Closed => false,
+            Offered::Queued => Delivered::Queued,
+            Offered::Repeat | Offered::Closed => Delivered::No,
             Offered::DroppedOldest => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                true
+                Delivered::Queued
             }
             Offered::Disconnected { dropped } => {
                 if dropped {
                     self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 }
-                self.stats.slow_disconnects.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("spreadagg_gateway_slow_disconnects_total").increment(1);
-                tracing::warn!(
-                    client = %id,
-                    dropped = queue.dropped_total(),
-                    "disconnecting a client that does not keep up (too slow)"
-                );
-                false
+                self.stats.too_slow();
+                Delivered::TooSlow
             }
         }
     }

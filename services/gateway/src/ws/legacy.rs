@@ -10,9 +10,9 @@
 //! Frames from the client are not part of these protocols: they are counted and ignored.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -22,7 +22,7 @@ use futures_util::stream::SplitStream;
 use crate::AppState;
 use crate::hub::event::{Channel, Event};
 use crate::hub::filter::{Filter, SymbolPattern, VenuePattern};
-use crate::hub::queue::ClientQueue;
+use crate::hub::queue::{ClientQueue, lock};
 use crate::legacy;
 use crate::limits::Permit;
 use crate::pair::Pair;
@@ -30,6 +30,8 @@ use crate::ws::socket;
 
 /// How often `/ws/realtime_charts` looks for a newer chart.
 const CHART_EVERY: Duration = Duration::from_secs(1);
+/// How long an `AllSymbolInfo` envelope is reused.
+const HELLO_TTL: Duration = Duration::from_secs(1);
 
 /// `GET /ws/realtime`.
 pub(crate) async fn realtime(
@@ -48,12 +50,15 @@ pub(crate) async fn realtime(
     })
 }
 
-async fn realtime_session(mut socket: WebSocket, app: AppState, _permit: Permit) {
+async fn realtime_session(socket: WebSocket, app: AppState, _permit: Permit) {
     let queue = socket::new_queue(&app);
     let mut sub = match app.hub.registry.register(queue.clone()) {
         Ok(sub) => sub,
         Err(cause) => return socket::refuse(socket, cause).await,
     };
+    // First in the queue, so that it goes out before any event and under the writer's send
+    // deadline like everything else.
+    queue.push_control(hello(&app));
     for channel in [Channel::Spreads, Channel::Trades] {
         let all = Filter {
             channel,
@@ -61,34 +66,51 @@ async fn realtime_session(mut socket: WebSocket, app: AppState, _permit: Permit)
             venue: VenuePattern::Any,
             chart: false,
         };
-        // Two subscriptions, far below any configured limit (at least 1 is checked at start,
-        // so with a limit of 1 only spreads flow; documented).
+        // Two subscriptions: with max_subscriptions_per_client at 1, only spreads flow.
         let _ = app.hub.registry.subscribe(&mut sub, &all);
+    }
+    let (sink, stream) = socket.split();
+    tokio::join!(
+        ignore_input(stream, &queue, &app),
+        socket::write_loop(
+            sink,
+            &queue,
+            &app.stop,
+            socket::Pacing::of(&app, false),
+            Event::legacy
+        ),
+    );
+    app.hub.registry.remove(sub);
+}
+
+/// The `AllSymbolInfo` envelope, made at most once a second and shared by every connection
+/// (it walks every symbol kept).
+fn hello(app: &AppState) -> Utf8Bytes {
+    let mut cache = lock(&app.legacy_hello);
+    if let Some((at, frame)) = cache.as_ref()
+        && at.elapsed() < HELLO_TTL
+    {
+        return frame.clone();
     }
     let symbols = app.hub.latest.symbol_exchanges();
     let infos: Vec<_> = symbols
         .iter()
         .map(|(s, xs)| legacy::info(s, xs.iter().map(|x| x.as_str()).collect()))
         .collect();
-    let hello = legacy::all_symbol_info(&infos);
-    drop(infos);
-    if socket.send(Message::Text(hello)).await.is_err() {
-        app.hub.registry.remove(sub);
-        return;
-    }
-    let (sink, stream) = socket.split();
-    tokio::join!(
-        ignore_input(stream, &queue, &app),
-        socket::write_loop(sink, &queue, &app.stop, None, Event::legacy),
-    );
-    app.hub.registry.remove(sub);
+    let frame = legacy::all_symbol_info(&infos);
+    *cache = Some((Instant::now(), frame.clone()));
+    frame
 }
 
 /// Reads (and ignores) what the client sends, so pings are answered, Close is seen and idle
 /// clients are noticed.
 async fn ignore_input(mut stream: SplitStream<WebSocket>, queue: &ClientQueue, app: &AppState) {
+    let too_big = || {
+        metrics::counter!("spreadagg_gateway_rejected_total", "reason" => "oversized_frame")
+            .increment(1);
+    };
     while let Some(msg) =
-        socket::next_message(&mut stream, queue, app.config.idle_timeout(), || {}).await
+        socket::next_message(&mut stream, queue, app.config.idle_timeout(), too_big).await
     {
         if matches!(msg, Message::Text(_) | Message::Binary(_)) {
             metrics::counter!("spreadagg_gateway_rejected_total", "reason" => "legacy_input")
@@ -151,7 +173,7 @@ async fn charts_session(
     };
     let (sink, stream) = socket.split();
     let feed = async {
-        let mut last_ts: Option<i64> = None;
+        let mut sent: Option<Option<i64>> = None;
         let mut every = tokio::time::interval(CHART_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -159,11 +181,16 @@ async fn charts_session(
                 () = queue.closed() => break,
                 _ = every.tick() => {}
             }
-            match app.charts.fetch(&symbol, pair).await {
+            let fetched = tokio::select! {
+                fetched = app.charts.fetch(&symbol, pair) => fetched,
+                () = queue.closed() => break,
+            };
+            match fetched {
                 Ok(chart) => {
+                    // Sent on connect, then whenever the window's newest point changed.
                     let newest = chart.ts_ns.last().copied();
-                    if newest != last_ts || last_ts.is_none() {
-                        last_ts = newest;
+                    if sent != Some(newest) {
+                        sent = Some(newest);
                         // A client that does not read holds at most the reply bound (1 MiB)
                         // of charts; this task then waits, sending it nothing more.
                         if queue.wait_control_space().await {
@@ -179,7 +206,13 @@ async fn charts_session(
     };
     tokio::join!(
         ignore_input(stream, &queue, &app),
-        socket::write_loop(sink, &queue, &app.stop, None, |_: &Event| None),
+        socket::write_loop(
+            sink,
+            &queue,
+            &app.stop,
+            socket::Pacing::of(&app, false),
+            |_: &Event| None
+        ),
         feed,
     );
     app.hub.registry.remove(sub);

@@ -236,9 +236,14 @@ fn filter(raw: &RawRequest, id: &Option<RequestId>) -> Result<Filter, Rejection>
         if s == "*" {
             return Ok(None);
         }
-        s.parse::<ExchangeId>()
-            .map(Some)
-            .map_err(|e| Rejection::new(ErrorCode::BadRequest, e.to_string(), id.clone()))
+        s.parse::<ExchangeId>().map(Some).map_err(|_| {
+            let shown: String = s.chars().take(32).collect();
+            Rejection::new(
+                ErrorCode::BadRequest,
+                format!("unknown exchange {shown:?}"),
+                id.clone(),
+            )
+        })
     };
     let venue = match channel {
         Channel::Spreads => {

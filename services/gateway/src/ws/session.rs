@@ -30,6 +30,9 @@ use crate::ws::protocol::{
 };
 use crate::ws::socket;
 
+/// Rate tokens a subscribe to a wildcard with a snapshot costs (a plain request costs one).
+const WILDCARD_SNAPSHOT_COST: u32 = 10;
+
 /// `GET /ws`: upgrades unless the gateway is stopping or full (HTTP 503), or the client's
 /// address holds its share already (HTTP 429).
 pub(crate) async fn upgrade(
@@ -64,8 +67,8 @@ async fn session(socket: WebSocket, peer: SocketAddr, app: AppState, _permit: Pe
             sink,
             &queue,
             &app.stop,
-            Some(app.config.heartbeat()),
-            |e: &Event| { Some(e.json()) }
+            socket::Pacing::of(&app, true),
+            |e: &Event| Some(e.json())
         ),
     );
     app.hub.registry.remove(sub);
@@ -98,20 +101,7 @@ async fn read_loop(mut stream: SplitStream<WebSocket>, sub: &mut Subscriber, app
                 if !queue.wait_control_space().await {
                     break;
                 }
-                if !rate.allow(Instant::now()) {
-                    let r = Rejection::new(
-                        ErrorCode::RateLimited,
-                        format!(
-                            "more than {} requests a second; retry in {} ms",
-                            app.config.requests_per_s,
-                            rate.wait().as_millis().max(1)
-                        ),
-                        None,
-                    );
-                    refuse(&queue, id, &r);
-                    continue;
-                }
-                handle_text(&text, sub, app).await;
+                handle_text(&text, sub, app, &mut rate).await;
             }
             Message::Binary(_) => {
                 if !queue.wait_control_space().await {
@@ -132,9 +122,38 @@ async fn read_loop(mut stream: SplitStream<WebSocket>, sub: &mut Subscriber, app
     socket::linger(&mut stream, &queue).await;
 }
 
-async fn handle_text(text: &Utf8Bytes, sub: &mut Subscriber, app: &AppState) {
+/// What a request costs of the client's rate: a snapshot of a wildcard walks many symbols.
+fn cost(request: &Request) -> u32 {
+    match request {
+        Request::Subscribe(s) if s.snapshot && s.filter.symbol.exact().is_none() => {
+            WILDCARD_SNAPSHOT_COST
+        }
+        _ => 1,
+    }
+}
+
+async fn handle_text(text: &Utf8Bytes, sub: &mut Subscriber, app: &AppState, rate: &mut RateLimit) {
     let queue = std::sync::Arc::clone(&sub.queue);
-    let env = match protocol::parse_request(text) {
+    // Parsed first (bounded by max_frame_bytes) so that a refusal can echo the id; every
+    // frame, well-formed or not, is charged to the rate.
+    let parsed = protocol::parse_request(text);
+    let (id, n) = match &parsed {
+        Ok(env) => (env.id.clone(), cost(&env.request)),
+        Err(r) => (r.id.clone(), 1),
+    };
+    if !rate.allow_n(n, Instant::now()) {
+        let r = Rejection::new(
+            ErrorCode::RateLimited,
+            format!(
+                "more than {} requests a second (a wildcard snapshot counts {WILDCARD_SNAPSHOT_COST}); retry in {} ms",
+                app.config.requests_per_s,
+                rate.wait(n).as_millis().max(1)
+            ),
+            id,
+        );
+        return refuse(&queue, sub.id, &r);
+    }
+    let env = match parsed {
         Ok(env) => env,
         Err(rejection) => return refuse(&queue, sub.id, &rejection),
     };
@@ -206,14 +225,16 @@ async fn subscribe(s: Subscription, rid: Option<&RequestId>, sub: &mut Subscribe
     let (Some(symbol), VenuePattern::Pair(pair)) = (filter.symbol.exact(), filter.venue) else {
         return; // the protocol accepts charts only of one symbol and pair
     };
-    let frame = match app.charts.fetch(symbol, pair).await {
+    let fetched = tokio::select! {
+        fetched = app.charts.fetch(symbol, pair) => fetched,
+        () = queue.closed() => return,
+    };
+    let frame = match fetched {
         Ok(chart) => {
-            let item = encode(&ChartJson::from(&chart));
+            let item = encode(&ChartJson::from(&*chart));
             snapshot_frame(&filter, rid, false, &[item])
         }
         Err(e) => {
-            metrics::counter!("spreadagg_gateway_chart_requests_total", "outcome" => "failed")
-                .increment(1);
             let r = Rejection::new(ErrorCode::ChartUnavailable, e.to_string(), rid.cloned());
             reject(r.code.as_str(), sub.id, &r.message);
             r.to_frame()

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
 
 use crate::AppState;
+use crate::hub::Hub;
 use crate::hub::event::Event;
 use crate::hub::queue::{ClientQueue, CloseCause, Outgoing};
 use crate::json::encode;
@@ -156,26 +157,58 @@ pub(crate) fn classify(e: &axum::Error) -> CloseCause {
     }
 }
 
+/// How a session's writer paces itself.
+#[derive(Debug, Clone)]
+pub(crate) struct Pacing {
+    /// Where a close for slowness is counted.
+    pub(crate) hub: Arc<Hub>,
+    /// `heartbeat` frames this often (`None`: none, as on the prototype's endpoints).
+    pub(crate) heartbeat: Option<Duration>,
+    /// WebSocket pings this often, so that passive clients answer within the idle timeout.
+    pub(crate) ping: Duration,
+    /// A frame that cannot be written within this long (the client is not reading) closes
+    /// the session as too slow.
+    pub(crate) send_deadline: Duration,
+}
+
+impl Pacing {
+    /// From the configuration: pings at a third of the idle timeout (at most every 30 s), the
+    /// send deadline at the client lag limit.
+    pub(crate) fn of(app: &AppState, heartbeat: bool) -> Pacing {
+        Pacing {
+            hub: Arc::clone(&app.hub),
+            heartbeat: heartbeat.then(|| app.config.heartbeat()),
+            ping: (app.config.idle_timeout() / 3).min(PING_INTERVAL),
+            send_deadline: Duration::from_millis(app.config.max_client_lag_ms),
+        }
+    }
+}
+
 /// Drains the queue onto the socket until it closes: replies as they are, events through
-/// `encode` (an event it gives `None` for is skipped), a `heartbeat` frame every `heartbeat`
-/// when set, a WebSocket ping every 30 s; then the matching Close frame (bounded in time).
+/// `encode` (an event it gives `None` for is skipped), heartbeats and pings on time however
+/// busy the queue is; then the matching Close frame (bounded in time).
 pub(crate) async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     queue: &ClientQueue,
     stop: &CancellationToken,
-    heartbeat: Option<Duration>,
+    pacing: Pacing,
     encode_event: impl Fn(&Event) -> Option<Utf8Bytes>,
 ) {
     let start = tokio::time::Instant::now();
-    let mut ping = tokio::time::interval_at(start + PING_INTERVAL, PING_INTERVAL);
+    let mut ping = tokio::time::interval_at(start + pacing.ping, pacing.ping);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let beat_every = heartbeat.unwrap_or(Duration::from_secs(3600));
+    let beat_every = pacing.heartbeat.unwrap_or(Duration::from_secs(3600));
     let mut beat = tokio::time::interval_at(start + beat_every, beat_every);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Timers first: a queue that never runs empty must not starve pings and heartbeats.
         let msg = tokio::select! {
             biased;
             () = queue.closed() => break,
+            _ = ping.tick() => Message::Ping(Bytes::new()),
+            _ = beat.tick(), if pacing.heartbeat.is_some() => Message::Text(encode(&ServerMessage::Heartbeat {
+                ts_ns: spreadagg_model::time::now_ns(),
+            })),
             next = queue.pop() => match next {
                 Some(Outgoing::Reply(text)) => Message::Text(text),
                 Some(Outgoing::Event(event)) => match encode_event(&event) {
@@ -184,19 +217,25 @@ pub(crate) async fn write_loop(
                 },
                 None => break,
             },
-            _ = ping.tick() => Message::Ping(Bytes::new()),
-            _ = beat.tick(), if heartbeat.is_some() => Message::Text(encode(&ServerMessage::Heartbeat {
-                ts_ns: spreadagg_model::time::now_ns(),
-            })),
         };
-        // A send stuck on a stalled client is abandoned as soon as the queue closes (too
-        // slow, stop); the frame stays whole in tungstenite's buffer, ahead of the Close.
+        // A send stuck on a client that does not read is abandoned when the queue closes
+        // (too slow, stop) or at the send deadline (which closes it as too slow); the frame
+        // stays whole in tungstenite's buffer, ahead of the Close.
         tokio::select! {
             biased;
             () = queue.closed() => break,
-            sent = sink.send(msg) => if sent.is_err() {
-                queue.close(CloseCause::Gone);
-                return;
+            sent = tokio::time::timeout(pacing.send_deadline, sink.send(msg)) => match sent {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    queue.close(CloseCause::Gone);
+                    return;
+                }
+                Err(_stuck) => {
+                    if queue.close(CloseCause::TooSlow) {
+                        pacing.hub.registry.stats.too_slow();
+                    }
+                    break;
+                }
             },
         }
     }

@@ -28,6 +28,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// A gateway under test with the bus it reads.
 pub struct Running {
     pub addr: SocketAddr,
+    pub grpc_addr: Option<SocketAddr>,
     pub bus: Bus,
     pub health: Health,
     pub stop: CancellationToken,
@@ -44,6 +45,7 @@ pub fn config() -> GatewayConfig {
 pub async fn start_on(bus: Bus, config: GatewayConfig) -> Running {
     let gateway = Gateway::bind(config).await.expect("binds");
     let addr = gateway.local_addr();
+    let grpc_addr = gateway.grpc_addr();
     let health = Health::new();
     let stop = CancellationToken::new();
     let task = tokio::spawn(gateway.run(bus.clone(), health.clone(), stop.clone()));
@@ -57,6 +59,7 @@ pub async fn start_on(bus: Bus, config: GatewayConfig) -> Running {
     .expect("every gateway feed ready");
     Running {
         addr,
+        grpc_addr,
         bus,
         health,
         stop,
