@@ -36,7 +36,7 @@ def test_dashboard_renders_live_spreads_in_chromium(roles, tmp_path):
         [
             chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--remote-debugging-port=0", f"--user-data-dir={profile}", f"http://{gateway}/",
+            "--remote-debugging-port=0", "--window-size=1440,1400", "--hide-scrollbars", f"--user-data-dir={profile}", f"http://{gateway}/",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -45,6 +45,8 @@ def test_dashboard_renders_live_spreads_in_chromium(roles, tmp_path):
         with devtools_page(profile, timeout=60) as page:
             # The widest-spreads table fills, the first pair is charted with its bands, and
             # the exchanges report in.
+            # Some seconds of live points on the chart before the screenshot.
+            time.sleep(5)
             chart = page.wait_for(
                 "(() => { const d = window.dashboard; if (!d || !d.chart) return null;"
                 " const x = d.chart.data; return x[0].length > 5 ? {points: x[0].length,"
@@ -61,7 +63,8 @@ def test_dashboard_renders_live_spreads_in_chromium(roles, tmp_path):
     finally:
         browser.kill()
         browser.wait()
-    assert "Widest spreads now" in text and "Exchanges" in text and "Active signals" in text
+    shown = text.lower()  # section titles are styled upper case, which innerText reflects
+    assert "widest spreads now" in shown and "exchanges" in shown and "active signals" in shown
     assert "BTC-USDT" in text
     assert "\u2192" in text, "a buy -> sell direction rendered"
     assert re.search(r"-?\d+\.\d{4}", text), f"no numeric cell rendered:\n{text[:2000]}"

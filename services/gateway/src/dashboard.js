@@ -166,7 +166,8 @@
       scales: { x: { time: true } },
       axes: [
         { stroke: "#8b939c", grid: { stroke: "#262c34" } },
-        { stroke: "#8b939c", grid: { stroke: "#262c34" }, values: (u, v) => v.map((x) => x.toFixed(3) + "%") },
+        { stroke: "#8b939c", grid: { stroke: "#262c34" }, size: 72,
+          values: (u, v) => v.map((x) => x.toFixed(3) + "%") },
       ],
       series: [
         {},
