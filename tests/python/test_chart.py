@@ -443,7 +443,7 @@ RUST_SECTIONS = {
     "ingest": ("services/ingest/src/lib.rs", "IngestConfig"),
     "engine": ("services/engine/src/config.rs", "EngineConfig"),
     "archive": ("services/archive/src/lib.rs", "ArchiveConfig"),
-    "gateway": ("services/gateway/src/lib.rs", "GatewayConfig"),
+    "gateway": ("services/gateway/src/config.rs", "GatewayConfig"),
     "simulate": ("services/simulate/src/config.rs", "SimConfig"),
     "lease": ("services/spreadagg/src/lease.rs", "LeaseSettings"),
 }

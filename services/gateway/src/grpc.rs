@@ -340,14 +340,22 @@ pub(crate) async fn serve(
 ) -> Result<(), crate::GatewayError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<GatewayServer<Service>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| crate::GatewayError::Config(format!("gRPC reflection: {e}")))?;
+    // Both reflection versions: v1, and v1alpha, which many clients (older grpcurl, Python's
+    // grpcio-reflection) still ask for.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::DESCRIPTOR_SET)
+    };
+    let reflection_error = |e: tonic_reflection::server::Error| {
+        crate::GatewayError::Config(format!("gRPC reflection: {e}"))
+    };
+    let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
     let guard = move |request: Request<()>| check_token(&tokens, request);
-    let api =
-        tonic::service::interceptor::InterceptedService::new(Service::server(app), guard.clone());
-    let reflection = tonic::service::interceptor::InterceptedService::new(reflection, guard);
+    use tonic::service::interceptor::InterceptedService;
+    let api = InterceptedService::new(Service::server(app), guard.clone());
+    let reflection_v1 = InterceptedService::new(reflection_v1, guard.clone());
+    let reflection_v1alpha = InterceptedService::new(reflection_v1alpha, guard);
     tracing::info!(addr = ?listener.local_addr().ok(), "gateway gRPC listening");
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
     let shutdown = {
@@ -362,7 +370,8 @@ pub(crate) async fn serve(
         .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
         .concurrency_limit_per_connection(GRPC_CALLS_PER_CONNECTION)
         .add_service(health)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(api)
         .serve_with_incoming_shutdown(incoming, shutdown);
     tokio::select! {

@@ -121,6 +121,8 @@ impl Admission {
 /// A token bucket: `rate` requests a second on average, `burst` at once. Owned by one session.
 #[derive(Debug)]
 pub(crate) struct RateLimit {
+    /// Requests refused since the last one allowed.
+    refused_in_a_row: u32,
     tokens: f64,
     burst: f64,
     rate: f64,
@@ -131,6 +133,7 @@ impl RateLimit {
     pub(crate) fn new(rate: f64, burst: u32, now: Instant) -> Self {
         let burst = f64::from(burst.max(1));
         Self {
+            refused_in_a_row: 0,
             tokens: burst,
             burst,
             rate,
@@ -146,10 +149,18 @@ impl RateLimit {
         let n = f64::from(n).min(self.burst);
         if self.tokens >= n {
             self.tokens -= n;
+            self.refused_in_a_row = 0;
             true
         } else {
+            self.refused_in_a_row = self.refused_in_a_row.saturating_add(1);
             false
         }
+    }
+
+    /// Whether the client keeps sending past its refusals: as many refused in a row as its
+    /// burst. Such a client is flooding, and is closed rather than answered forever.
+    pub(crate) fn flooding(&self) -> bool {
+        f64::from(self.refused_in_a_row) >= self.burst
     }
 
     /// Takes a token if there is one.
@@ -214,7 +225,13 @@ mod tests {
         assert!(r.wait(1) > Duration::ZERO);
         assert!(r.wait(5) > r.wait(1));
         let later = t0 + Duration::from_millis(300);
-        assert_eq!((0..8).filter(|_| r.allow(later)).count(), 3, "10 a second");
+        assert_eq!((0..3).filter(|_| r.allow(later)).count(), 3, "10 a second");
+        assert!(!r.allow(later), "none left");
+        assert!(!r.flooding(), "one refused of a burst of five");
+        for _ in 0..4 {
+            assert!(!r.allow(later));
+        }
+        assert!(r.flooding(), "five refused in a row");
         let much_later = later + Duration::from_secs(60);
         assert_eq!(
             (0..8).filter(|_| r.allow(much_later)).count(),

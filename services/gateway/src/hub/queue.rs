@@ -49,6 +49,8 @@ pub(crate) enum CloseCause {
     Drain,
     /// The client fell too far behind: Close 1008 "too slow".
     TooSlow,
+    /// The client kept sending past its rate: Close 1008 "rate limit exceeded".
+    Flooding,
     /// A client frame exceeded `max_frame_bytes`: Close 1009.
     TooBig,
     /// The client broke the WebSocket protocol: Close 1002.
@@ -69,6 +71,7 @@ impl CloseCause {
         match self {
             CloseCause::Drain => Some((1012, "draining; reconnect")),
             CloseCause::TooSlow => Some((1008, "too slow")),
+            CloseCause::Flooding => Some((1008, "rate limit exceeded")),
             CloseCause::TooBig => Some((1009, "frame too large")),
             CloseCause::Protocol => Some((1002, "protocol error")),
             CloseCause::InvalidUtf8 => Some((1007, "invalid utf-8")),
@@ -82,6 +85,7 @@ impl CloseCause {
         match self {
             CloseCause::Drain => "drain",
             CloseCause::TooSlow => "too_slow",
+            CloseCause::Flooding => "flooding",
             CloseCause::TooBig => "frame_too_large",
             CloseCause::Protocol => "protocol_error",
             CloseCause::InvalidUtf8 => "invalid_utf8",

@@ -20,7 +20,7 @@ use futures_util::stream::SplitStream;
 use crate::AppState;
 use crate::hub::event::Event;
 use crate::hub::filter::VenuePattern;
-use crate::hub::queue::{ClientId, ClientQueue};
+use crate::hub::queue::{ClientId, ClientQueue, CloseCause};
 use crate::hub::registry::{SubscribeError, Subscriber};
 use crate::json::{ChartJson, encode};
 use crate::limits::{Permit, RateLimit};
@@ -107,6 +107,13 @@ async fn read_loop(mut stream: SplitStream<WebSocket>, sub: &mut Subscriber, app
                 if !queue.wait_control_space().await {
                     break;
                 }
+                if !rate.allow_n(1, Instant::now()) {
+                    if rate.flooding() {
+                        reject("flooding", id, "closed after its burst of refused requests");
+                        queue.close(CloseCause::Flooding);
+                    }
+                    continue;
+                }
                 let r = Rejection::new(
                     ErrorCode::BadRequest,
                     "binary frames are not supported; send JSON text frames",
@@ -151,7 +158,16 @@ async fn handle_text(text: &Utf8Bytes, sub: &mut Subscriber, app: &AppState, rat
             ),
             id,
         );
-        return refuse(&queue, sub.id, &r);
+        refuse(&queue, sub.id, &r);
+        if rate.flooding() {
+            reject(
+                "flooding",
+                sub.id,
+                "closed after its burst of refused requests",
+            );
+            queue.close(CloseCause::Flooding);
+        }
+        return;
     }
     let env = match parsed {
         Ok(env) => env,

@@ -312,6 +312,7 @@ mod tests {
         for cause in [
             CloseCause::Drain,
             CloseCause::TooSlow,
+            CloseCause::Flooding,
             CloseCause::TooBig,
             CloseCause::Protocol,
             CloseCause::InvalidUtf8,
