@@ -12,6 +12,7 @@
 //!   (browsers do not apply CORS to WebSockets); REST answers carry CORS headers for the same
 //!   list (tower-http's `CorsLayer`). Requests without `Origin` (programs) are not affected.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -68,22 +69,22 @@ impl Tokens {
 
     /// Whether a request may pass: off, or it carries a valid token.
     pub(crate) fn admits(&self, headers: &HeaderMap, query: Option<&str>) -> bool {
-        !self.enabled() || presented(headers, query).is_some_and(|t| self.allows(t))
+        !self.enabled() || presented(headers, query).is_some_and(|t| self.allows(&t))
     }
 }
 
 /// The token a request carries: the `Authorization: Bearer` header, else an `access_token`
-/// query parameter.
-fn presented<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
+/// query parameter (percent-decoded, as browsers encode it).
+fn presented<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<Cow<'a, str>> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .map(|t| Cow::Borrowed(t.trim()));
     bearer.or_else(|| {
-        query?
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("access_token="))
+        form_urlencoded::parse(query?.as_bytes())
+            .find(|(k, _)| k == "access_token")
+            .map(|(_, v)| v)
     })
 }
 
@@ -192,6 +193,12 @@ mod tests {
         assert!(!t.admits(&auth("Basic beta"), None));
         assert!(t.admits(&HeaderMap::new(), Some("x=1&access_token=alpha")));
         assert!(!t.admits(&HeaderMap::new(), Some("access_token=nope")));
+        std::fs::write(&path, "a+b/c=\n").expect("written");
+        let t = Tokens::load(&path).expect("loads");
+        assert!(
+            t.admits(&HeaderMap::new(), Some("access_token=a%2Bb%2Fc%3D")),
+            "decoded"
+        );
         assert!(!t.admits(&HeaderMap::new(), None));
         assert!(
             Tokens::default().admits(&HeaderMap::new(), None),

@@ -25,8 +25,9 @@ use crate::pair::Pair;
 const MAX_IN_FLIGHT: usize = 32;
 /// An answer is reused this long.
 const FRESH: Duration = Duration::from_secs(1);
-/// Pairs whose last answer is remembered; past it, stale entries are dropped, and if none
-/// is, the fetch goes uncached.
+/// Past this many remembered pairs, stale answers are dropped at the next new pair ...
+const KEEP_PAIRS: usize = 64;
+/// ... and past this many fresh or in use, a fetch goes uncached.
 const MAX_PAIRS: usize = 1024;
 
 /// Why no chart came back.
@@ -102,8 +103,9 @@ impl Charts {
     fn slot(&self, symbol: &Symbol, pair: Pair) -> Option<Slot> {
         let mut recent = lock(&self.recent);
         let key = (symbol.clone(), pair);
-        if !recent.contains_key(&key) && recent.len() >= MAX_PAIRS {
-            // Keep the slots in use and the fresh ones; the rest make room.
+        if !recent.contains_key(&key) && recent.len() >= KEEP_PAIRS {
+            // Keep the slots in use and the fresh ones; stale answers (up to a few hundred KB
+            // each) make room, so what is held is about what the last second asked for.
             recent.retain(|_, slot| {
                 Arc::strong_count(slot) > 1
                     || slot

@@ -6,7 +6,6 @@
 //! drop-oldest queue; a stream that falls behind ends with `RESOURCE_EXHAUSTED`, and every
 //! stream ends with `UNAVAILABLE` "draining; reconnect" when the gateway stops.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -132,8 +131,7 @@ fn refused(r: Refused) -> Status {
     Status::resource_exhausted(r.to_string())
 }
 
-/// What a subscription stream holds; gives its place and subscriptions back when dropped
-/// (the client went away or the stream ended).
+/// What a subscription stream holds; gives its place and subscriptions back when dropped.
 struct Held {
     hub: Arc<Hub>,
     sub: Option<Subscriber>,
@@ -148,14 +146,6 @@ impl Drop for Held {
     }
 }
 
-struct StreamState {
-    /// Gives the subscription and the place back when the stream is dropped.
-    _held: Held,
-    queue: Arc<ClientQueue>,
-    first: VecDeque<pb::Event>,
-    done: bool,
-}
-
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
 
 fn end_status(cause: Option<CloseCause>) -> Option<Status> {
@@ -164,6 +154,57 @@ fn end_status(cause: Option<CloseCause>) -> Option<Status> {
         Some(CloseCause::TooSlow) => Some(Status::resource_exhausted("too slow")),
         Some(CloseCause::ClientClosed | CloseCause::Gone) => None,
         Some(other) => Some(Status::aborted(other.as_str())),
+    }
+}
+
+/// Moves one stream's events from its queue to tonic, in a task the gateway tracks. tonic
+/// polls a response stream only while the client takes data (HTTP/2 flow control), so the
+/// pump, not tonic, owns the client's place: a message that cannot be handed over within the
+/// send deadline closes the stream as too slow, and its place and subscriptions go back at
+/// once, however long the connection itself lingers.
+async fn pump(
+    held: Held,
+    queue: Arc<ClientQueue>,
+    first: Vec<pb::Event>,
+    out: tokio::sync::mpsc::Sender<Result<pb::Event, Status>>,
+    deadline: std::time::Duration,
+) {
+    let hand_over = |item| out.send_timeout(item, deadline);
+    for e in first {
+        if hand_over(Ok(e)).await.is_err() {
+            queue.close(CloseCause::TooSlow);
+            held.hub.registry.stats.too_slow();
+            return;
+        }
+    }
+    loop {
+        let item = match queue.pop().await {
+            Some(Outgoing::Event(e)) => Ok(event(&e)),
+            Some(Outgoing::Reply(_)) => continue,
+            None => match end_status(queue.close_cause()) {
+                Some(status) => {
+                    // Best effort: a client that does not read will not see it.
+                    let _ = hand_over(Err(status)).await;
+                    return;
+                }
+                None => return,
+            },
+        };
+        match hand_over(item).await {
+            Ok(()) => {}
+            Err(tokio::sync::mpsc::error::SendTimeoutError::Timeout(_)) => {
+                if queue.close(CloseCause::TooSlow) {
+                    held.hub.registry.stats.too_slow();
+                }
+                let _ = out.try_send(Err(Status::resource_exhausted("too slow")));
+                return;
+            }
+            // The client went away (tonic dropped the stream).
+            Err(tokio::sync::mpsc::error::SendTimeoutError::Closed(_)) => {
+                queue.close(CloseCause::Gone);
+                return;
+            }
+        }
     }
 }
 
@@ -210,14 +251,20 @@ impl Gateway for Service {
             sub: Some(sub),
             _permit: permit,
         };
-        let mut first = VecDeque::new();
+        let mut first = Vec::new();
         if req.snapshot {
             let truncated = if filter.chart {
                 if let (Some(symbol), VenuePattern::Pair(pair)) =
                     (filter.symbol.exact(), filter.venue)
                 {
-                    match app.charts.fetch(symbol, pair).await {
-                        Ok(chart) => first.push_back(pb::Event {
+                    let fetched = tokio::select! {
+                        fetched = app.charts.fetch(symbol, pair) => fetched,
+                        () = app.stop.cancelled() => {
+                            return Err(Status::unavailable("draining; reconnect"));
+                        }
+                    };
+                    match fetched {
+                        Ok(chart) => first.push(pb::Event {
                             kind: Some(pb::event::Kind::Chart((*chart).clone())),
                         }),
                         Err(e) => return Err(Status::unavailable(e.to_string())),
@@ -233,34 +280,15 @@ impl Gateway for Service {
                 first.extend(snap.events.iter().map(|e| event(e)));
                 snap.truncated
             };
-            first.push_back(pb::Event {
+            first.push(pb::Event {
                 kind: Some(pb::event::Kind::SnapshotEnd(pb::SnapshotEnd { truncated })),
             });
         }
-        let state = StreamState {
-            _held: held,
-            queue,
-            first,
-            done: false,
-        };
-        let stream = futures_util::stream::unfold(state, |mut s| async move {
-            if s.done {
-                return None;
-            }
-            if let Some(e) = s.first.pop_front() {
-                return Some((Ok(e), s));
-            }
-            loop {
-                match s.queue.pop().await {
-                    Some(Outgoing::Event(e)) => return Some((Ok(event(&e)), s)),
-                    Some(Outgoing::Reply(_)) => {}
-                    None => {
-                        s.done = true;
-                        let status = end_status(s.queue.close_cause())?;
-                        return Some((Err(status), s));
-                    }
-                }
-            }
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let deadline = std::time::Duration::from_millis(app.config.max_client_lag_ms);
+        app.tracker.spawn(pump(held, queue, first, tx, deadline));
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
         });
         Ok(Response::new(Box::pin(stream)))
     }
@@ -349,8 +377,14 @@ pub(crate) async fn serve(
     let reflection_error = |e: tonic_reflection::server::Error| {
         crate::GatewayError::Config(format!("gRPC reflection: {e}"))
     };
-    let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
-    let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(reflection_error)?
+        .max_decoding_message_size(GRPC_MAX_REQUEST);
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(reflection_error)?
+        .max_decoding_message_size(GRPC_MAX_REQUEST);
     let guard = move |request: Request<()>| check_token(&tokens, request);
     use tonic::service::interceptor::InterceptedService;
     let api = InterceptedService::new(Service::server(app), guard.clone());
@@ -363,12 +397,18 @@ pub(crate) async fn serve(
         async move {
             stop.cancelled().await;
             reporter.set_not_serving::<GatewayServer<Service>>().await;
+            reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
         }
     };
+    let health = health.max_decoding_message_size(GRPC_MAX_REQUEST);
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(GRPC_KEEPALIVE))
         .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
         .concurrency_limit_per_connection(GRPC_CALLS_PER_CONNECTION)
+        .max_concurrent_streams(Some(GRPC_STREAMS_PER_CONNECTION))
+        .timeout(GRPC_UNARY_TIMEOUT)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -388,7 +428,14 @@ pub(crate) async fn serve(
 
 const GRPC_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
 const GRPC_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Unary calls in progress per connection (a stream counts until its first answer) ...
 const GRPC_CALLS_PER_CONNECTION: usize = 32;
+/// ... and HTTP/2 streams open per connection, subscriptions included.
+const GRPC_STREAMS_PER_CONNECTION: u32 = 32;
+/// A call's answer (a unary reply, a stream's first message) within this long.
+const GRPC_UNARY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The largest request of any service.
+const GRPC_MAX_REQUEST: usize = 64 * 1024;
 const GRPC_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The interceptor: with tokens configured, `authorization: Bearer <token>` is required.

@@ -235,10 +235,15 @@ impl Gateway {
             hub.registry.close_all(CloseCause::Drain);
         };
         let grpc = async {
-            match grpc {
+            let served = match grpc {
                 Some(serving) => serving.await,
                 None => Ok(()),
+            };
+            if served.is_err() {
+                // A failed gRPC server stops the gateway rather than leaving it half there.
+                stop.cancel();
             }
+            served
         };
         let (served, (), grpc_served) = tokio::join!(serve, close_sessions, grpc);
         let served = served.and(grpc_served);

@@ -19,6 +19,8 @@ pub(crate) enum Refused {
     Full,
     #[error("too many connections from this address")]
     PerIp,
+    #[error("this address was closed for abuse a moment ago; retry later")]
+    Penalized,
 }
 
 impl Refused {
@@ -27,6 +29,7 @@ impl Refused {
         match self {
             Refused::Full => "max_clients",
             Refused::PerIp => "max_connections_per_ip",
+            Refused::Penalized => "penalized",
         }
     }
 }
@@ -35,7 +38,16 @@ impl Refused {
 struct Counts {
     total: usize,
     per_ip: HashMap<IpAddr, usize>,
+    /// Addresses refused until a moment (their client was closed for flooding or huge
+    /// frames), so that a reconnect loop costs an HTTP refusal, not a session.
+    penalized: HashMap<IpAddr, Instant>,
 }
+
+/// Addresses remembered in the penalty box at most (expired ones make room; past it, no more
+/// are added).
+const MAX_PENALIZED: usize = 10_000;
+/// How long an address is refused after its client was closed for abuse.
+pub(crate) const PENALTY: Duration = Duration::from_secs(10);
 
 /// Counts connected clients, in all and per address.
 #[derive(Debug)]
@@ -97,6 +109,12 @@ impl Admission {
     pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Refused> {
         let ip = key(ip);
         let mut c = lock(&self.counts);
+        if let Some(until) = c.penalized.get(&ip) {
+            if Instant::now() < *until {
+                return Err(Refused::Penalized);
+            }
+            c.penalized.remove(&ip);
+        }
         if c.total >= self.max_total {
             return Err(Refused::Full);
         }
@@ -112,6 +130,18 @@ impl Admission {
         })
     }
 
+    /// Refuses new clients from `ip` for [`PENALTY`].
+    pub(crate) fn penalize(&self, ip: IpAddr) {
+        let (ip, now) = (key(ip), Instant::now());
+        let mut c = lock(&self.counts);
+        if c.penalized.len() >= MAX_PENALIZED {
+            c.penalized.retain(|_, until| *until > now);
+        }
+        if c.penalized.len() < MAX_PENALIZED || c.penalized.contains_key(&ip) {
+            c.penalized.insert(ip, now + PENALTY);
+        }
+    }
+
     /// Connected clients.
     pub(crate) fn connected(&self) -> usize {
         lock(&self.counts).total
@@ -121,8 +151,11 @@ impl Admission {
 /// A token bucket: `rate` requests a second on average, `burst` at once. Owned by one session.
 #[derive(Debug)]
 pub(crate) struct RateLimit {
-    /// Requests refused since the last one allowed.
-    refused_in_a_row: u32,
+    /// Requests refused within the current second ...
+    refused_in_window: u32,
+    window_start: Instant,
+    /// ... past which the client counts as flooding.
+    flood_after: u32,
     tokens: f64,
     burst: f64,
     rate: f64,
@@ -130,10 +163,14 @@ pub(crate) struct RateLimit {
 }
 
 impl RateLimit {
-    pub(crate) fn new(rate: f64, burst: u32, now: Instant) -> Self {
+    /// `flood_after`: refusals in a row that make a flood; set it above anything a client can
+    /// have pipelined in good faith before it read its first refusal.
+    pub(crate) fn new(rate: f64, burst: u32, flood_after: u32, now: Instant) -> Self {
         let burst = f64::from(burst.max(1));
         Self {
-            refused_in_a_row: 0,
+            refused_in_window: 0,
+            window_start: now,
+            flood_after: flood_after.max(1),
             tokens: burst,
             burst,
             rate,
@@ -149,18 +186,22 @@ impl RateLimit {
         let n = f64::from(n).min(self.burst);
         if self.tokens >= n {
             self.tokens -= n;
-            self.refused_in_a_row = 0;
             true
         } else {
-            self.refused_in_a_row = self.refused_in_a_row.saturating_add(1);
+            if now.saturating_duration_since(self.window_start) >= Duration::from_secs(1) {
+                self.window_start = now;
+                self.refused_in_window = 0;
+            }
+            self.refused_in_window = self.refused_in_window.saturating_add(1);
             false
         }
     }
 
-    /// Whether the client keeps sending past its refusals: as many refused in a row as its
-    /// burst. Such a client is flooding, and is closed rather than answered forever.
+    /// Whether the client keeps sending past its refusals: more refused within a second than
+    /// `flood_after` (allowed requests in between do not excuse them, so a flood just above
+    /// the rate is caught too). Such a client is closed rather than answered forever.
     pub(crate) fn flooding(&self) -> bool {
-        f64::from(self.refused_in_a_row) >= self.burst
+        self.refused_in_window > self.flood_after
     }
 
     /// Takes a token if there is one.
@@ -201,6 +242,16 @@ mod tests {
     }
 
     #[test]
+    fn a_penalized_address_is_refused_and_others_are_not() {
+        let a = Admission::new(10, 0);
+        let bad: IpAddr = "10.0.0.9".parse().expect("ip");
+        let fine: IpAddr = "10.0.0.8".parse().expect("ip");
+        a.penalize(bad);
+        assert_eq!(a.admit(bad).err(), Some(Refused::Penalized));
+        assert!(a.admit(fine).is_ok());
+    }
+
+    #[test]
     fn ipv6_addresses_of_one_block_share_a_cap() {
         let a = Admission::new(10, 1);
         let x: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
@@ -220,18 +271,37 @@ mod tests {
     #[test]
     fn the_bucket_allows_a_burst_then_the_rate() {
         let t0 = Instant::now();
-        let mut r = RateLimit::new(10.0, 5, t0);
+        let mut r = RateLimit::new(10.0, 5, 11, t0);
         assert_eq!((0..8).filter(|_| r.allow(t0)).count(), 5, "the burst");
         assert!(r.wait(1) > Duration::ZERO);
         assert!(r.wait(5) > r.wait(1));
         let later = t0 + Duration::from_millis(300);
         assert_eq!((0..3).filter(|_| r.allow(later)).count(), 3, "10 a second");
-        assert!(!r.allow(later), "none left");
-        assert!(!r.flooding(), "one refused of a burst of five");
-        for _ in 0..4 {
+        for _ in 0..8 {
             assert!(!r.allow(later));
         }
-        assert!(r.flooding(), "five refused in a row");
+        assert!(
+            !r.flooding(),
+            "eleven refused this second (3 + 8): not more than allowed"
+        );
+        assert!(
+            r.allow(later + Duration::from_millis(150)),
+            "a token came back"
+        );
+        assert!(!r.allow(later + Duration::from_millis(150)));
+        assert!(
+            r.flooding(),
+            "twelve refused within a second, allowed ones between or not"
+        );
+        let calm = later + Duration::from_secs(2);
+        for _ in 0..5 {
+            assert!(r.allow(calm));
+        }
+        assert!(!r.allow(calm));
+        assert!(
+            !r.flooding(),
+            "a refusal a calm second later opens a new window"
+        );
         let much_later = later + Duration::from_secs(60);
         assert_eq!(
             (0..8).filter(|_| r.allow(much_later)).count(),

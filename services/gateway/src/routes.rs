@@ -8,6 +8,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router, middleware};
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::{BoxError, ServiceBuilder};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -64,7 +65,9 @@ pub(crate) fn router(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(overloaded))
                 .load_shed()
-                .concurrency_limit(REST_CONCURRENCY)
+                // One semaphore for the whole API: axum applies a layer to each route and
+                // method separately, so a plain concurrency limit would allow 64 per route.
+                .layer(GlobalConcurrencyLimitLayer::new(REST_CONCURRENCY))
                 .timeout(REST_TIMEOUT),
         )
         .layer(cors(&origins));

@@ -101,7 +101,11 @@ async fn every_surface_needs_a_token_when_tokens_are_configured() {
     );
 
     // WebSockets: the header, or access_token for browsers.
-    for path in ["/ws", "/ws/realtime"] {
+    for path in [
+        "/ws",
+        "/ws/realtime",
+        "/ws/realtime_charts?symbol=BTC-USDT&exchange1=binance&exchange2=okx",
+    ] {
         assert_eq!(ws_status(addr, path, None).await, 401, "{path}");
         assert_eq!(
             ws_status(addr, path, Some(("authorization", "Bearer wrong"))).await,
@@ -137,6 +141,16 @@ async fn every_surface_needs_a_token_when_tokens_are_configured() {
         .await
         .expect_err("no token");
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    let refused = c
+        .subscribe(api::SubscribeRequest {
+            channel: api::Channel::Spreads as i32,
+            symbol: "*".into(),
+            exchanges: vec![],
+            snapshot: false,
+        })
+        .await
+        .expect_err("no token");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
     let mut with = tonic::Request::new(api::ExchangesRequest {});
     with.metadata_mut()
         .insert("authorization", "Bearer secret-one".parse().expect("ascii"));

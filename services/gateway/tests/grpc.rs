@@ -214,6 +214,51 @@ async fn unary_calls_answer_and_bad_arguments_are_named() {
 }
 
 #[tokio::test]
+async fn a_stream_its_client_does_not_read_is_closed_and_gives_its_place_back() {
+    let gw = start(GatewayConfig {
+        max_connections_per_ip: 1,
+        max_client_lag_ms: 500,
+        ..grpc_config()
+    })
+    .await;
+    let addr = gw.grpc_addr.expect("gRPC bound");
+    let mut c = client(addr).await;
+    let stalled = c
+        .subscribe(req(api::Channel::Spreads, "*", &[], false))
+        .await
+        .expect("subscribed");
+    // Never read: HTTP/2 flow control stops the server once its windows are full.
+    let mut n = 0;
+    while gw.detail("gateway.clients", "slow_disconnects") == 0 {
+        assert!(n < 200_000, "the stalled stream was never closed");
+        for _ in 0..500 {
+            publish(&gw.bus, &point("BTC-USDT", "binance", "okx", n)).await;
+            n += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its place is back: a new stream from the same address is admitted.
+    let again = tokio::time::timeout(WAIT, async {
+        loop {
+            match c
+                .subscribe(req(api::Channel::Spreads, "*", &[], false))
+                .await
+            {
+                Ok(s) => return s,
+                Err(e) if e.code() == Code::ResourceExhausted => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the place comes back");
+    drop((stalled, again));
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn streams_count_against_the_client_caps() {
     let gw = start(GatewayConfig {
         max_connections_per_ip: 1,

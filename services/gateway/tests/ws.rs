@@ -463,6 +463,56 @@ async fn requests_beyond_the_rate_are_refused_and_the_session_continues() {
 }
 
 #[tokio::test]
+async fn a_client_that_keeps_sending_past_its_refusals_is_closed() {
+    let gw = start(GatewayConfig {
+        requests_per_s: 0.2,
+        request_burst: 5,
+        max_subscriptions_per_client: 10,
+        ..config()
+    })
+    .await;
+    let mut ws = connect(gw.addr).await;
+    // A few refused are not a flood: a client may pipeline up to its subscriptions and twice
+    // its burst (here 20) before it reads a refusal.
+    for n in 0..10 {
+        send(&mut ws, json!({"op": "ping", "id": n})).await;
+    }
+    let mut limited = 0;
+    for _ in 0..10 {
+        if recv(&mut ws).await["code"] == "rate_limited" {
+            limited += 1;
+        }
+    }
+    assert_eq!(limited, 5);
+    // Going on past that is a flood: Close 1008.
+    let closed = tokio::time::timeout(WAIT, async {
+        let mut n = 10;
+        loop {
+            if ws
+                .send(Message::text(json!({"op": "ping", "id": n}).to_string()))
+                .await
+                .is_err()
+            {
+                break None;
+            }
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            while let Ok(Some(Ok(msg))) =
+                tokio::time::timeout(Duration::from_millis(1), ws.next()).await
+            {
+                if let Message::Close(frame) = msg {
+                    return frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                }
+            }
+        }
+    })
+    .await
+    .expect("closed within 10 s");
+    assert_eq!(closed, Some((1008, "rate limit exceeded".to_owned())));
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn heartbeats_arrive_on_a_quiet_connection() {
     let gw = start(GatewayConfig {
         heartbeat_s: 1,

@@ -21,7 +21,9 @@ pub struct InvalidSymbol(pub String);
 /// Longest base or quote we accept; real ones are far shorter, this bounds hostile input.
 const MAX_PART_LEN: usize = 20;
 
-fn valid_part(part: &str) -> bool {
+/// Whether `part` can be the base or quote of a canonical symbol: 1 to 20 upper-case letters
+/// and digits.
+pub fn valid_part(part: &str) -> bool {
     !part.is_empty()
         && part.len() <= MAX_PART_LEN
         && part

@@ -1,13 +1,11 @@
 //! What a subscription selects: a channel, a symbol pattern and an exchange pattern. Shared by
 //! every surface (WebSocket, gRPC); each parses its own request format into a [`Filter`].
 
+use spreadagg_model::symbol::valid_part;
 use spreadagg_model::{ExchangeId, Symbol};
 
 use super::event::{Channel, Event, Venue};
 use crate::pair::Pair;
-
-/// Longest base or quote asset in a pattern, as for symbols.
-const MAX_PART_LEN: usize = 20;
 
 /// Which symbols: one, every symbol of a base asset (`BTC-*`), of a quote asset (`*-USDT`),
 /// or all (`*`).
@@ -23,14 +21,6 @@ pub(crate) enum SymbolPattern {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid symbol {0:?}: expected BASE-QUOTE in upper case (BTC-USDT), BASE-*, *-QUOTE or *")]
 pub(crate) struct InvalidPattern(pub(crate) String);
-
-fn valid_part(part: &str) -> bool {
-    !part.is_empty()
-        && part.len() <= MAX_PART_LEN
-        && part
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-}
 
 impl SymbolPattern {
     /// Parses `BTC-USDT`, `BTC-*`, `*-USDT`, `*` (and `*-*`, the same as `*`).

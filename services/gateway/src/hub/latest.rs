@@ -35,6 +35,7 @@ pub(crate) const STALE_AFTER: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default, Clone)]
 struct PerSymbol {
+    symbol: Option<Symbol>,
     spreads: BTreeMap<Pair, Arc<Event>>,
     ticks: BTreeMap<ExchangeId, Arc<Event>>,
     trades: BTreeMap<ExchangeId, Arc<Event>>,
@@ -185,13 +186,20 @@ impl Latest {
         let per = match shard.get_mut(&event.symbol) {
             Some(per) => Arc::make_mut(per),
             None => {
-                if self.symbols.load(Ordering::Relaxed) >= self.max_symbols {
+                // Reserve a place first: four feeds may meet a new symbol at once.
+                let reserved =
+                    self.symbols
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                            (n < self.max_symbols).then_some(n + 1)
+                        });
+                if reserved.is_err() {
                     self.not_kept.fetch_add(1, Ordering::Relaxed);
                     return false;
                 }
-                self.symbols.fetch_add(1, Ordering::Relaxed);
                 *lock(&self.list) = None;
-                Arc::make_mut(shard.entry(event.symbol.clone()).or_default())
+                let per = Arc::make_mut(shard.entry(event.symbol.clone()).or_default());
+                per.symbol = Some(event.symbol.clone());
+                per
             }
         };
         let e = Arc::clone(event);
@@ -223,10 +231,13 @@ impl Latest {
 
     /// The values of the symbols `pattern` selects: under each shard's lock only the `Arc`s
     /// are taken.
-    fn select(&self, pattern: &SymbolPattern) -> Vec<(Symbol, Arc<PerSymbol>)> {
+    fn select(&self, pattern: &SymbolPattern) -> Vec<Arc<PerSymbol>> {
         if let SymbolPattern::Exact(s) = pattern {
-            let per = lock(self.shard(s.as_str())).get(s).cloned();
-            return per.map(|p| (s.clone(), p)).into_iter().collect();
+            return lock(self.shard(s.as_str()))
+                .get(s)
+                .cloned()
+                .into_iter()
+                .collect();
         }
         let mut out = Vec::new();
         for shard in &self.shards {
@@ -235,7 +246,7 @@ impl Latest {
                 shard
                     .iter()
                     .filter(|(symbol, _)| pattern.matches(symbol))
-                    .map(|(symbol, per)| (symbol.clone(), Arc::clone(per))),
+                    .map(|(_, per)| Arc::clone(per)),
             );
         }
         out
@@ -245,7 +256,7 @@ impl Latest {
     /// Signals: the active ones (entries not yet expired nor followed by an exit).
     pub(crate) fn snapshot(&self, filter: &Filter, max: usize, now_ns: i64) -> Snapshot {
         let mut out = Snapshot::default();
-        for (_, per) in &self.select(&filter.symbol) {
+        for per in &self.select(&filter.symbol) {
             if !per.each(filter, now_ns, &mut |e| out.take(e, max)) {
                 break;
             }
@@ -282,14 +293,15 @@ impl Latest {
     /// [`WIDEST_TTL`] under a lock of its own (callers wait for one walk; the feed never
     /// does, see the module documentation).
     pub(crate) fn widest(&self, now: Instant) -> Widest {
-        let mut cache = lock(&self.widest);
-        if let Some((at, list)) = cache.as_ref()
+        if let Some((at, list)) = lock(&self.widest).as_ref()
             && now.saturating_duration_since(*at) < WIDEST_TTL
         {
             return Arc::clone(list);
         }
+        // Worked out without holding the cache's lock (callers may overlap, bounded by the
+        // REST concurrency limit; none parks a runtime thread on a lock meanwhile).
         let mut top: Vec<(f64, Arc<Event>)> = Vec::with_capacity(WIDEST_MAX + 1);
-        for (_, per) in self.select(&SymbolPattern::Any) {
+        for per in self.select(&SymbolPattern::Any) {
             for e in per.spreads.values() {
                 let Some(width) = tradeable_width(e) else {
                     continue;
@@ -303,7 +315,7 @@ impl Latest {
             }
         }
         let list: Widest = top.into_iter().map(|(_, e)| e).collect();
-        *cache = Some((now, Arc::clone(&list)));
+        *lock(&self.widest) = Some((now, Arc::clone(&list)));
         list
     }
 
@@ -312,7 +324,7 @@ impl Latest {
         let mut all: Vec<(Symbol, Vec<ExchangeId>)> = self
             .select(&SymbolPattern::Any)
             .into_iter()
-            .map(|(s, per)| (s, per.ticks.keys().copied().collect()))
+            .filter_map(|per| Some((per.symbol.clone()?, per.ticks.keys().copied().collect())))
             .collect();
         all.sort();
         all

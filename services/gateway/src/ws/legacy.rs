@@ -39,15 +39,7 @@ pub(crate) async fn realtime(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let permit = match socket::admit(&app, peer) {
-        Ok(p) => p,
-        Err(refused) => return refused.into_response(),
-    };
-    let task = app.tracker.token();
-    socket::limit(ws, app.config.max_frame_bytes, peer).on_upgrade(move |socket| async move {
-        let _task = task;
-        realtime_session(socket, app, permit).await;
-    })
+    socket::upgrade(app, peer, ws, realtime_session)
 }
 
 async fn realtime_session(socket: WebSocket, app: AppState, _permit: Permit) {
@@ -86,19 +78,19 @@ async fn realtime_session(socket: WebSocket, app: AppState, _permit: Permit) {
 /// The `AllSymbolInfo` envelope, made at most once a second and shared by every connection
 /// (it walks every symbol kept).
 fn hello(app: &AppState) -> Utf8Bytes {
-    let mut cache = lock(&app.legacy_hello);
-    if let Some((at, frame)) = cache.as_ref()
+    if let Some((at, frame)) = lock(&app.legacy_hello).as_ref()
         && at.elapsed() < HELLO_TTL
     {
         return frame.clone();
     }
+    // Made without holding the cache's lock, so no runtime thread parks on it meanwhile.
     let symbols = app.hub.latest.symbol_exchanges();
     let infos: Vec<_> = symbols
         .iter()
         .map(|(s, xs)| legacy::info(s, xs.iter().map(|x| x.as_str()).collect()))
         .collect();
     let frame = legacy::all_symbol_info(&infos);
-    *cache = Some((Instant::now(), frame.clone()));
+    *lock(&app.legacy_hello) = Some((Instant::now(), frame.clone()));
     frame
 }
 
@@ -120,9 +112,9 @@ async fn ignore_input(mut stream: SplitStream<WebSocket>, queue: &ClientQueue, a
     socket::linger(&mut stream, queue).await;
 }
 
-/// The query of `/ws/realtime_charts`.
+/// The query of `/ws/realtime_charts` (other parameters, `access_token` among them, are not
+/// this handler's business).
 #[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct ChartQuery {
     symbol: String,
     exchange1: String,
@@ -146,14 +138,8 @@ pub(crate) async fn realtime_charts(
     let Some(pair) = Pair::parse(&q.exchange1, &q.exchange2) else {
         return bad("exchange1 and exchange2 must be two different exchange ids");
     };
-    let permit = match socket::admit(&app, peer) {
-        Ok(p) => p,
-        Err(refused) => return refused.into_response(),
-    };
-    let task = app.tracker.token();
-    socket::limit(ws, app.config.max_frame_bytes, peer).on_upgrade(move |socket| async move {
-        let _task = task;
-        charts_session(socket, app, permit, symbol, pair).await;
+    socket::upgrade(app, peer, ws, move |socket, app, permit| {
+        charts_session(socket, app, permit, symbol, pair)
     })
 }
 

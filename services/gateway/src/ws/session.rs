@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures_util::StreamExt;
 use futures_util::stream::SplitStream;
 
@@ -40,15 +40,8 @@ pub(crate) async fn upgrade(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let permit = match socket::admit(&app, peer) {
-        Ok(p) => p,
-        Err(refused) => return refused.into_response(),
-    };
-    // Held by the session, so `Gateway::run` waits for it (axum spawns the upgrade task).
-    let task = app.tracker.token();
-    socket::limit(ws, app.config.max_frame_bytes, peer).on_upgrade(move |socket| async move {
-        let _task = task;
-        session(socket, peer, app, permit).await;
+    socket::upgrade(app, peer, ws, move |socket, app, permit| {
+        session(socket, peer, app, permit)
     })
 }
 
@@ -72,6 +65,12 @@ async fn session(socket: WebSocket, peer: SocketAddr, app: AppState, _permit: Pe
         ),
     );
     app.hub.registry.remove(sub);
+    if matches!(
+        queue.close_cause(),
+        Some(CloseCause::Flooding | CloseCause::TooBig)
+    ) {
+        app.admission.penalize(peer.ip());
+    }
     tracing::debug!(
         client = %id,
         %peer,
@@ -83,9 +82,15 @@ async fn session(socket: WebSocket, peer: SocketAddr, app: AppState, _permit: Pe
 
 async fn read_loop(mut stream: SplitStream<WebSocket>, sub: &mut Subscriber, app: &AppState) {
     let queue = std::sync::Arc::clone(&sub.queue);
+    // A client may pipeline all its subscriptions and some pings before it reads a refusal;
+    // refusals beyond that, in a row, are a flood.
+    let flood_after = u32::try_from(app.config.max_subscriptions_per_client)
+        .unwrap_or(u32::MAX)
+        .saturating_add(app.config.request_burst.saturating_mul(2));
     let mut rate = RateLimit::new(
         app.config.requests_per_s,
         app.config.request_burst,
+        flood_after,
         Instant::now(),
     );
     loop {

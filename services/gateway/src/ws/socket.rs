@@ -69,12 +69,41 @@ pub(crate) fn admit(app: &AppState, peer: SocketAddr) -> Result<Permit, AtTheDoo
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many connections from this address\n",
             ),
+            Refused::Penalized => AtTheDoor(
+                StatusCode::TOO_MANY_REQUESTS,
+                "closed for abuse a moment ago; retry later\n",
+            ),
         }
     })
 }
 
+/// Admits the client (see [`admit`]) and upgrades with the frame limits; `session` then runs
+/// in a task the gateway's tracker waits for.
+pub(crate) fn upgrade<F, Fut>(
+    app: AppState,
+    peer: SocketAddr,
+    ws: WebSocketUpgrade,
+    session: F,
+) -> Response
+where
+    F: FnOnce(WebSocket, AppState, Permit) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let permit = match admit(&app, peer) {
+        Ok(p) => p,
+        Err(refused) => return refused.into_response(),
+    };
+    // Held by the session, so `Gateway::run` waits for it (axum spawns the upgrade task).
+    let task = app.tracker.token();
+    let max = app.config.max_frame_bytes;
+    limit(ws, max, peer).on_upgrade(move |socket| async move {
+        let _task = task;
+        session(socket, app, permit).await;
+    })
+}
+
 /// Applies the frame limits to an upgrade.
-pub(crate) fn limit(
+fn limit(
     ws: WebSocketUpgrade,
     max_frame_bytes: usize,
     peer: SocketAddr,
