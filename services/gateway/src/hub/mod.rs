@@ -5,6 +5,7 @@
 //! drop-oldest queue ([`queue`]). WebSocket sessions, the prototype's endpoints and gRPC
 //! streams are all clients of the hub; REST reads its latest values.
 
+pub(crate) mod client;
 pub(crate) mod event;
 pub(crate) mod feed;
 pub(crate) mod filter;

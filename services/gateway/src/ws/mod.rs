@@ -3,5 +3,6 @@
 
 pub(crate) mod legacy;
 pub(crate) mod protocol;
+pub(crate) mod reply;
 pub(crate) mod session;
 pub(crate) mod socket;

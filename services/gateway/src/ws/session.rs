@@ -24,10 +24,8 @@ use crate::hub::queue::{ClientId, ClientQueue, CloseCause};
 use crate::hub::registry::{SubscribeError, Subscriber};
 use crate::json::{ChartJson, encode};
 use crate::limits::{Permit, RateLimit};
-use crate::ws::protocol::{
-    self, Echo, ErrorCode, Rejection, Request, RequestId, ServerMessage, Subscription,
-    snapshot_frame,
-};
+use crate::ws::protocol::{self, ErrorCode, Rejection, Request, RequestId, Subscription};
+use crate::ws::reply::{Echo, ServerMessage, snapshot_frame};
 use crate::ws::socket;
 
 /// Rate tokens a subscribe to a wildcard with a snapshot costs (a plain request costs one).

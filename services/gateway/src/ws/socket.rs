@@ -21,7 +21,7 @@ use crate::hub::event::Event;
 use crate::hub::queue::{ClientQueue, CloseCause, Outgoing};
 use crate::json::encode;
 use crate::limits::{Permit, Refused};
-use crate::ws::protocol::ServerMessage;
+use crate::ws::reply::ServerMessage;
 
 /// The writer pings an otherwise quiet client this often, so dead peers are noticed.
 const PING_INTERVAL: Duration = Duration::from_secs(30);
